@@ -1,0 +1,25 @@
+//! olc-protocol: what two OLC peers must agree on. Identities, content ids, the wire
+//! codec, signed envelopes and the message types. Pure: no async, no network; the only
+//! I/O is the key file, whose permissions are part of the security story.
+
+pub mod amount;
+pub mod codec;
+pub mod content_id;
+pub mod identity;
+pub mod keyfile;
+pub mod messages;
+pub mod signed;
+
+pub use amount::Amount;
+pub use codec::{CodecError, MAX_MESSAGE_BYTES, Message, PROTOCOL_VERSION};
+pub use content_id::{ContentHasher, ContentId, ContentIdError};
+pub use identity::{Identity, IdentityError, PublicKey, Signature};
+pub use libp2p_identity::PeerId;
+pub use messages::advert::{Backend, CpuInfo, GpuInfo, Hardware, HardwareAdvert};
+pub use messages::execution::{Assignment, Commitment, ExecutionReceipt, Metrics};
+pub use messages::job::{
+    FinetuneJob, InferenceJob, InvalidJob, JobKind, JobSpec, Prompt, Requirements, Sampling,
+    TargetModule, TrainingLength, TrainingParams, VerificationPolicy,
+};
+pub use messages::settlement::{Payout, PayoutRole, SettlementReceipt, Slash, SlashReason};
+pub use signed::{Signed, SignedError};

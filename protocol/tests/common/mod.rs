@@ -1,0 +1,174 @@
+//! One realistic sample of every message type, shared by the protocol's integration tests.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use olc_protocol::*;
+
+pub fn submitter() -> Identity {
+    Identity::from_seed(&[1; 32])
+}
+pub fn coordinator() -> Identity {
+    Identity::from_seed(&[2; 32])
+}
+pub fn worker() -> Identity {
+    Identity::from_seed(&[3; 32])
+}
+
+pub fn advert() -> HardwareAdvert {
+    HardwareAdvert {
+        seq: 42,
+        timestamp_ms: 1_790_000_000_000,
+        hardware: Hardware {
+            gpus: vec![GpuInfo {
+                name: "NVIDIA GeForce RTX 4090".into(),
+                uuid: "GPU-6f1c2a4e-0000-1111-2222-333344445555".into(),
+                memory_total_bytes: 24 << 30,
+                memory_free_bytes: 23 << 30,
+                compute_capability: (8, 9),
+                driver_version: "570.86.10".into(),
+                cuda_version: Some(12080),
+                power_limit_milliwatts: Some(450_000),
+                utilization_percent: Some(3),
+            }],
+            cpu: CpuInfo {
+                model: "AMD EPYC".into(),
+                logical_cores: 2,
+                features: vec!["avx2".into(), "fma".into(), "avx512f".into()],
+            },
+            ram_total_bytes: 24 << 30,
+            ram_available_bytes: 20 << 30,
+            disk_free_bytes: 80 << 30,
+        },
+        backends: vec![Backend::Cpu, Backend::Cuda],
+        price_per_ktoken: Amount(12),
+        listen_addrs: vec!["/ip4/127.0.0.1/udp/7001/quic-v1".into()],
+        cached: vec![ContentId::of(b"model")],
+        max_concurrent_jobs: 2,
+        active_jobs: 0,
+    }
+}
+
+pub fn inference_job() -> JobSpec {
+    JobSpec {
+        kind: JobKind::Inference(InferenceJob {
+            model: ContentId::of(b"model"),
+            adapter: Some(ContentId::of(b"adapter")),
+            prompt: Prompt::Text("The capital of France is".into()),
+            sampling: Sampling::Sample {
+                temperature: 0.7,
+                top_k: 40,
+                top_p: 0.95,
+            },
+            max_tokens: 32,
+            seed: 7,
+        }),
+        requirements: Requirements {
+            min_memory_bytes: 1 << 30,
+            backend: None,
+        },
+        max_fee: Amount(1_000),
+        verification: VerificationPolicy::Replicate { replicas: 2 },
+        deadline_ms: 1_790_000_600_000,
+        nonce: 1,
+    }
+}
+
+pub fn finetune_job() -> JobSpec {
+    JobSpec {
+        kind: JobKind::Finetune(FinetuneJob {
+            model: ContentId::of(b"model"),
+            dataset: ContentId::of(b"dataset"),
+            params: TrainingParams {
+                rank: 8,
+                alpha: 16.0,
+                targets: vec![TargetModule::QProj, TargetModule::VProj],
+                learning_rate: 1e-3,
+                batch_size: 4,
+                grad_accum: 2,
+                length: TrainingLength::Steps(50),
+                warmup_steps: 5,
+                seed: 3,
+                init_adapter: None,
+            },
+        }),
+        requirements: Requirements {
+            min_memory_bytes: 2 << 30,
+            backend: Some(Backend::Cpu),
+        },
+        max_fee: Amount(50_000),
+        verification: VerificationPolicy::Sample {
+            probability_ppm: 100_000,
+        },
+        deadline_ms: 1_790_003_600_000,
+        nonce: 2,
+    }
+}
+
+pub fn assignment() -> Assignment {
+    let job = Signed::sign(&submitter(), &inference_job()).unwrap();
+    Assignment {
+        job_id: job.id(),
+        job,
+        worker: worker().public_key(),
+        replica: 1,
+        fee_cap: Amount(500),
+        deadline_ms: 1_790_000_300_000,
+        issued_ms: 1_790_000_000_500,
+    }
+}
+
+pub fn commitment() -> Commitment {
+    let a = Signed::sign(&coordinator(), &assignment()).unwrap();
+    Commitment {
+        job_id: assignment().job_id,
+        assignment: a.id(),
+        output: ContentId::of(b"out"),
+    }
+}
+
+pub fn execution_receipt() -> ExecutionReceipt {
+    let c = commitment();
+    ExecutionReceipt {
+        job_id: c.job_id,
+        assignment: c.assignment,
+        output: c.output,
+        model: ContentId::of(b"model"),
+        adapter: Some(ContentId::of(b"adapter")),
+        metrics: Metrics {
+            tokens: 37,
+            wall_ms: 812,
+            peak_memory_bytes: 300 << 20,
+        },
+        provenance: None,
+        finished_ms: 1_790_000_001_000,
+    }
+}
+
+pub fn settlement_receipt() -> SettlementReceipt {
+    let exec = Signed::sign(&worker(), &execution_receipt()).unwrap();
+    let evidence = Signed::sign(&Identity::from_seed(&[4; 32]), &commitment()).unwrap();
+    SettlementReceipt {
+        job_id: execution_receipt().job_id,
+        output: execution_receipt().output,
+        executions: vec![exec],
+        payouts: vec![
+            Payout {
+                to: worker().public_key(),
+                amount: Amount(444),
+                role: PayoutRole::Compute,
+            },
+            Payout {
+                to: Identity::from_seed(&[5; 32]).public_key(),
+                amount: Amount(30),
+                role: PayoutRole::DataContributor,
+            },
+        ],
+        slashes: vec![Slash {
+            worker: Identity::from_seed(&[4; 32]).public_key(),
+            amount: Amount(100),
+            reason: SlashReason::WrongOutput,
+            evidence: Some(evidence),
+        }],
+        refund: Amount(526),
+        settled_ms: 1_790_000_002_000,
+    }
+}
