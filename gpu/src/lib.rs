@@ -1,2 +1,4 @@
 //! olc-gpu: hardware probe, compute backends, the model engine and LoRA training.
 //! Filled in by the network issue (probe) and the engine and fine-tuning issues.
+
+pub mod probe;
