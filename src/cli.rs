@@ -2,8 +2,10 @@
 //! release fills in say so when run (see `commands::pending`).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use olc_protocol::p2p::libp2p::Multiaddr;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,10 +32,15 @@ pub enum Command {
     /// Create and show the ed25519 key that identifies you on the network.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Run a worker daemon that sells this machine's compute [not in this build yet]
-    Worker(Pending),
-    /// Run a coordinator: matches jobs to workers, verifies results, settles fees [not in this build yet]
-    Coordinator(Pending),
+    /// Run a worker daemon that sells this machine's compute.
+    #[command(subcommand)]
+    Worker(WorkerCommand),
+    /// Run a coordinator: keeps the registry of live workers (matching, verification and
+    /// settlement are not in this build yet).
+    #[command(subcommand)]
+    Coordinator(CoordinatorCommand),
+    /// List the workers a running coordinator knows.
+    Workers(WorkersArgs),
     /// Submit jobs to a coordinator and follow them [not in this build yet]
     Job(Pending),
     /// Run inference or fine-tuning locally, without a network [not in this build yet]
@@ -83,4 +90,84 @@ pub struct KeysShow {
 pub struct Pending {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     pub args: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkerCommand {
+    /// Start the worker daemon: probe the hardware, join a coordinator, advertise.
+    Start(WorkerStart),
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerStart {
+    /// Coordinator to join, e.g. /ip4/1.2.3.4/udp/7000/quic-v1 (repeatable). A QUIC
+    /// address falls back to TCP on the same port.
+    #[arg(long, value_name = "MULTIADDR")]
+    pub coordinator: Vec<Multiaddr>,
+    /// Address to listen on (repeatable) [default: QUIC and TCP on a random port]
+    #[arg(long, value_name = "MULTIADDR")]
+    pub listen: Vec<Multiaddr>,
+    /// Data directory (cache, key) [default: ~/.local/share/olc/worker]
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Key file; created if missing [default: DATA/key.pem]
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Price in credits per 1000 tokens of work [default: 10]
+    #[arg(long, value_name = "N")]
+    pub price: Option<u64>,
+    /// How often to re-advertise, e.g. 10s or 500ms [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub advert_interval: Option<Duration>,
+    /// Jobs this worker runs at once [default: 1]
+    #[arg(long, value_name = "N")]
+    pub max_jobs: Option<u32>,
+    /// Also find peers on the local network by mDNS.
+    #[arg(long)]
+    pub mdns: bool,
+    /// TOML file with any of the settings above; flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CoordinatorCommand {
+    /// Start the coordinator: listen, keep the registry of live workers from gossip.
+    Start(CoordinatorStart),
+}
+
+#[derive(Debug, Args)]
+pub struct CoordinatorStart {
+    /// Address to listen on (repeatable) [default: /ip4/0.0.0.0/udp/7000/quic-v1 and
+    /// /ip4/0.0.0.0/tcp/7000]
+    #[arg(long, value_name = "MULTIADDR")]
+    pub listen: Vec<Multiaddr>,
+    /// Data directory [default: ~/.local/share/olc/coordinator]
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Key file; created if missing [default: DATA/key.pem]
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Adverts whose timestamp is further than this from our clock are refused [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub max_clock_skew: Option<Duration>,
+    /// Also find peers on the local network by mDNS.
+    #[arg(long)]
+    pub mdns: bool,
+    /// TOML file with any of the settings above; flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkersArgs {
+    /// The coordinator to ask, e.g. /ip4/127.0.0.1/udp/7000/quic-v1
+    #[arg(long, value_name = "MULTIADDR")]
+    pub coordinator: Multiaddr,
+    /// Give up after this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Print a JSON array, one object per worker.
+    #[arg(long)]
+    pub json: bool,
 }

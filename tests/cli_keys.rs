@@ -39,6 +39,7 @@ fn help_lists_every_command_group() {
         "keys",
         "worker",
         "coordinator",
+        "workers",
         "job",
         "run",
         "model",
@@ -163,14 +164,7 @@ fn olc_key_environment_variable_selects_the_key() {
 fn groups_not_yet_built_say_so_and_fail() {
     let dir = tempfile::tempdir().unwrap();
     for args in [
-        &[
-            "worker",
-            "start",
-            "--coordinator",
-            "/ip4/127.0.0.1/udp/7000/quic-v1",
-        ][..],
-        &["coordinator", "start"],
-        &["job", "list"],
+        &["job", "list"][..],
         &["run", "infer"],
         &["model", "init"],
         &["receipt", "verify", "x"],

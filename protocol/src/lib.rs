@@ -3,11 +3,14 @@
 //! I/O is the key file, whose permissions are part of the security story.
 
 pub mod amount;
+pub mod blob;
 pub mod codec;
 pub mod content_id;
 pub mod identity;
 pub mod keyfile;
 pub mod messages;
+#[cfg(feature = "p2p")]
+pub mod p2p;
 pub mod signed;
 
 pub use amount::Amount;
@@ -15,11 +18,16 @@ pub use codec::{CodecError, MAX_MESSAGE_BYTES, Message, PROTOCOL_VERSION};
 pub use content_id::{ContentHasher, ContentId, ContentIdError};
 pub use identity::{Identity, IdentityError, PublicKey, Signature};
 pub use libp2p_identity::PeerId;
-pub use messages::advert::{Backend, CpuInfo, GpuInfo, Hardware, HardwareAdvert};
+pub use messages::advert::{
+    AdvertRejection, Backend, CpuInfo, GpuInfo, Hardware, HardwareAdvert, check_advert,
+};
 pub use messages::execution::{Assignment, Commitment, ExecutionReceipt, Metrics};
 pub use messages::job::{
     FinetuneJob, InferenceJob, InvalidJob, JobKind, JobSpec, Prompt, Requirements, Sampling,
     TargetModule, TrainingLength, TrainingParams, VerificationPolicy,
+};
+pub use messages::rpc::{
+    BlobPart, BlobRequest, BlobResponse, RegisteredWorker, RpcRequest, RpcResponse,
 };
 pub use messages::settlement::{Payout, PayoutRole, SettlementReceipt, Slash, SlashReason};
 pub use signed::{Signed, SignedError};

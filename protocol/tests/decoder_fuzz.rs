@@ -87,7 +87,7 @@ fn random_frame() -> impl Strategy<Value = Vec<u8>> {
 }
 
 /// Decodes as a plain message and as a signed envelope (verifying it), which between
-/// them reach every decoder of the type. Returns whether anything decoded.
+/// them reach every decoder of the type.
 fn exercise<T: Message>(bytes: &[u8]) {
     if let Ok(value) = codec::decode::<T>(bytes) {
         assert_eq!(
@@ -176,6 +176,10 @@ fuzz_type!(
     settlement_receipt(),
     coordinator()
 );
+fuzz_type!(rpc_request_msg, RpcRequest, rpc_request(), worker());
+fuzz_type!(rpc_response_msg, RpcResponse, rpc_response(), coordinator());
+fuzz_type!(blob_request_msg, BlobRequest, blob_request(), worker());
+fuzz_type!(blob_response_msg, BlobResponse, blob_response(), worker());
 
 #[test]
 fn a_length_prefix_claiming_gigabytes_is_refused_without_allocating() {

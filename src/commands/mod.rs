@@ -1,5 +1,9 @@
+mod coordinator;
+mod daemon;
 mod keys;
 mod pending;
+mod worker;
+mod workers;
 
 use anyhow::Result;
 
@@ -8,8 +12,9 @@ use crate::cli::Command;
 pub fn run(command: Command) -> Result<()> {
     match command {
         Command::Keys(cmd) => keys::run(cmd),
-        Command::Worker(_) => pending::not_yet("worker", pending::NETWORK),
-        Command::Coordinator(_) => pending::not_yet("coordinator", pending::NETWORK),
+        Command::Worker(cmd) => worker::run(cmd),
+        Command::Coordinator(cmd) => coordinator::run(cmd),
+        Command::Workers(args) => workers::run(args),
         Command::Job(_) => pending::not_yet("job", pending::JOBS),
         Command::Run(_) => pending::not_yet("run", pending::ENGINE),
         Command::Model(_) => pending::not_yet("model", pending::ENGINE),

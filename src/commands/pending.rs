@@ -3,7 +3,6 @@
 
 use anyhow::{Result, bail};
 
-pub const NETWORK: &str = "the worker and coordinator nodes (hardware adverts over gossip)";
 pub const ENGINE: &str = "the inference engine (Llama-family models with LoRA adapters)";
 pub const JOBS: &str = "end-to-end jobs (submit, match, execute, receipts, devnet)";
 

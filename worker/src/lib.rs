@@ -1,1 +1,9 @@
-//! olc-worker: the daemon GPU owners run. Filled in by the network and jobs issues.
+//! olc-worker: the daemon GPU owners run. It probes the hardware, advertises it over
+//! gossip and serves blobs; job intake and the sandboxed executor arrive with the jobs
+//! issue.
+
+pub mod advert;
+pub mod node;
+
+pub use advert::Offer;
+pub use node::{Worker, WorkerConfig};

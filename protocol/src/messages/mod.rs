@@ -4,16 +4,21 @@
 pub mod advert;
 pub mod execution;
 pub mod job;
+pub mod rpc;
 pub mod settlement;
 
 use crate::Message;
 
-/// Every signed message type's domain tag; tests check they are distinct.
-pub const ALL_NAMES: [&str; 6] = [
+/// Every message type's name (the domain tag of signed ones); tests check they are distinct.
+pub const ALL_NAMES: [&str; 10] = [
     advert::HardwareAdvert::NAME,
     job::JobSpec::NAME,
     execution::Assignment::NAME,
     execution::Commitment::NAME,
     execution::ExecutionReceipt::NAME,
     settlement::SettlementReceipt::NAME,
+    rpc::RpcRequest::NAME,
+    rpc::RpcResponse::NAME,
+    rpc::BlobRequest::NAME,
+    rpc::BlobResponse::NAME,
 ];

@@ -17,6 +17,7 @@ pub fn advert() -> HardwareAdvert {
     HardwareAdvert {
         seq: 42,
         timestamp_ms: 1_790_000_000_000,
+        interval_ms: 10_000,
         hardware: Hardware {
             gpus: vec![GpuInfo {
                 name: "NVIDIA GeForce RTX 4090".into(),
@@ -171,4 +172,28 @@ pub fn settlement_receipt() -> SettlementReceipt {
         refund: Amount(526),
         settled_ms: 1_790_000_002_000,
     }
+}
+
+pub fn rpc_request() -> RpcRequest {
+    RpcRequest::ListWorkers
+}
+
+pub fn rpc_response() -> RpcResponse {
+    RpcResponse::Workers(vec![RegisteredWorker {
+        public_key: worker().public_key(),
+        advert: advert(),
+        last_seen_ms: 1_790_000_000_100,
+        first_seen_ms: 1_790_000_000_000,
+    }])
+}
+
+pub fn blob_request() -> BlobRequest {
+    BlobRequest {
+        id: ContentId::of(b"model"),
+        part: BlobPart::Chunk(3),
+    }
+}
+
+pub fn blob_response() -> BlobResponse {
+    BlobResponse::Outline(olc_protocol::blob::BlobOutline::of(&vec![7u8; 3 << 20]))
 }

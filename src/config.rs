@@ -1,0 +1,132 @@
+//! Daemon configuration files (TOML). Every setting is also a flag; a flag given on the
+//! command line wins over the file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use olc_protocol::p2p::libp2p::Multiaddr;
+use serde::Deserialize;
+
+/// A config file is a few lines; refuse to read anything absurd.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WorkerFile {
+    #[serde(default)]
+    pub coordinator: Vec<Multiaddr>,
+    #[serde(default)]
+    pub listen: Vec<Multiaddr>,
+    pub data: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub price: Option<u64>,
+    #[serde(default, with = "opt_duration")]
+    pub advert_interval: Option<Duration>,
+    pub max_jobs: Option<u32>,
+    pub mdns: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CoordinatorFile {
+    #[serde(default)]
+    pub listen: Vec<Multiaddr>,
+    pub data: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    #[serde(default, with = "opt_duration")]
+    pub max_clock_skew: Option<Duration>,
+    pub mdns: Option<bool>,
+}
+
+/// Reads a config file, or the defaults when no file is given.
+pub fn load<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> Result<T> {
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    if meta.len() > MAX_CONFIG_BYTES {
+        bail!(
+            "config file {} is {} bytes; that is not a config file",
+            path.display(),
+            meta.len()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("bad config file {}", path.display()))
+}
+
+/// Durations written as in flags: "10s", "500ms", "2m".
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// The flag if given, else the file's value.
+pub fn pick<T>(flag: Option<T>, file: Option<T>) -> Option<T> {
+    flag.or(file)
+}
+
+/// The flag's list if non-empty, else the file's.
+pub fn pick_list<T>(flag: Vec<T>, file: Vec<T>) -> Vec<T> {
+    if flag.is_empty() { file } else { flag }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_file_parses_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("worker.toml");
+        std::fs::write(
+            &path,
+            "coordinator = [\"/ip4/127.0.0.1/udp/7000/quic-v1\"]\nprice = 25\n\
+             advert-interval = \"500ms\"\nmdns = true\n",
+        )
+        .unwrap();
+        let file: WorkerFile = load(Some(&path)).unwrap();
+        assert_eq!(file.coordinator.len(), 1);
+        assert_eq!(file.advert_interval, Some(Duration::from_millis(500)));
+        assert_eq!(pick(Some(30), file.price), Some(30));
+        assert_eq!(pick(None, file.price), Some(25));
+        assert_eq!(pick_list(vec![], file.coordinator.clone()).len(), 1);
+    }
+
+    #[test]
+    fn bad_config_files_are_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("unknown.toml", "prise = 3\n", "unknown field"),
+            (
+                "addr.toml",
+                "coordinator = [\"not an address\"]\n",
+                "bad config file",
+            ),
+            (
+                "dur.toml",
+                "advert-interval = \"soon\"\n",
+                "bad config file",
+            ),
+            ("syntax.toml", "price = \n", "bad config file"),
+        ];
+        for (name, text, expect) in cases {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            let err = format!("{:#}", load::<WorkerFile>(Some(&path)).unwrap_err());
+            assert!(err.contains(expect), "{name}: {err}");
+        }
+        let missing = load::<CoordinatorFile>(Some(&dir.path().join("none.toml"))).unwrap_err();
+        assert!(format!("{missing:#}").contains("cannot read config file"));
+    }
+}

@@ -1,0 +1,249 @@
+//! Real `olc` processes on loopback: a coordinator, two workers, and `olc workers --json`.
+#![allow(clippy::unwrap_used)] // test code: a panic is a test failure
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BOUND: Duration = Duration::from_secs(30);
+
+/// Kills the process if the test fails half-way, so no daemon outlives it.
+struct Daemon {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn olc() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_olc"));
+    cmd.env_remove("RUST_LOG").env_remove("OLC_KEY");
+    cmd
+}
+
+fn spawn(args: &[&str], home: &Path) -> Daemon {
+    let mut child = olc()
+        .args(args)
+        .env("HOME", home)
+        .env("XDG_DATA_HOME", home.join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Daemon { child, stdout: rx }
+}
+
+/// Reads the daemon's stdout until a line starts with `prefix`; returns the rest.
+fn line_after(d: &Daemon, prefix: &str) -> String {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = d
+            .stdout
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no line {prefix:?}"));
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return rest.trim().to_string();
+        }
+    }
+}
+
+fn workers_json(addr: &str) -> Vec<serde_json::Value> {
+    let out: Output = olc()
+        .args([
+            "workers",
+            "--coordinator",
+            addr,
+            "--json",
+            "--timeout",
+            "10s",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "olc workers: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
+}
+
+fn wait_for_count(addr: &str, n: usize) -> Vec<serde_json::Value> {
+    let start = Instant::now();
+    loop {
+        let list = workers_json(addr);
+        if list.len() == n {
+            return list;
+        }
+        assert!(
+            start.elapsed() < BOUND,
+            "expected {n} workers, have {}",
+            list.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn coordinator_and_two_worker_processes() {
+    let home = tempfile::tempdir().unwrap();
+    let coord_dir = home.path().join("coord");
+    let coordinator = spawn(
+        &[
+            "coordinator",
+            "start",
+            "--listen",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+            "--data",
+            coord_dir.to_str().unwrap(),
+        ],
+        home.path(),
+    );
+    let coord_peer = line_after(&coordinator, "coordinator ");
+    let addr = line_after(&coordinator, "listening on ");
+    assert!(addr.ends_with(&format!("/p2p/{coord_peer}")), "{addr}");
+
+    let mut workers = Vec::new();
+    let mut peers = Vec::new();
+    for (i, price) in [(1, "7"), (2, "9")] {
+        let dir = home.path().join(format!("w{i}"));
+        let w = spawn(
+            &[
+                "worker",
+                "start",
+                "--coordinator",
+                &addr,
+                "--listen",
+                "/ip4/127.0.0.1/udp/0/quic-v1",
+                "--data",
+                dir.to_str().unwrap(),
+                "--price",
+                price,
+                "--advert-interval",
+                "300ms",
+            ],
+            home.path(),
+        );
+        peers.push(line_after(&w, "worker "));
+        line_after(&w, "listening on ");
+        // The daemon created its key, owner-only.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        workers.push(w);
+    }
+
+    let list = wait_for_count(&addr, 2);
+    let mut seen: Vec<(String, u64)> = list
+        .iter()
+        .map(|w| {
+            assert!(w["hardware"]["cpu"]["logical_cores"].as_u64().unwrap() >= 1);
+            assert!(w["last_seen"].as_u64().unwrap() > 1_700_000_000_000);
+            (
+                w["peer_id"].as_str().unwrap().to_string(),
+                w["price"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut expected = vec![(peers[0].clone(), 7), (peers[1].clone(), 9)];
+    expected.sort();
+    assert_eq!(seen, expected);
+
+    // SIGTERM stops a worker cleanly (exit status 0), and the coordinator expires it.
+    let mut stopped = workers.pop().unwrap();
+    let pid = stopped.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = stopped.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < BOUND, "worker ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "worker exited with {status}");
+    let left = wait_for_count(&addr, 1);
+    assert_eq!(left[0]["peer_id"], peers[0].as_str());
+}
+
+#[test]
+fn olc_workers_explains_an_unreachable_coordinator() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("/ip4/127.0.0.1/udp/{port}/quic-v1");
+    let out = olc()
+        .args(["workers", "--coordinator", &addr, "--timeout", "2s"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach the coordinator"), "{err}");
+    assert!(!err.contains("panicked"));
+}
+
+#[test]
+fn worker_start_refuses_bad_settings_clearly() {
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        olc()
+            .args(args)
+            .env("HOME", home.path())
+            .env("XDG_DATA_HOME", home.path().join("data"))
+            .output()
+            .unwrap()
+    };
+    let no_coord = run(&["worker", "start", "--data", home.path().to_str().unwrap()]);
+    assert!(!no_coord.status.success());
+    assert!(String::from_utf8_lossy(&no_coord.stderr).contains("no coordinator to join"));
+
+    let bad_addr = run(&["worker", "start", "--coordinator", "not-an-address"]);
+    assert!(!bad_addr.status.success());
+    assert!(String::from_utf8_lossy(&bad_addr.stderr).contains("--coordinator"));
+
+    let addr = "/ip4/127.0.0.1/udp/9/quic-v1";
+    let bad_interval = run(&[
+        "worker",
+        "start",
+        "--coordinator",
+        addr,
+        "--advert-interval",
+        "5ms",
+    ]);
+    assert!(!bad_interval.status.success());
+    assert!(String::from_utf8_lossy(&bad_interval.stderr).contains("between 100ms and 1h"));
+
+    let cfg = home.path().join("w.toml");
+    std::fs::write(&cfg, "coordinater = []\n").unwrap();
+    let bad_cfg = run(&["worker", "start", "--config", cfg.to_str().unwrap()]);
+    assert!(!bad_cfg.status.success());
+    assert!(String::from_utf8_lossy(&bad_cfg.stderr).contains("unknown field"));
+}

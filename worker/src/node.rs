@@ -1,0 +1,412 @@
+//! The worker daemon's network side: dials its coordinators (QUIC, falling back to TCP),
+//! publishes signed adverts, relays other workers' adverts after checking them, and
+//! serves blobs.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use olc_gpu::probe::{self, HardwareReport};
+use olc_protocol::blob::{self, MemoryBlobs};
+use olc_protocol::p2p::addr::{peer_id_of, tcp_fallback};
+use olc_protocol::p2p::libp2p::gossipsub::{self, MessageAcceptance, PublishError};
+use olc_protocol::p2p::libp2p::request_response::{self, Message};
+use olc_protocol::p2p::libp2p::swarm::dial_opts::DialOpts;
+use olc_protocol::p2p::libp2p::swarm::{ConnectionId, SwarmEvent};
+use olc_protocol::p2p::libp2p::{Multiaddr, Swarm, mdns};
+use olc_protocol::p2p::{
+    Behaviour, BehaviourEvent, NodeConfig, NodeError, adverts_topic, build_swarm, listen_and_wait,
+    unix_ms,
+};
+use olc_protocol::{Identity, PeerId, RpcResponse, Signed, check_advert};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::advert::{self, Offer, Sequencer};
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Coordinators to dial at start (and again whenever the connection is lost).
+    pub coordinators: Vec<Multiaddr>,
+    pub listen: Vec<Multiaddr>,
+    /// Where the worker keeps its cache; the probe reports this disk's free space.
+    pub data_dir: PathBuf,
+    pub offer: Offer,
+    pub node: NodeConfig,
+    /// Relayed adverts further than this from our clock are refused.
+    pub max_clock_skew_ms: u64,
+}
+
+impl WorkerConfig {
+    pub fn new(coordinators: Vec<Multiaddr>, data_dir: PathBuf) -> Self {
+        Self {
+            coordinators,
+            listen: ["/ip4/0.0.0.0/udp/0/quic-v1", "/ip4/0.0.0.0/tcp/0"]
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect(),
+            data_dir,
+            offer: Offer {
+                price_per_ktoken: olc_protocol::Amount(10),
+                interval_ms: 10_000,
+                max_concurrent_jobs: 1,
+            },
+            node: NodeConfig::default(),
+            max_clock_skew_ms: 30_000,
+        }
+    }
+}
+
+/// Hardware changes slowly (free memory, disk): probing more often than this is waste.
+const MIN_PROBE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A running worker.
+#[derive(Debug)]
+pub struct Worker {
+    peer_id: PeerId,
+    listen_addrs: Vec<Multiaddr>,
+    blobs: Arc<MemoryBlobs>,
+    hardware: watch::Receiver<HardwareReport>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Worker {
+    /// Probes the hardware, binds the listeners, and starts dialing and advertising.
+    pub async fn start(identity: &Identity, config: WorkerConfig) -> Result<Self, NodeError> {
+        let report = probe_blocking(config.data_dir.clone()).await;
+        let (hw_tx, hw_rx) = watch::channel(report);
+        let mut swarm = build_swarm(identity, &config.node)?;
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&adverts_topic())
+            .map_err(|e| NodeError::Gossip(e.to_string()))?;
+        let listen_addrs = listen_and_wait(&mut swarm, &config.listen).await?;
+        let blobs = Arc::new(MemoryBlobs::new());
+        let (tx, rx) = oneshot::channel();
+        let interval = Duration::from_millis(config.offer.interval_ms);
+        let refresher = tokio::spawn(refresh_hardware(
+            config.data_dir.clone(),
+            interval.max(MIN_PROBE_INTERVAL),
+            hw_tx,
+        ));
+        let state = State {
+            swarm,
+            identity: identity.clone(),
+            bootstrap: config.coordinators.iter().map(Bootstrap::new).collect(),
+            dialing: HashMap::new(),
+            offer: config.offer,
+            seq: Sequencer::default(),
+            hardware: hw_rx.clone(),
+            publish_pending: true,
+            blobs: blobs.clone(),
+            max_clock_skew_ms: config.max_clock_skew_ms,
+        };
+        let task = tokio::spawn(async move {
+            state.run(interval, rx).await;
+            refresher.abort();
+        });
+        Ok(Self {
+            peer_id: identity.peer_id(),
+            listen_addrs,
+            blobs,
+            hardware: hw_rx,
+            shutdown: Some(tx),
+            task,
+        })
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Bound addresses, each ending in `/p2p/<peer id>`.
+    pub fn listen_addrs(&self) -> &[Multiaddr] {
+        &self.listen_addrs
+    }
+
+    /// Content this worker serves over the blob protocol.
+    pub fn blobs(&self) -> &MemoryBlobs {
+        &self.blobs
+    }
+
+    pub fn hardware(&self) -> HardwareReport {
+        self.hardware.borrow().clone()
+    }
+
+    /// Stops the node and closes its connections; its coordinators see it expire.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+async fn probe_blocking(data_dir: PathBuf) -> HardwareReport {
+    let dir = data_dir.clone();
+    match tokio::task::spawn_blocking(move || probe::probe(&dir)).await {
+        Ok(report) => report,
+        // The probe itself never panics; this is a runtime shutting down mid-probe.
+        Err(_) => probe::probe(&data_dir),
+    }
+}
+
+async fn refresh_hardware(data_dir: PathBuf, every: Duration, tx: watch::Sender<HardwareReport>) {
+    loop {
+        tokio::time::sleep(every).await;
+        if tx.send(probe_blocking(data_dir.clone()).await).is_err() {
+            return;
+        }
+    }
+}
+
+/// One coordinator address to keep a connection to.
+#[derive(Debug)]
+struct Bootstrap {
+    addr: Multiaddr,
+    fallback: Option<Multiaddr>,
+    /// Known from `/p2p/<id>` in the address, or learned on first connection.
+    peer: Option<PeerId>,
+    /// The last QUIC dial failed: use TCP next.
+    use_fallback: bool,
+}
+
+impl Bootstrap {
+    fn new(addr: &Multiaddr) -> Self {
+        Self {
+            addr: addr.clone(),
+            fallback: tcp_fallback(addr),
+            peer: peer_id_of(addr),
+            use_fallback: false,
+        }
+    }
+
+    fn target(&self) -> &Multiaddr {
+        match (&self.fallback, self.use_fallback) {
+            (Some(tcp), true) => tcp,
+            _ => &self.addr,
+        }
+    }
+}
+
+struct State {
+    swarm: Swarm<Behaviour>,
+    identity: Identity,
+    bootstrap: Vec<Bootstrap>,
+    /// Outstanding bootstrap dials: which entry each connection attempt is for.
+    dialing: HashMap<ConnectionId, usize>,
+    offer: Offer,
+    seq: Sequencer,
+    hardware: watch::Receiver<HardwareReport>,
+    /// The last advert reached nobody (no subscribed peer yet): send one as soon as a
+    /// peer subscribes, rather than waiting a whole interval.
+    publish_pending: bool,
+    blobs: Arc<MemoryBlobs>,
+    max_clock_skew_ms: u64,
+}
+
+impl State {
+    async fn run(mut self, interval: Duration, mut shutdown: oneshot::Receiver<()>) {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tick.tick() => {
+                    self.dial_disconnected();
+                    self.publish();
+                }
+                event = self.swarm.select_next_some() => self.handle(event),
+            }
+        }
+        tracing::info!("worker stopped");
+    }
+
+    fn dial_disconnected(&mut self) {
+        for index in 0..self.bootstrap.len() {
+            let connected = self.bootstrap[index]
+                .peer
+                .is_some_and(|p| self.swarm.is_connected(&p));
+            let in_flight = self.dialing.values().any(|&i| i == index);
+            if !connected && !in_flight {
+                self.dial(index);
+            }
+        }
+    }
+
+    fn dial(&mut self, index: usize) {
+        let target = self.bootstrap[index].target().clone();
+        let opts = DialOpts::unknown_peer_id().address(target.clone()).build();
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                tracing::debug!(%target, "dialing coordinator");
+                self.dialing.insert(id, index);
+            }
+            Err(error) => tracing::warn!(%target, %error, "cannot dial coordinator"),
+        }
+    }
+
+    fn publish(&mut self) {
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        let listen: Vec<String> = self.swarm.listeners().map(|a| a.to_string()).collect();
+        let advert = advert::advert(
+            &self.hardware.borrow(),
+            &self.offer,
+            self.seq.next(now_us),
+            unix_ms(),
+            listen,
+            0,
+        );
+        let bytes = match Signed::sign(&self.identity, &advert).and_then(|s| s.to_bytes()) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::error!(%error, "cannot encode our own advert");
+                return;
+            }
+        };
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(adverts_topic(), bytes)
+        {
+            Ok(_) => {
+                self.publish_pending = false;
+                tracing::debug!(seq = advert.seq, "advert published");
+            }
+            Err(PublishError::NoPeersSubscribedToTopic) => {
+                self.publish_pending = true;
+                tracing::debug!("no peer to send the advert to yet");
+            }
+            Err(error) => tracing::warn!(%error, "advert not published"),
+        }
+    }
+
+    fn handle(&mut self, event: SwarmEvent<olc_protocol::p2p::BehaviourEvent>) {
+        match event {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                if let Some(index) = self.dialing.remove(&connection_id) {
+                    let entry = &mut self.bootstrap[index];
+                    entry.peer = Some(peer_id);
+                    tracing::info!(coordinator = %peer_id, addr = %endpoint.get_remote_address(), "connected to coordinator");
+                } else {
+                    tracing::debug!(peer = %peer_id, "connected");
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                error,
+                ..
+            } => {
+                if let Some(index) = self.dialing.remove(&connection_id) {
+                    let entry = &mut self.bootstrap[index];
+                    tracing::warn!(addr = %entry.target(), %error, "cannot reach coordinator");
+                    if entry.fallback.is_some() && !entry.use_fallback {
+                        // QUIC failed: try TCP on the same port straight away.
+                        entry.use_fallback = true;
+                        self.dial(index);
+                    } else {
+                        entry.use_fallback = false;
+                    }
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
+                tracing::debug!(peer = %peer_id, ?cause, "disconnected");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed {
+                peer_id,
+                topic,
+                ..
+            })) if topic == adverts_topic().hash() && self.publish_pending => {
+                tracing::debug!(peer = %peer_id, "first subscriber: advertising now");
+                self.publish();
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => {
+                // Relay only what checks out, so a worker is no amplifier for garbage.
+                let acceptance = match check_advert(
+                    &message.data,
+                    message.source.as_ref(),
+                    unix_ms(),
+                    self.max_clock_skew_ms,
+                ) {
+                    Ok(_) => MessageAcceptance::Accept,
+                    Err(reason) => {
+                        tracing::debug!(peer = %propagation_source, %reason, "advert refused");
+                        MessageAcceptance::Reject
+                    }
+                };
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Blobs(request_response::Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            })) => {
+                let response = blob::respond(&*self.blobs, &request);
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .blobs
+                    .send_response(channel, response)
+                    .is_err()
+                {
+                    tracing::debug!(%peer, "blob requester left before its answer was sent");
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Rpc(request_response::Event::Message {
+                peer,
+                message: Message::Request { channel, .. },
+                ..
+            })) => {
+                let refusal =
+                    RpcResponse::Refused("this peer is a worker; ask a coordinator".into());
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .rpc
+                    .send_response(channel, refusal)
+                    .is_err()
+                {
+                    tracing::debug!(%peer, "requester left");
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Rpc(
+                request_response::Event::InboundFailure { peer, error, .. },
+            ))
+            | SwarmEvent::Behaviour(BehaviourEvent::Blobs(
+                request_response::Event::InboundFailure { peer, error, .. },
+            )) => {
+                tracing::debug!(%peer, %error, "bad inbound request");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    tracing::debug!(%peer, %addr, "found by mDNS");
+                    let _ = self.swarm.dial(addr);
+                }
+            }
+            _ => {}
+        }
+    }
+}
