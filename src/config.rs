@@ -104,6 +104,17 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_configs_parse() {
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+        let worker: WorkerFile = load(Some(&deploy.join("worker.toml"))).unwrap();
+        assert_eq!(worker.coordinator.len(), 1);
+        assert_eq!(worker.advert_interval, Some(Duration::from_secs(10)));
+        let coordinator: CoordinatorFile = load(Some(&deploy.join("coordinator.toml"))).unwrap();
+        assert_eq!(coordinator.listen.len(), 2);
+        assert_eq!(coordinator.max_clock_skew, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
     fn bad_config_files_are_explained() {
         let dir = tempfile::tempdir().unwrap();
         let cases = [

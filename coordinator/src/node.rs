@@ -11,8 +11,8 @@ use olc_protocol::p2p::libp2p::request_response::{self, Message};
 use olc_protocol::p2p::libp2p::swarm::SwarmEvent;
 use olc_protocol::p2p::libp2p::{Multiaddr, Swarm, mdns};
 use olc_protocol::p2p::{
-    Behaviour, BehaviourEvent, NodeConfig, NodeError, adverts_topic, build_swarm, listen_and_wait,
-    unix_ms,
+    AdvertObserver, AdvertSeen, Behaviour, BehaviourEvent, NodeConfig, NodeError, adverts_topic,
+    build_swarm, listen_and_wait, unix_ms, unix_us,
 };
 use olc_protocol::{Identity, PeerId, RegisteredWorker, RpcRequest, RpcResponse};
 use tokio::sync::oneshot;
@@ -25,6 +25,8 @@ pub struct CoordinatorConfig {
     pub listen: Vec<Multiaddr>,
     pub registry: RegistryConfig,
     pub node: NodeConfig,
+    /// Told of every advert admitted to the registry.
+    pub observer: Option<AdvertObserver>,
 }
 
 impl Default for CoordinatorConfig {
@@ -33,6 +35,7 @@ impl Default for CoordinatorConfig {
             listen: default_listen(),
             registry: RegistryConfig::default(),
             node: NodeConfig::default(),
+            observer: None,
         }
     }
 }
@@ -80,7 +83,13 @@ impl Coordinator {
         let registry = Arc::new(Mutex::new(Registry::new(config.registry)));
         let blobs = Arc::new(MemoryBlobs::new());
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(run(swarm, registry.clone(), blobs.clone(), rx));
+        let task = tokio::spawn(run(
+            swarm,
+            registry.clone(),
+            blobs.clone(),
+            config.observer,
+            rx,
+        ));
         Ok(Self {
             peer_id: identity.peer_id(),
             listen_addrs,
@@ -121,6 +130,7 @@ async fn run(
     mut swarm: Swarm<Behaviour>,
     registry: Arc<Mutex<Registry>>,
     blobs: Arc<MemoryBlobs>,
+    observer: Option<AdvertObserver>,
     mut shutdown: oneshot::Receiver<()>,
 ) {
     let mut sweep = tokio::time::interval(EXPIRY_SWEEP);
@@ -132,7 +142,9 @@ async fn run(
                     tracing::info!(worker = %key, "worker expired: missed 3 advert intervals");
                 }
             }
-            event = swarm.select_next_some() => handle(&mut swarm, &registry, &*blobs, event),
+            event = swarm.select_next_some() => {
+                handle(&mut swarm, &registry, &*blobs, observer.as_ref(), event)
+            }
         }
     }
     tracing::info!("coordinator stopped");
@@ -142,6 +154,7 @@ fn handle(
     swarm: &mut Swarm<Behaviour>,
     registry: &Mutex<Registry>,
     blobs: &dyn BlobSource,
+    observer: Option<&AdvertObserver>,
     event: SwarmEvent<BehaviourEvent>,
 ) {
     match event {
@@ -151,6 +164,14 @@ fn handle(
             message,
         })) => {
             let verdict = lock(registry).observe(&message.data, message.source.as_ref(), unix_ms());
+            if let (Ok((key, _)), Some(observer)) = (&verdict, observer) {
+                let seq = lock(registry).get(key).map_or(0, |w| w.advert.seq);
+                let _ = observer.send(AdvertSeen {
+                    signer: *key,
+                    seq,
+                    received_us: unix_us(),
+                });
+            }
             let acceptance = match verdict {
                 Ok((key, Admission::Joined)) => {
                     tracing::info!(worker = %key, from = %propagation_source, "worker joined");

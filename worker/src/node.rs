@@ -2,7 +2,7 @@
 //! publishes signed adverts, relays other workers' adverts after checking them, and
 //! serves blobs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,10 +17,10 @@ use olc_protocol::p2p::libp2p::swarm::dial_opts::DialOpts;
 use olc_protocol::p2p::libp2p::swarm::{ConnectionId, SwarmEvent};
 use olc_protocol::p2p::libp2p::{Multiaddr, Swarm, mdns};
 use olc_protocol::p2p::{
-    Behaviour, BehaviourEvent, NodeConfig, NodeError, adverts_topic, build_swarm, listen_and_wait,
-    unix_ms,
+    AdvertObserver, AdvertSeen, Behaviour, BehaviourEvent, NodeConfig, NodeError, adverts_topic,
+    build_swarm, listen_and_wait, unix_ms, unix_us,
 };
-use olc_protocol::{Identity, PeerId, RpcResponse, Signed, check_advert};
+use olc_protocol::{HardwareAdvert, Identity, PeerId, RpcResponse, Signed, check_advert};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -37,6 +37,12 @@ pub struct WorkerConfig {
     pub node: NodeConfig,
     /// Relayed adverts further than this from our clock are refused.
     pub max_clock_skew_ms: u64,
+    /// Told of every advert this worker accepts from others.
+    pub observer: Option<AdvertObserver>,
+    /// Other workers to stay connected to, found through their adverts. Without them
+    /// every advert would go through the coordinator, whose gossip mesh reaches only a
+    /// dozen peers directly; with them the workers form a mesh of their own.
+    pub worker_peers: usize,
 }
 
 impl WorkerConfig {
@@ -55,6 +61,8 @@ impl WorkerConfig {
             },
             node: NodeConfig::default(),
             max_clock_skew_ms: 30_000,
+            observer: None,
+            worker_peers: 6,
         }
     }
 }
@@ -104,6 +112,9 @@ impl Worker {
             publish_pending: true,
             blobs: blobs.clone(),
             max_clock_skew_ms: config.max_clock_skew_ms,
+            observer: config.observer,
+            worker_peers: config.worker_peers,
+            peer_dials: HashSet::new(),
         };
         let task = tokio::spawn(async move {
             state.run(interval, rx).await;
@@ -207,6 +218,10 @@ struct State {
     publish_pending: bool,
     blobs: Arc<MemoryBlobs>,
     max_clock_skew_ms: u64,
+    observer: Option<AdvertObserver>,
+    worker_peers: usize,
+    /// Workers being dialed because of their adverts.
+    peer_dials: HashSet<PeerId>,
 }
 
 impl State {
@@ -250,11 +265,41 @@ impl State {
         }
     }
 
+    /// Dials the worker behind an advert if we have fewer worker peers than wanted.
+    fn maybe_peer_with(&mut self, signed: &Signed<HardwareAdvert>, advert: &HardwareAdvert) {
+        let Ok(peer) = signed.signer().to_peer_id() else {
+            return;
+        };
+        let coordinators = self.bootstrap.iter().filter(|b| b.peer.is_some()).count();
+        let peers = self
+            .swarm
+            .connected_peers()
+            .count()
+            .saturating_sub(coordinators);
+        if peer == *self.swarm.local_peer_id()
+            || self.swarm.is_connected(&peer)
+            || self.peer_dials.contains(&peer)
+            || peers + self.peer_dials.len() >= self.worker_peers
+        {
+            return;
+        }
+        let addrs: Vec<Multiaddr> = advert
+            .listen_addrs
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        if addrs.is_empty() {
+            return;
+        }
+        let opts = DialOpts::peer_id(peer).addresses(addrs).build();
+        if self.swarm.dial(opts).is_ok() {
+            tracing::debug!(%peer, "peering with worker");
+            self.peer_dials.insert(peer);
+        }
+    }
+
     fn publish(&mut self) {
-        let now_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0);
+        let now_us = unix_us();
         let listen: Vec<String> = self.swarm.listeners().map(|a| a.to_string()).collect();
         let advert = advert::advert(
             &self.hardware.borrow(),
@@ -297,6 +342,7 @@ impl State {
                 endpoint,
                 ..
             } => {
+                self.peer_dials.remove(&peer_id);
                 if let Some(index) = self.dialing.remove(&connection_id) {
                     let entry = &mut self.bootstrap[index];
                     entry.peer = Some(peer_id);
@@ -307,9 +353,13 @@ impl State {
             }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
+                peer_id,
                 error,
                 ..
             } => {
+                if let Some(peer) = peer_id {
+                    self.peer_dials.remove(&peer);
+                }
                 if let Some(index) = self.dialing.remove(&connection_id) {
                     let entry = &mut self.bootstrap[index];
                     tracing::warn!(addr = %entry.target(), %error, "cannot reach coordinator");
@@ -345,7 +395,17 @@ impl State {
                     unix_ms(),
                     self.max_clock_skew_ms,
                 ) {
-                    Ok(_) => MessageAcceptance::Accept,
+                    Ok((signed, advert)) => {
+                        self.maybe_peer_with(&signed, &advert);
+                        if let Some(observer) = &self.observer {
+                            let _ = observer.send(AdvertSeen {
+                                signer: signed.signer(),
+                                seq: advert.seq,
+                                received_us: unix_us(),
+                            });
+                        }
+                        MessageAcceptance::Accept
+                    }
                     Err(reason) => {
                         tracing::debug!(peer = %propagation_source, %reason, "advert refused");
                         MessageAcceptance::Reject

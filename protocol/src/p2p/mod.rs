@@ -18,8 +18,25 @@ pub use listen::listen_and_wait;
 
 /// Unix time in milliseconds: what adverts and receipts carry.
 pub fn unix_ms() -> u64 {
+    unix_us() / 1000
+}
+
+/// Unix time in microseconds: workers' advert sequence numbers.
+pub fn unix_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
 }
+
+/// An advert a node accepted, reported to an optional observer (monitoring, benchmarks).
+/// A worker's `seq` is its wall clock in microseconds at publication, so
+/// `received_us - seq` is the propagation delay when both clocks agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdvertSeen {
+    pub signer: crate::PublicKey,
+    pub seq: u64,
+    pub received_us: u64,
+}
+
+pub type AdvertObserver = tokio::sync::mpsc::UnboundedSender<AdvertSeen>;

@@ -95,6 +95,8 @@ fn gossipsub_behaviour(
         // Nothing is forwarded until the application has checked it.
         .validate_messages()
         .max_transmit_size(max_advert + 1024)
+        // Peers pruned from a full mesh are told of others to connect to.
+        .do_px()
         .build()
         .map_err(|e| NodeError::Gossip(e.to_string()))?;
     let mut behaviour = gossipsub::Behaviour::new(
