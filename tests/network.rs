@@ -81,8 +81,15 @@ async fn list_workers(addr: &Multiaddr) -> Vec<RegisteredWorker> {
 async fn five_workers_register_and_a_stopped_one_expires() {
     let dir = tempfile::tempdir().unwrap();
     let c = coordinator().await;
-    let mut workers = Vec::new();
-    for _ in 0..5 {
+    // The first worker reports the adverts it relays: workers must hear each other too.
+    let (tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    let first = Identity::generate().unwrap();
+    let mut cfg = WorkerConfig::new(vec![c.listen_addrs()[0].clone()], dir.path().to_path_buf());
+    cfg.listen = loopback_quic();
+    cfg.offer.interval_ms = INTERVAL_MS;
+    cfg.observer = Some(tx);
+    let mut workers = vec![(first.clone(), Worker::start(&first, cfg).await.unwrap())];
+    for _ in 0..4 {
         workers.push(worker(&c, dir.path()).await);
     }
     wait_until("all five workers are registered", || c.workers().len() == 5).await;
@@ -97,6 +104,23 @@ async fn five_workers_register_and_a_stopped_one_expires() {
         assert_eq!(w.advert.backends, vec![Backend::Cpu]);
         assert!(w.advert.hardware.cpu.logical_cores >= 1);
         assert!(w.last_seen_ms <= unix_ms());
+    }
+
+    let mut others: std::collections::BTreeSet<PublicKey> =
+        workers[1..].iter().map(|(id, _)| id.public_key()).collect();
+    let start = Instant::now();
+    while !others.is_empty() {
+        let seen = tokio::time::timeout(BOUND, heard.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(
+            seen.signer,
+            first.public_key(),
+            "a worker's own advert came back to it"
+        );
+        others.remove(&seen.signer);
+        assert!(start.elapsed() < BOUND, "worker never heard {others:?}");
     }
 
     let (gone, stopped) = workers.pop().unwrap();
