@@ -107,12 +107,6 @@ pub struct WorkerStart {
     /// Address to listen on (repeatable) [default: QUIC and TCP on a random port]
     #[arg(long, value_name = "MULTIADDR")]
     pub listen: Vec<Multiaddr>,
-    /// Data directory (cache, key) [default: ~/.local/share/olc/worker]
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
-    /// Key file; created if missing [default: DATA/key.pem]
-    #[arg(long, value_name = "FILE")]
-    pub key: Option<PathBuf>,
     /// Price in credits per 1000 tokens of work [default: 10]
     #[arg(long, value_name = "N")]
     pub price: Option<u64>,
@@ -122,12 +116,8 @@ pub struct WorkerStart {
     /// Jobs this worker runs at once [default: 1]
     #[arg(long, value_name = "N")]
     pub max_jobs: Option<u32>,
-    /// Also find peers on the local network by mDNS.
-    #[arg(long)]
-    pub mdns: bool,
-    /// TOML file with any of the settings above; flags override it.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,21 +132,11 @@ pub struct CoordinatorStart {
     /// /ip4/0.0.0.0/tcp/7000]
     #[arg(long, value_name = "MULTIADDR")]
     pub listen: Vec<Multiaddr>,
-    /// Data directory [default: ~/.local/share/olc/coordinator]
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
-    /// Key file; created if missing [default: DATA/key.pem]
-    #[arg(long, value_name = "FILE")]
-    pub key: Option<PathBuf>,
     /// Adverts whose timestamp is further than this from our clock are refused [default: 30s]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub max_clock_skew: Option<Duration>,
-    /// Also find peers on the local network by mDNS.
-    #[arg(long)]
-    pub mdns: bool,
-    /// TOML file with any of the settings above; flags override it.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
 }
 
 #[derive(Debug, Args)]
@@ -170,4 +150,21 @@ pub struct WorkersArgs {
     /// Print a JSON array, one object per worker.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Settings both daemons take.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Data directory (cache, key) [default: ~/.local/share/olc/worker or …/coordinator]
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Key file; created if missing [default: DATA/key.pem]
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Also find peers on the local network by mDNS.
+    #[arg(long)]
+    pub mdns: bool,
+    /// TOML file with any of these settings; flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }

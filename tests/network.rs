@@ -62,15 +62,19 @@ fn registered(c: &Coordinator, key: &PublicKey) -> bool {
     c.workers().iter().any(|w| &w.public_key == key)
 }
 
-async fn list_workers(addr: &Multiaddr) -> Vec<RegisteredWorker> {
-    let client = Client::connect(
+async fn connect(addr: &Multiaddr) -> Client {
+    Client::connect(
         &Identity::generate().unwrap(),
         &NodeConfig::default(),
         addr,
         BOUND,
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+async fn list_workers(addr: &Multiaddr) -> Vec<RegisteredWorker> {
+    let client = connect(addr).await;
     match client.rpc(RpcRequest::ListWorkers).await.unwrap() {
         RpcResponse::Workers(w) => w,
         other => panic!("unexpected answer {other:?}"),
@@ -464,14 +468,7 @@ async fn random_bytes_on_every_protocol_do_not_crash_nodes() {
 
     // Both still serve honest requests.
     assert_eq!(list_workers(&c.listen_addrs()[0]).await.len(), 1);
-    let client = Client::connect(
-        &Identity::generate().unwrap(),
-        &NodeConfig::default(),
-        &w.listen_addrs()[0],
-        BOUND,
-    )
-    .await
-    .unwrap();
+    let client = connect(&w.listen_addrs()[0]).await;
     assert_eq!(
         client.fetch_blob(blob_id, 1 << 20).await.unwrap(),
         vec![9; 1000]
@@ -487,14 +484,7 @@ async fn a_blob_moves_intact_and_respects_the_cap() {
     let (_, w) = worker(&c, dir.path()).await;
     let data = SplitMix(1).bytes(3 * (blob::CHUNK_SIZE as usize) + 12_345);
     let id = w.blobs().insert(data.clone());
-    let client = Client::connect(
-        &Identity::generate().unwrap(),
-        &NodeConfig::default(),
-        &w.listen_addrs()[0],
-        BOUND,
-    )
-    .await
-    .unwrap();
+    let client = connect(&w.listen_addrs()[0]).await;
     let fetched = client.fetch_blob(id, 16 << 20).await.unwrap();
     assert_eq!(ContentId::of(&fetched), id);
     assert_eq!(fetched, data);
@@ -584,14 +574,7 @@ async fn a_chunk_that_does_not_match_its_content_id_is_refused() {
         forge_outline: false,
     })
     .await;
-    let client = Client::connect(
-        &Identity::generate().unwrap(),
-        &NodeConfig::default(),
-        &addr,
-        BOUND,
-    )
-    .await
-    .unwrap();
+    let client = connect(&addr).await;
     let err = client.fetch_blob(id, 16 << 20).await.unwrap_err();
     assert!(
         matches!(
@@ -610,14 +593,7 @@ async fn a_chunk_that_does_not_match_its_content_id_is_refused() {
         forge_outline: true,
     })
     .await;
-    let client = Client::connect(
-        &Identity::generate().unwrap(),
-        &NodeConfig::default(),
-        &addr,
-        BOUND,
-    )
-    .await
-    .unwrap();
+    let client = connect(&addr).await;
     let err = client.fetch_blob(id, 16 << 20).await.unwrap_err();
     assert!(
         matches!(

@@ -5,18 +5,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
-use olc_protocol::blob::{self, BlobSource, MemoryBlobs};
+use olc_protocol::blob::{BlobSource, MemoryBlobs};
 use olc_protocol::p2p::libp2p::gossipsub::{self, MessageAcceptance};
 use olc_protocol::p2p::libp2p::request_response::{self, Message};
 use olc_protocol::p2p::libp2p::swarm::SwarmEvent;
-use olc_protocol::p2p::libp2p::{Multiaddr, Swarm, mdns};
+use olc_protocol::p2p::libp2p::{Multiaddr, Swarm};
 use olc_protocol::p2p::{
-    AdvertObserver, AdvertSeen, Behaviour, BehaviourEvent, NodeConfig, NodeError, adverts_topic,
-    build_swarm, listen_and_wait, unix_ms, unix_us,
+    AdvertObserver, AdvertSeen, Behaviour, BehaviourEvent, NodeConfig, NodeError, NodeTask,
+    adverts_topic, build_swarm, handle_shared, listen_and_wait, unix_ms, unix_us,
 };
 use olc_protocol::{Identity, PeerId, RegisteredWorker, RpcRequest, RpcResponse};
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use crate::registry::{Admission, Registry, RegistryConfig};
 
@@ -59,8 +58,7 @@ pub struct Coordinator {
     listen_addrs: Vec<Multiaddr>,
     registry: Arc<Mutex<Registry>>,
     blobs: Arc<MemoryBlobs>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    task: NodeTask,
 }
 
 fn lock(registry: &Mutex<Registry>) -> MutexGuard<'_, Registry> {
@@ -82,20 +80,13 @@ impl Coordinator {
         let listen_addrs = listen_and_wait(&mut swarm, &config.listen).await?;
         let registry = Arc::new(Mutex::new(Registry::new(config.registry)));
         let blobs = Arc::new(MemoryBlobs::new());
-        let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(run(
-            swarm,
-            registry.clone(),
-            blobs.clone(),
-            config.observer,
-            rx,
-        ));
+        let (r, b) = (registry.clone(), blobs.clone());
+        let task = NodeTask::spawn(move |rx| run(swarm, r, b, config.observer, rx));
         Ok(Self {
             peer_id: identity.peer_id(),
             listen_addrs,
             registry,
             blobs,
-            shutdown: Some(tx),
             task,
         })
     }
@@ -118,11 +109,8 @@ impl Coordinator {
         &self.blobs
     }
 
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        let _ = (&mut self.task).await;
+    pub async fn stop(self) {
+        self.task.stop().await;
     }
 }
 
@@ -157,6 +145,9 @@ fn handle(
     observer: Option<&AdvertObserver>,
     event: SwarmEvent<BehaviourEvent>,
 ) {
+    let Some(event) = handle_shared(swarm, blobs, event) else {
+        return;
+    };
     match event {
         SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
             propagation_source,
@@ -210,41 +201,6 @@ fn handle(
                 tracing::debug!(%peer, "client left before its answer was sent");
             }
         }
-        SwarmEvent::Behaviour(BehaviourEvent::Blobs(request_response::Event::Message {
-            peer,
-            message: Message::Request {
-                request, channel, ..
-            },
-            ..
-        })) => {
-            let response = blob::respond(blobs, &request);
-            if swarm
-                .behaviour_mut()
-                .blobs
-                .send_response(channel, response)
-                .is_err()
-            {
-                tracing::debug!(%peer, "blob requester left before its answer was sent");
-            }
-        }
-        SwarmEvent::Behaviour(BehaviourEvent::Rpc(request_response::Event::InboundFailure {
-            peer,
-            error,
-            ..
-        }))
-        | SwarmEvent::Behaviour(BehaviourEvent::Blobs(request_response::Event::InboundFailure {
-            peer,
-            error,
-            ..
-        })) => {
-            tracing::debug!(%peer, %error, "bad inbound request");
-        }
-        SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
-            for (peer, addr) in found {
-                tracing::debug!(%peer, %addr, "found by mDNS");
-                let _ = swarm.dial(addr);
-            }
-        }
         SwarmEvent::NewListenAddr { address, .. } => {
             tracing::info!(%address, "listening");
         }
@@ -252,9 +208,6 @@ fn handle(
             peer_id, endpoint, ..
         } => {
             tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
-        }
-        SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
-            tracing::debug!(peer = %peer_id, ?cause, "disconnected");
         }
         _ => {}
     }

@@ -15,9 +15,9 @@ pub fn run(command: CoordinatorCommand) -> Result<()> {
 }
 
 fn start(args: CoordinatorStart) -> Result<()> {
-    let file: CoordinatorFile = config::load(args.config.as_deref())?;
-    let data = daemon::data_dir(pick(args.data, file.data), "coordinator")?;
-    let key = pick(args.key, file.key).unwrap_or_else(|| data.join("key.pem"));
+    let file: CoordinatorFile = config::load(args.daemon.config.as_deref())?;
+    let data = daemon::data_dir(pick(args.daemon.data, file.data), "coordinator")?;
+    let key = pick(args.daemon.key, file.key).unwrap_or_else(|| data.join("key.pem"));
     let mut cfg = CoordinatorConfig::default();
     let listen = pick_list(args.listen, file.listen);
     if !listen.is_empty() {
@@ -29,7 +29,7 @@ fn start(args: CoordinatorStart) -> Result<()> {
         };
     }
     cfg.node = NodeConfig {
-        mdns: args.mdns || file.mdns.unwrap_or(false),
+        mdns: args.daemon.mdns || file.mdns.unwrap_or(false),
         ..NodeConfig::default()
     };
 

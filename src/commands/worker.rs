@@ -19,10 +19,10 @@ pub fn run(command: WorkerCommand) -> Result<()> {
 }
 
 fn start(args: WorkerStart) -> Result<()> {
-    let file: WorkerFile = config::load(args.config.as_deref())?;
-    let data = daemon::data_dir(pick(args.data, file.data), "worker")?;
-    let key = pick(args.key, file.key).unwrap_or_else(|| data.join("key.pem"));
-    let mdns = args.mdns || file.mdns.unwrap_or(false);
+    let file: WorkerFile = config::load(args.daemon.config.as_deref())?;
+    let data = daemon::data_dir(pick(args.daemon.data, file.data), "worker")?;
+    let key = pick(args.daemon.key, file.key).unwrap_or_else(|| data.join("key.pem"));
+    let mdns = args.daemon.mdns || file.mdns.unwrap_or(false);
     let mut cfg = WorkerConfig::new(pick_list(args.coordinator, file.coordinator), data.clone());
     if cfg.coordinators.is_empty() && !mdns {
         bail!(

@@ -9,20 +9,19 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use olc_gpu::probe::{self, HardwareReport};
-use olc_protocol::blob::{self, MemoryBlobs};
+use olc_protocol::blob::MemoryBlobs;
 use olc_protocol::p2p::addr::{peer_id_of, tcp_fallback};
 use olc_protocol::p2p::libp2p::gossipsub::{self, MessageAcceptance, PublishError};
 use olc_protocol::p2p::libp2p::request_response::{self, Message};
 use olc_protocol::p2p::libp2p::swarm::dial_opts::DialOpts;
 use olc_protocol::p2p::libp2p::swarm::{ConnectionId, SwarmEvent};
-use olc_protocol::p2p::libp2p::{Multiaddr, Swarm, mdns};
+use olc_protocol::p2p::libp2p::{Multiaddr, Swarm};
 use olc_protocol::p2p::{
-    AdvertObserver, AdvertSeen, Behaviour, BehaviourEvent, NodeConfig, NodeError, adverts_topic,
-    build_swarm, listen_and_wait, unix_ms, unix_us,
+    AdvertObserver, AdvertSeen, Behaviour, BehaviourEvent, NodeConfig, NodeError, NodeTask,
+    adverts_topic, build_swarm, handle_shared, listen_and_wait, unix_ms, unix_us,
 };
 use olc_protocol::{HardwareAdvert, Identity, PeerId, RpcResponse, Signed, check_advert};
 use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
 
 use crate::advert::{self, Offer, Sequencer};
 
@@ -77,8 +76,7 @@ pub struct Worker {
     listen_addrs: Vec<Multiaddr>,
     blobs: Arc<MemoryBlobs>,
     hardware: watch::Receiver<HardwareReport>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    task: NodeTask,
 }
 
 impl Worker {
@@ -94,7 +92,6 @@ impl Worker {
             .map_err(|e| NodeError::Gossip(e.to_string()))?;
         let listen_addrs = listen_and_wait(&mut swarm, &config.listen).await?;
         let blobs = Arc::new(MemoryBlobs::new());
-        let (tx, rx) = oneshot::channel();
         let interval = Duration::from_millis(config.offer.interval_ms);
         let refresher = tokio::spawn(refresh_hardware(
             config.data_dir.clone(),
@@ -116,7 +113,7 @@ impl Worker {
             worker_peers: config.worker_peers,
             peer_dials: HashSet::new(),
         };
-        let task = tokio::spawn(async move {
+        let task = NodeTask::spawn(move |rx| async move {
             state.run(interval, rx).await;
             refresher.abort();
         });
@@ -125,7 +122,6 @@ impl Worker {
             listen_addrs,
             blobs,
             hardware: hw_rx,
-            shutdown: Some(tx),
             task,
         })
     }
@@ -149,11 +145,8 @@ impl Worker {
     }
 
     /// Stops the node and closes its connections; its coordinators see it expire.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        let _ = (&mut self.task).await;
+    pub async fn stop(self) {
+        self.task.stop().await;
     }
 }
 
@@ -334,7 +327,10 @@ impl State {
         }
     }
 
-    fn handle(&mut self, event: SwarmEvent<olc_protocol::p2p::BehaviourEvent>) {
+    fn handle(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        let Some(event) = handle_shared(&mut self.swarm, &*self.blobs, event) else {
+            return;
+        };
         match event {
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -371,9 +367,6 @@ impl State {
                         entry.use_fallback = false;
                     }
                 }
-            }
-            SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
-                tracing::debug!(peer = %peer_id, ?cause, "disconnected");
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed {
                 peer_id,
@@ -416,25 +409,6 @@ impl State {
                     .gossipsub
                     .report_message_validation_result(&message_id, &propagation_source, acceptance);
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Blobs(request_response::Event::Message {
-                peer,
-                message:
-                    Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            })) => {
-                let response = blob::respond(&*self.blobs, &request);
-                if self
-                    .swarm
-                    .behaviour_mut()
-                    .blobs
-                    .send_response(channel, response)
-                    .is_err()
-                {
-                    tracing::debug!(%peer, "blob requester left before its answer was sent");
-                }
-            }
             SwarmEvent::Behaviour(BehaviourEvent::Rpc(request_response::Event::Message {
                 peer,
                 message: Message::Request { channel, .. },
@@ -450,20 +424,6 @@ impl State {
                     .is_err()
                 {
                     tracing::debug!(%peer, "requester left");
-                }
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Rpc(
-                request_response::Event::InboundFailure { peer, error, .. },
-            ))
-            | SwarmEvent::Behaviour(BehaviourEvent::Blobs(
-                request_response::Event::InboundFailure { peer, error, .. },
-            )) => {
-                tracing::debug!(%peer, %error, "bad inbound request");
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
-                for (peer, addr) in found {
-                    tracing::debug!(%peer, %addr, "found by mDNS");
-                    let _ = self.swarm.dial(addr);
                 }
             }
             _ => {}

@@ -2,9 +2,11 @@
 //! in its own task; callers talk to it through a channel, so a client is cheap to clone
 //! and usable from any task.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::StreamExt;
+use libp2p::request_response::{Event, Message, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, Swarm};
 use tokio::sync::{mpsc, oneshot};
@@ -222,12 +224,32 @@ async fn dial_until_connected(
     })
 }
 
-async fn drive(mut swarm: Swarm<Behaviour>, peer: PeerId, mut commands: mpsc::Receiver<Command>) {
-    use libp2p::request_response::{Event, Message};
-    use std::collections::HashMap;
+type Waiting<T> = HashMap<OutboundRequestId, oneshot::Sender<Result<T, String>>>;
 
-    let mut rpc_waiting = HashMap::new();
-    let mut blob_waiting = HashMap::new();
+/// Hands a response (or the reason there is none) to whoever asked for it.
+fn settle<Req, Resp>(waiting: &mut Waiting<Resp>, event: Event<Req, Resp>) {
+    let (request_id, answer) = match event {
+        Event::Message {
+            message:
+                Message::Response {
+                    request_id,
+                    response,
+                },
+            ..
+        } => (request_id, Ok(response)),
+        Event::OutboundFailure {
+            request_id, error, ..
+        } => (request_id, Err(error.to_string())),
+        _ => return,
+    };
+    if let Some(reply) = waiting.remove(&request_id) {
+        let _ = reply.send(answer);
+    }
+}
+
+async fn drive(mut swarm: Swarm<Behaviour>, peer: PeerId, mut commands: mpsc::Receiver<Command>) {
+    let mut rpc_waiting: Waiting<RpcResponse> = HashMap::new();
+    let mut blob_waiting: Waiting<BlobResponse> = HashMap::new();
     loop {
         tokio::select! {
             command = commands.recv() => match command {
@@ -243,32 +265,8 @@ async fn drive(mut swarm: Swarm<Behaviour>, peer: PeerId, mut commands: mpsc::Re
                 None => return,
             },
             event = swarm.select_next_some() => match event {
-                SwarmEvent::Behaviour(BehaviourEvent::Rpc(event)) => match event {
-                    Event::Message { message: Message::Response { request_id, response }, .. } => {
-                        if let Some(reply) = rpc_waiting.remove(&request_id) {
-                            let _ = reply.send(Ok(response));
-                        }
-                    }
-                    Event::OutboundFailure { request_id, error, .. } => {
-                        if let Some(reply) = rpc_waiting.remove(&request_id) {
-                            let _ = reply.send(Err(error.to_string()));
-                        }
-                    }
-                    _ => {}
-                },
-                SwarmEvent::Behaviour(BehaviourEvent::Blobs(event)) => match event {
-                    Event::Message { message: Message::Response { request_id, response }, .. } => {
-                        if let Some(reply) = blob_waiting.remove(&request_id) {
-                            let _ = reply.send(Ok(response));
-                        }
-                    }
-                    Event::OutboundFailure { request_id, error, .. } => {
-                        if let Some(reply) = blob_waiting.remove(&request_id) {
-                            let _ = reply.send(Err(error.to_string()));
-                        }
-                    }
-                    _ => {}
-                },
+                SwarmEvent::Behaviour(BehaviourEvent::Rpc(event)) => settle(&mut rpc_waiting, event),
+                SwarmEvent::Behaviour(BehaviourEvent::Blobs(event)) => settle(&mut blob_waiting, event),
                 _ => {}
             },
         }

@@ -5,6 +5,7 @@ pub mod addr;
 pub mod client;
 pub mod listen;
 pub mod node;
+pub mod serve;
 pub mod wire;
 
 pub use libp2p;
@@ -15,6 +16,7 @@ pub use node::{
 
 pub use client::{Client, ClientError};
 pub use listen::listen_and_wait;
+pub use serve::{NodeTask, handle_shared};
 
 /// Unix time in milliseconds: what adverts and receipts carry.
 pub fn unix_ms() -> u64 {
