@@ -639,3 +639,28 @@ async fn a_worker_reaches_a_coordinator_over_tcp_when_quic_fails() {
     w.stop().await;
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_address_without_a_peer_id_is_enough() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = coordinator().await;
+    let with_id = c.listen_addrs()[0].clone();
+    let bare: Multiaddr = with_id
+        .iter()
+        .filter(|p| !matches!(p, olc_protocol::p2p::libp2p::multiaddr::Protocol::P2p(_)))
+        .collect();
+    assert!(olc_protocol::p2p::addr::peer_id_of(&bare).is_none());
+    let identity = Identity::generate().unwrap();
+    let mut cfg = WorkerConfig::new(vec![bare.clone()], dir.path().to_path_buf());
+    cfg.listen = loopback_quic();
+    cfg.offer.interval_ms = INTERVAL_MS;
+    let w = Worker::start(&identity, cfg).await.unwrap();
+    wait_until("registered via a bare address", || {
+        registered(&c, &identity.public_key())
+    })
+    .await;
+    // The client learns the peer id from the connection too.
+    assert_eq!(connect(&bare).await.peer(), c.peer_id());
+    w.stop().await;
+    c.stop().await;
+}
