@@ -1,0 +1,179 @@
+//! Rule 8 of the spec: attention of one query vector of one head over a KV cache.
+
+use super::dot::{dot_checked, tree16};
+use super::isa::Checked;
+use super::ops::softmax_checked;
+use super::{ComputeError, Isa, LANES, check_len, checked_mul};
+
+/// The kv head that query head `h` reads under grouped-query attention.
+pub fn kv_head(h: usize, n_heads: usize, n_kv_heads: usize) -> Result<usize, ComputeError> {
+    if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) || h >= n_heads {
+        return Err(ComputeError::Invalid {
+            op: "kv_head",
+            reason: "need n_kv_heads > 0 dividing n_heads, and h < n_heads",
+        });
+    }
+    Ok(h / (n_heads / n_kv_heads))
+}
+
+/// `out = softmax(q·k_j * scale) · v` over the `len` positions passed in.
+///
+/// `head_dim` is `q.len()` (and `out.len()`).
+///
+/// Position `j`'s key is `k[j*stride..][..head_dim]` and its value `v[j*stride..][..head_dim]`,
+/// so a cache laid out `[pos, kv_head, head_dim]` is read in place by offsetting the slices
+/// by `kv_head * head_dim` and passing `stride = n_kv_heads * head_dim`. `scores` is scratch
+/// space of at least `len` elements; on return its first `len` hold the probabilities.
+#[allow(clippy::too_many_arguments)] // each is a distinct dimension of the cache layout
+pub fn attention(
+    isa: Isa,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    len: usize,
+    stride: usize,
+    scores: &mut [f32],
+    out: &mut [f32],
+) -> Result<(), ComputeError> {
+    const OP: &str = "attention";
+    let isa = isa.checked()?;
+    let head_dim = q.len();
+    check_len(OP, "out", head_dim, out.len())?;
+    if scores.len() < len {
+        check_len(OP, "scores", len, scores.len())?;
+    }
+    if len > 0 {
+        if stride < head_dim {
+            return Err(ComputeError::Invalid {
+                op: OP,
+                reason: "stride must be at least head_dim",
+            });
+        }
+        let need = checked_mul(OP, len - 1, stride)?
+            .checked_add(head_dim)
+            .ok_or(ComputeError::Overflow { op: OP })?;
+        if k.len() < need {
+            check_len(OP, "k", need, k.len())?;
+        }
+        if v.len() < need {
+            check_len(OP, "v", need, v.len())?;
+        }
+    }
+    let scale = (1.0 / (head_dim as f64).sqrt()) as f32;
+    let scores = &mut scores[..len];
+    for (j, s) in scores.iter_mut().enumerate() {
+        *s = dot_checked(isa, q, &k[j * stride..][..head_dim]) * scale;
+    }
+    softmax_checked(isa, scores);
+    weighted_sum(isa, scores, v, stride, out);
+    Ok(())
+}
+
+/// `out[e] = Σ_j p_j · v[j*stride + e]` by the 16-lane rule over `j`. Callers have checked
+/// that every row `j < p.len()` of `out.len()` elements lies inside `v`.
+fn weighted_sum(isa: Checked, p: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+    match isa.isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Checked` exists only for ISAs detected on this CPU.
+        Isa::Avx512 => unsafe { x86::weighted_sum_avx512(p, v, stride, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 => unsafe { x86::weighted_sum_avx2(p, v, stride, out) },
+        _ => weighted_sum_portable(p, v, stride, out),
+    }
+}
+
+fn weighted_sum_portable(p: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+    for (e, o) in out.iter_mut().enumerate() {
+        let mut l = [0.0f32; LANES];
+        for (j, pj) in p.iter().enumerate() {
+            l[j % LANES] = pj.mul_add(v[j * stride + e], l[j % LANES]);
+        }
+        *o = tree16(&l);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::LANES;
+    use crate::compute::dot::x86::{mask8, mask16};
+
+    /// Whether row `j`'s `d` elements fit in `v` for every `j < rows`: the SIMD loops
+    /// re-check what the caller promised, so a future caller bug is a panic, not UB.
+    fn rows_fit(rows: usize, stride: usize, d: usize, v_len: usize) -> bool {
+        rows == 0
+            || (rows - 1)
+                .checked_mul(stride)
+                .and_then(|o| o.checked_add(d))
+                .is_some_and(|end| end <= v_len)
+    }
+
+    /// Sixteen e-lanes per zmm; `acc[t]` is lane `t` of the j-accumulation for all of them.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) fn weighted_sum_avx512(p: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+        let d = out.len();
+        assert!(
+            rows_fit(p.len(), stride, d, v.len()),
+            "attention: v too short"
+        );
+        let mut e = 0;
+        while e < d {
+            let m = mask16(d - e);
+            let mut acc = [_mm512_setzero_ps(); LANES];
+            let mut chunks = p.chunks_exact(LANES);
+            let mut j = 0;
+            for c in &mut chunks {
+                for t in 0..LANES {
+                    // SAFETY: row j + t < p.len() fits in v (asserted); only the active
+                    // lanes e .. min(e + 16, d) <= d are read.
+                    let vv =
+                        unsafe { _mm512_maskz_loadu_ps(m, v.as_ptr().add((j + t) * stride + e)) };
+                    acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(c[t]), vv, acc[t]);
+                }
+                j += LANES;
+            }
+            for (t, pj) in chunks.remainder().iter().enumerate() {
+                // SAFETY: as above.
+                let vv = unsafe { _mm512_maskz_loadu_ps(m, v.as_ptr().add((j + t) * stride + e)) };
+                acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(*pj), vv, acc[t]);
+            }
+            let s8: [__m512; 8] = std::array::from_fn(|t| _mm512_add_ps(acc[t], acc[t + 8]));
+            let s4: [__m512; 4] = std::array::from_fn(|t| _mm512_add_ps(s8[t], s8[t + 4]));
+            let s2 = [_mm512_add_ps(s4[0], s4[2]), _mm512_add_ps(s4[1], s4[3])];
+            let res = _mm512_add_ps(s2[0], s2[1]);
+            // SAFETY: only the active lanes e .. min(e + 16, d) of `out` are written.
+            unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(e), m, res) };
+            e += 16;
+        }
+    }
+
+    /// As the AVX-512 version with eight e-lanes per ymm.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn weighted_sum_avx2(p: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+        let d = out.len();
+        assert!(
+            rows_fit(p.len(), stride, d, v.len()),
+            "attention: v too short"
+        );
+        let mut e = 0;
+        while e < d {
+            let m = mask8(d - e);
+            let mut acc = [_mm256_setzero_ps(); LANES];
+            for (j, pj) in p.iter().enumerate() {
+                // SAFETY: row j < p.len() fits in v (asserted); maskload reads only the
+                // active lanes e .. min(e + 8, d) <= d.
+                let vv = unsafe { _mm256_maskload_ps(v.as_ptr().add(j * stride + e), m) };
+                acc[j % LANES] = _mm256_fmadd_ps(_mm256_set1_ps(*pj), vv, acc[j % LANES]);
+            }
+            let s8: [__m256; 8] = std::array::from_fn(|t| _mm256_add_ps(acc[t], acc[t + 8]));
+            let s4: [__m256; 4] = std::array::from_fn(|t| _mm256_add_ps(s8[t], s8[t + 4]));
+            let s2 = [_mm256_add_ps(s4[0], s4[2]), _mm256_add_ps(s4[1], s4[3])];
+            let res = _mm256_add_ps(s2[0], s2[1]);
+            // SAFETY: maskstore writes only the active lanes, inside `out`.
+            unsafe { _mm256_maskstore_ps(out.as_mut_ptr().add(e), m, res) };
+            e += 8;
+        }
+    }
+}
