@@ -45,8 +45,9 @@ pub enum Command {
     Job(Pending),
     /// Run inference or fine-tuning locally, without a network [not in this build yet]
     Run(Pending),
-    /// Create and inspect model checkpoints [not in this build yet]
-    Model(Pending),
+    /// Create and inspect model checkpoints (Hugging Face format).
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// Show and verify signed receipts offline [not in this build yet]
     Receipt(Pending),
     /// Run a whole network (coordinator + workers) on this machine [not in this build yet]
@@ -167,4 +168,40 @@ pub struct DaemonArgs {
     /// TOML file with any of these settings; flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Write a random-initialised checkpoint in the Hugging Face format (config.json,
+    /// model.safetensors, tokenizer.json). Same preset and seed, same bytes.
+    Init(ModelInit),
+    /// Load a checkpoint directory and summarise it (checks every tensor's name, shape, dtype).
+    Show(ModelShow),
+}
+
+#[derive(Debug, Args)]
+pub struct ModelInit {
+    /// Directory to write.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// tiny (a few hundred KB, for tests), small, or smollm2-135m (that model's exact shapes).
+    #[arg(long, default_value = "tiny")]
+    pub preset: olc_gpu::model::Preset,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Overwrite a directory that already holds a checkpoint.
+    #[arg(long)]
+    pub force: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelShow {
+    /// The checkpoint directory.
+    pub dir: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -166,7 +166,6 @@ fn groups_not_yet_built_say_so_and_fail() {
     for args in [
         &["job", "list"][..],
         &["run", "infer"],
-        &["model", "init"],
         &["receipt", "verify", "x"],
         &["devnet"],
     ] {

@@ -1,0 +1,68 @@
+//! Hugging Face checkpoints and PEFT LoRA adapters: loading them safely, and creating small
+//! random ones in the same format.
+//!
+//! Checkpoint files reach a worker from untrusted peers, so every loader validates
+//! everything against the config (which is itself bounded) before trusting it, refuses what
+//! it does not implement, and reports the file and tensor at fault. Nothing here panics on
+//! bad input or allocates more than the validated config justifies.
+
+mod bpe_json;
+mod files;
+mod names;
+mod rng;
+mod st_write;
+mod tensor;
+
+pub mod adapter;
+pub mod config;
+pub mod error;
+pub mod init;
+pub mod tokenizer;
+pub mod weights;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+pub use adapter::{Adapter, AdapterConfig, LoraWeights, TargetModules};
+pub use config::{Architecture, Llama3RopeScaling, ModelConfig};
+pub use error::ModelError;
+pub use init::{Preset, write_checkpoint};
+pub use names::LinearModule;
+pub use tokenizer::Tokenizer;
+pub use weights::{LayerWeights, LlamaWeights, Matrix};
+
+/// Everything in a checkpoint directory that the engine needs.
+#[derive(Debug)]
+pub struct Checkpoint {
+    pub config: ModelConfig,
+    pub weights: LlamaWeights,
+    pub tokenizer: Tokenizer,
+}
+
+impl Checkpoint {
+    /// Loads `config.json`, the weights and `tokenizer.json` from `dir`, checking that the
+    /// tokenizer's ids fit the model's embedding table.
+    pub fn load(dir: &Path) -> Result<Self, ModelError> {
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let tokenizer_path = dir.join(tokenizer::TOKENIZER_FILE);
+        let tokenizer = Tokenizer::from_file(&tokenizer_path)?;
+        if tokenizer.vocab_size() > config.vocab_size {
+            return Err(ModelError::Tokenizer {
+                path: tokenizer_path,
+                message: format!(
+                    "{} tokens do not fit the model's vocabulary of {}",
+                    tokenizer.vocab_size(),
+                    config.vocab_size
+                ),
+            });
+        }
+        let weights = LlamaWeights::load(dir, &config)?;
+        Ok(Self {
+            config,
+            weights,
+            tokenizer,
+        })
+    }
+}

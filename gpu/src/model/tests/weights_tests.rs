@@ -1,0 +1,366 @@
+use std::path::Path;
+
+use super::{dir_with, expected_f32, f32_tensor, tensor, tiny_checkpoint, write_safetensors};
+use crate::model::error::ModelError;
+use crate::model::names::expected_tensors;
+use crate::model::st_write::TensorSpec;
+use crate::model::weights::LlamaWeights;
+use crate::model::{Checkpoint, ModelConfig};
+
+fn load(dir: &Path, config: &ModelConfig) -> Result<LlamaWeights, ModelError> {
+    LlamaWeights::load(dir, config)
+}
+
+fn expect_err(dir: &Path, config: &ModelConfig, needles: &[&str]) -> ModelError {
+    let e = load(dir, config).unwrap_err();
+    let msg = e.to_string();
+    for n in needles {
+        assert!(msg.contains(n), "`{msg}` lacks `{n}`");
+    }
+    e
+}
+
+#[test]
+fn constant_tensors_land_in_the_right_fields() {
+    let (src, config) = tiny_checkpoint();
+    let dir = dir_with(src.path(), &expected_f32(&config));
+    let w = load(dir.path(), &config).unwrap();
+    let order: Vec<String> = expected_tensors(&config).into_iter().map(|t| t.0).collect();
+    let value = |name: &str| order.iter().position(|n| n == name).unwrap() as f32;
+    assert!(
+        w.embed_tokens
+            .data
+            .iter()
+            .all(|&x| x == value("model.embed_tokens.weight"))
+    );
+    assert_eq!((w.embed_tokens.rows, w.embed_tokens.cols), (320, 64));
+    let l1 = &w.layers[1];
+    assert_eq!(
+        l1.k_proj.data[0],
+        value("model.layers.1.self_attn.k_proj.weight")
+    );
+    assert_eq!((l1.k_proj.rows, l1.k_proj.cols), (32, 64));
+    assert_eq!(
+        l1.down_proj.data[5],
+        value("model.layers.1.mlp.down_proj.weight")
+    );
+    assert_eq!(
+        l1.input_layernorm[0],
+        value("model.layers.1.input_layernorm.weight")
+    );
+    assert_eq!(w.norm[0], value("model.norm.weight"));
+    assert!(w.lm_head.is_none());
+    assert!(std::ptr::eq(w.lm_head(), &w.embed_tokens));
+    assert!(l1.q_bias.is_none());
+}
+
+fn bf16_to_f32_reference(bits: u16) -> f32 {
+    f32::from_bits(u32::from(bits) << 16)
+}
+
+/// IEEE binary16 decoded by hand, independent of `half`.
+fn f16_to_f32_reference(bits: u16) -> f32 {
+    let sign = if bits & 0x8000 != 0 { -1.0f64 } else { 1.0 };
+    let exp = i32::from((bits >> 10) & 0x1F);
+    let mant = f64::from(bits & 0x3FF);
+    let v = match exp {
+        0 => mant * 2f64.powi(-24),
+        31 if mant == 0.0 => f64::INFINITY,
+        31 => f64::NAN,
+        e => (1024.0 + mant) * 2f64.powi(e - 25),
+    };
+    (sign * v) as f32
+}
+
+#[test]
+fn bf16_and_f16_widen_exactly() {
+    let (src, config) = tiny_checkpoint();
+    for (dtype, reference) in [
+        ("BF16", bf16_to_f32_reference as fn(u16) -> f32),
+        ("F16", f16_to_f32_reference),
+    ] {
+        // Tensors cover every 16-bit pattern (the embedding alone has 20480 elements).
+        let mut counter: u32 = 0;
+        let mut bits_of = Vec::new();
+        let tensors: Vec<_> = expected_tensors(&config)
+            .iter()
+            .map(|(name, shape)| {
+                let n: usize = shape.iter().product();
+                let bits: Vec<u16> = (0..n)
+                    .map(|_| {
+                        counter = counter.wrapping_add(40_503);
+                        (counter % 65_536) as u16
+                    })
+                    .collect();
+                bits_of.push(bits.clone());
+                tensor(
+                    name,
+                    dtype,
+                    shape,
+                    bits.iter().flat_map(|b| b.to_le_bytes()).collect(),
+                )
+            })
+            .collect();
+        let dir = dir_with(src.path(), &tensors);
+        let w = load(dir.path(), &config).unwrap();
+        let check = |got: &[f32], bits: &[u16]| {
+            for (g, b) in got.iter().zip(bits) {
+                let want = reference(*b);
+                assert!(
+                    g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()),
+                    "{dtype} {b:#06x}: {g} vs {want}"
+                );
+            }
+        };
+        check(&w.embed_tokens.data, &bits_of[0]);
+        check(&w.layers[0].input_layernorm, &bits_of[1]);
+        check(&w.layers[1].down_proj.data, &bits_of[bits_of.len() - 3]);
+    }
+}
+
+#[test]
+fn sharded_index_loads_like_a_single_file() {
+    let (src, config) = tiny_checkpoint();
+    let whole = load(src.path(), &config).unwrap();
+    let all = expected_f32(&config);
+    let (first, second) = all.split_at(all.len() / 2);
+    let dir = tempfile::tempdir().unwrap();
+    let names = [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ];
+    write_safetensors(&dir.path().join(names[0]), first);
+    write_safetensors(&dir.path().join(names[1]), second);
+    let mut map = serde_json::Map::new();
+    for (part, file) in [(first, names[0]), (second, names[1])] {
+        for (spec, _) in part {
+            map.insert(spec.name.clone(), file.into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {"total_size": 0}, "weight_map": map});
+    let index_path = dir.path().join("model.safetensors.index.json");
+    std::fs::write(&index_path, index.to_string()).unwrap();
+    let sharded = load(dir.path(), &config).unwrap();
+    let single = load(dir_with(src.path(), &all).path(), &config).unwrap();
+    assert_eq!(sharded, single);
+    assert_ne!(sharded, whole);
+
+    // A shard outside the directory, or missing, or a tensor listed in the wrong shard.
+    let bad = |map: serde_json::Map<String, serde_json::Value>, needles: &[&str]| {
+        std::fs::write(
+            &index_path,
+            serde_json::json!({"weight_map": map}).to_string(),
+        )
+        .unwrap();
+        expect_err(dir.path(), &config, needles);
+    };
+    for evil in [
+        "../model-00001-of-00002.safetensors",
+        "/etc/passwd",
+        "sub/x.safetensors",
+        "..",
+        "",
+    ] {
+        let mut m = map.clone();
+        m.insert("model.norm.weight".into(), evil.into());
+        bad(
+            m,
+            &["not a plain file name", "model.safetensors.index.json"],
+        );
+    }
+    let mut m = map.clone();
+    m.insert(
+        "model.norm.weight".into(),
+        "model-00003-of-00002.safetensors".into(),
+    );
+    bad(m, &["model-00003-of-00002.safetensors", "does not exist"]);
+    let mut m = map.clone();
+    let first_name = first[0].0.name.clone();
+    m.insert(first_name.clone(), names[1].into());
+    bad(m, &[&first_name]);
+    let mut m = map.clone();
+    m.insert(
+        "model.layers.0.self_attn.o_proj.bias".into(),
+        names[0].into(),
+    );
+    bad(m, &["unexpected tensor", "o_proj.bias"]);
+    m = map.clone();
+    m.remove("model.norm.weight");
+    bad(m, &["model.norm.weight"]);
+}
+
+#[test]
+fn missing_unexpected_wrong_shape_wrong_dtype() {
+    let (src, config) = tiny_checkpoint();
+    let good = expected_f32(&config);
+
+    let mut t = good.clone();
+    t.retain(|(s, _)| s.name != "model.layers.1.mlp.up_proj.weight");
+    let d = dir_with(src.path(), &t);
+    let e = expect_err(
+        d.path(),
+        &config,
+        &[
+            "model.safetensors",
+            "model.layers.1.mlp.up_proj.weight",
+            "missing",
+        ],
+    );
+    assert!(matches!(e, ModelError::MissingTensor { .. }));
+
+    let mut t = good.clone();
+    t.push(f32_tensor(
+        "model.layers.0.self_attn.o_proj.bias",
+        &[64],
+        0.0,
+    ));
+    let d = dir_with(src.path(), &t);
+    expect_err(
+        d.path(),
+        &config,
+        &["unexpected tensor", "model.layers.0.self_attn.o_proj.bias"],
+    );
+
+    let mut t = good.clone();
+    t.push(f32_tensor(
+        "model.layers.0.self_attn.rotary_emb.inv_freq",
+        &[8],
+        1.0,
+    ));
+    load(dir_with(src.path(), &t).path(), &config).unwrap();
+
+    let mut t = good.clone();
+    let i = t
+        .iter()
+        .position(|(s, _)| s.name == "model.layers.0.self_attn.v_proj.weight")
+        .unwrap();
+    t[i] = f32_tensor("model.layers.0.self_attn.v_proj.weight", &[64, 64], 0.0);
+    let d = dir_with(src.path(), &t);
+    let e = expect_err(
+        d.path(),
+        &config,
+        &[
+            "model.layers.0.self_attn.v_proj.weight",
+            "[64, 64]",
+            "[32, 64]",
+        ],
+    );
+    assert!(matches!(e, ModelError::WrongShape { .. }));
+
+    let mut t = good.clone();
+    t[i] = tensor(
+        "model.layers.0.self_attn.v_proj.weight",
+        "I32",
+        &[32, 64],
+        vec![0; 32 * 64 * 4],
+    );
+    let d = dir_with(src.path(), &t);
+    let e = expect_err(
+        d.path(),
+        &config,
+        &["model.layers.0.self_attn.v_proj.weight", "I32"],
+    );
+    assert!(matches!(e, ModelError::WrongDtype { .. }));
+
+    // A tied checkpoint that also stores lm_head: a copy is fine, a different matrix is not.
+    let mut t = good.clone();
+    let embed = t[0].1.clone();
+    t.push(tensor("lm_head.weight", "F32", &[320, 64], embed));
+    load(dir_with(src.path(), &t).path(), &config).unwrap();
+    let last = t.len() - 1;
+    t[last] = f32_tensor("lm_head.weight", &[320, 64], 9.0);
+    expect_err(
+        dir_with(src.path(), &t).path(),
+        &config,
+        &["lm_head.weight", "differs"],
+    );
+}
+
+#[test]
+fn truncated_and_lying_files() {
+    let (src, config) = tiny_checkpoint();
+    let path = src.path().join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+
+    let d = tempfile::tempdir().unwrap();
+    let target = d.path().join("model.safetensors");
+    for cut in [0, 4, 8, 100, bytes.len() / 2, bytes.len() - 1] {
+        std::fs::write(&target, &bytes[..cut]).unwrap();
+        let e = expect_err(
+            d.path(),
+            &config,
+            &["model.safetensors", "not a valid safetensors file"],
+        );
+        assert!(matches!(e, ModelError::SafeTensors { .. }));
+    }
+
+    // Header claims a huge length.
+    let mut lying = bytes.clone();
+    lying[..8].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
+    std::fs::write(&target, &lying).unwrap();
+    expect_err(
+        d.path(),
+        &config,
+        &["model.safetensors", "not a valid safetensors"],
+    );
+
+    // Header moves a tensor's offsets; same header length so only the offsets lie.
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + n]).unwrap();
+    let lie = header.replacen("\"data_offsets\":[0,", "\"data_offsets\":[4,", 1);
+    assert_ne!(lie, header);
+    let mut lying = bytes.clone();
+    lying[8..8 + n].copy_from_slice(lie.as_bytes());
+    std::fs::write(&target, &lying).unwrap();
+    expect_err(d.path(), &config, &["model.safetensors", "offset"]);
+
+    // An extra tail beyond the last tensor.
+    let mut long = bytes.clone();
+    long.extend_from_slice(&[0; 16]);
+    std::fs::write(&target, &long).unwrap();
+    expect_err(d.path(), &config, &["model.safetensors"]);
+
+    // No weights at all.
+    std::fs::remove_file(&target).unwrap();
+    expect_err(d.path(), &config, &["no model.safetensors"]);
+}
+
+#[test]
+fn oversized_file_refused_before_reading() {
+    let (src, config) = tiny_checkpoint();
+    let d = tempfile::tempdir().unwrap();
+    let f = std::fs::File::create(d.path().join("model.safetensors")).unwrap();
+    f.set_len(200_000_000).unwrap();
+    let e = load(d.path(), &config).unwrap_err();
+    assert!(matches!(e, ModelError::FileTooLarge { .. }), "{e}");
+    drop(src);
+}
+
+#[test]
+fn qwen2_biases_required() {
+    let (src, _) = tiny_checkpoint();
+    let text = std::fs::read_to_string(src.path().join("config.json")).unwrap();
+    let text = text.replace("LlamaForCausalLM", "Qwen2ForCausalLM");
+    let config = ModelConfig::from_json_bytes(text.as_bytes(), Path::new("config.json")).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("config.json"), &text).unwrap();
+    let mut tensors = expected_f32(&config);
+    write_safetensors(&d.path().join("model.safetensors"), &tensors);
+    let w = load(d.path(), &config).unwrap();
+    assert_eq!(w.layers[0].k_bias.as_ref().unwrap().len(), 32);
+    tensors
+        .retain(|(s, _): &(TensorSpec, Vec<u8>)| s.name != "model.layers.1.self_attn.q_proj.bias");
+    write_safetensors(&d.path().join("model.safetensors"), &tensors);
+    expect_err(d.path(), &config, &["model.layers.1.self_attn.q_proj.bias"]);
+}
+
+#[test]
+fn checkpoint_load_checks_tokenizer_fits() {
+    let (src, _) = tiny_checkpoint();
+    let c = Checkpoint::load(src.path()).unwrap();
+    assert_eq!(c.tokenizer.vocab_size(), c.config.vocab_size);
+    let json = crate::model::bpe_json::tokenizer_json(400).unwrap();
+    std::fs::write(src.path().join("tokenizer.json"), json).unwrap();
+    let e = Checkpoint::load(src.path()).unwrap_err();
+    assert!(e.to_string().contains("do not fit"), "{e}");
+}

@@ -1,0 +1,364 @@
+//! Loading a checkpoint's weights (`model.safetensors`, or a sharded
+//! `model.safetensors.index.json`) into f32 tensors in Hugging Face layout.
+//!
+//! Unexpected tensors are refused, not ignored: an extra `o_proj.bias` or a Gemma-style norm
+//! means the file describes a different function than the one we would compute. The only
+//! exceptions are `rotary_emb.inv_freq` buffers (derived from the config) and, for tied
+//! embeddings, an `lm_head.weight` that is an exact copy of the embeddings.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::config::ModelConfig;
+use super::error::{ModelError, Result};
+use super::files::{MAX_INDEX_JSON, read_capped, read_json};
+use super::names::{self, LinearModule};
+use super::tensor::{self, MAX_HEADER};
+
+pub const SINGLE_FILE: &str = "model.safetensors";
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// A row-major matrix; linear weights are `[out, in]` as Hugging Face stores them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<f32>,
+}
+
+/// One decoder layer's parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerWeights {
+    pub input_layernorm: Vec<f32>,
+    pub q_proj: Matrix,
+    pub k_proj: Matrix,
+    pub v_proj: Matrix,
+    pub o_proj: Matrix,
+    /// Present exactly when the architecture has q/k/v biases (Qwen2).
+    pub q_bias: Option<Vec<f32>>,
+    pub k_bias: Option<Vec<f32>>,
+    pub v_bias: Option<Vec<f32>>,
+    pub post_attention_layernorm: Vec<f32>,
+    pub gate_proj: Matrix,
+    pub up_proj: Matrix,
+    pub down_proj: Matrix,
+}
+
+impl LayerWeights {
+    pub fn linear(&self, module: LinearModule) -> &Matrix {
+        match module {
+            LinearModule::QProj => &self.q_proj,
+            LinearModule::KProj => &self.k_proj,
+            LinearModule::VProj => &self.v_proj,
+            LinearModule::OProj => &self.o_proj,
+            LinearModule::GateProj => &self.gate_proj,
+            LinearModule::UpProj => &self.up_proj,
+            LinearModule::DownProj => &self.down_proj,
+        }
+    }
+}
+
+/// All parameters of a Llama-family model, widened to f32.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaWeights {
+    /// `[vocab, hidden]`.
+    pub embed_tokens: Matrix,
+    pub layers: Vec<LayerWeights>,
+    pub norm: Vec<f32>,
+    /// `None` when the embeddings are tied: use [`LlamaWeights::lm_head`].
+    pub lm_head: Option<Matrix>,
+}
+
+impl LlamaWeights {
+    /// The output projection `[vocab, hidden]`, which is the embedding matrix when tied.
+    pub fn lm_head(&self) -> &Matrix {
+        self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
+    }
+
+    /// Loads the weights in `dir` and checks them against `config`.
+    pub fn load(dir: &Path, config: &ModelConfig) -> Result<Self> {
+        let single = dir.join(SINGLE_FILE);
+        let index = dir.join(INDEX_FILE);
+        let mut collector = Collector::new(config);
+        let mut missing_from = single.clone();
+        if single.is_file() {
+            let max = collector.max_file_len();
+            collector.load_file(&single, max, None)?;
+        } else if index.is_file() {
+            load_sharded(dir, &index, &mut collector)?;
+            missing_from = index;
+        } else {
+            return Err(ModelError::NoWeights {
+                path: dir.to_path_buf(),
+            });
+        }
+        collector.finish(&missing_from)
+    }
+
+    /// Parses one in-memory safetensors buffer; `path` only names it in errors.
+    pub fn from_safetensors_bytes(bytes: &[u8], config: &ModelConfig, path: &Path) -> Result<Self> {
+        let mut collector = Collector::new(config);
+        collector.load_bytes(path, bytes, None)?;
+        collector.finish(path)
+    }
+}
+
+#[derive(Deserialize)]
+struct ShardIndex {
+    weight_map: BTreeMap<String, String>,
+}
+
+fn load_sharded(dir: &Path, index_path: &Path, collector: &mut Collector<'_>) -> Result<()> {
+    let index: ShardIndex = read_json(index_path, MAX_INDEX_JSON)?;
+    let mut shards: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (tensor, shard) in &index.weight_map {
+        if !collector.expected.contains_key(tensor.as_str()) && !collector.tolerated(tensor) {
+            return Err(ModelError::UnexpectedTensor {
+                path: index_path.to_path_buf(),
+                tensor: tensor.clone(),
+            });
+        }
+        shards
+            .entry(shard.as_str())
+            .or_default()
+            .insert(tensor.as_str());
+    }
+    // Check every shard name before reading any shard, so a hostile entry is reported as
+    // such whichever order the shards come in.
+    let mut resolved = Vec::with_capacity(shards.len());
+    for (shard, listed) in shards {
+        let shard_path = shard_path(dir, index_path, shard)?;
+        if !shard_path.is_file() {
+            return Err(ModelError::BadShard {
+                path: index_path.to_path_buf(),
+                shard: shard.to_string(),
+                reason: "does not exist".into(),
+            });
+        }
+        resolved.push((shard_path, listed));
+    }
+    let max = collector.max_file_len();
+    for (shard_path, listed) in resolved {
+        collector.load_file(&shard_path, max, Some(&listed))?;
+    }
+    Ok(())
+}
+
+/// Shard names come from the sender: only a plain file name inside `dir` is acceptable.
+fn shard_path(dir: &Path, index_path: &Path, shard: &str) -> Result<PathBuf> {
+    let mut components = Path::new(shard).components();
+    let plain = matches!(
+        (components.next(), components.next()),
+        (Some(Component::Normal(_)), None)
+    ) && !shard.contains(['/', '\\']);
+    if !plain {
+        return Err(ModelError::BadShard {
+            path: index_path.to_path_buf(),
+            shard: shard.to_string(),
+            reason: "is not a plain file name in the checkpoint directory".into(),
+        });
+    }
+    Ok(dir.join(shard))
+}
+
+/// Gathers tensors from one or more files, checking each as it arrives so that at most one
+/// file's raw bytes are held at a time.
+struct Collector<'c> {
+    config: &'c ModelConfig,
+    expected: HashMap<String, Vec<usize>>,
+    found: HashMap<String, Vec<f32>>,
+    tied_head: Option<(PathBuf, Vec<f32>)>,
+}
+
+impl<'c> Collector<'c> {
+    fn new(config: &'c ModelConfig) -> Self {
+        Self {
+            config,
+            expected: names::expected_tensors(config).into_iter().collect(),
+            found: HashMap::new(),
+            tied_head: None,
+        }
+    }
+
+    fn tolerated(&self, name: &str) -> bool {
+        names::is_ignorable(name) || (self.config.tie_word_embeddings && name == names::LM_HEAD)
+    }
+
+    /// No valid file for this config can be longer: all parameters at 4 bytes each, a
+    /// duplicate tied head, the RoPE buffers and the largest header safetensors allows.
+    fn max_file_len(&self) -> u64 {
+        let c = self.config;
+        let head = (c.vocab_size * c.hidden_size) as u64;
+        let rope = (c.num_hidden_layers * c.head_dim) as u64;
+        8 + MAX_HEADER + 4 * (c.parameter_count() + head + rope)
+    }
+
+    fn load_file(&mut self, path: &Path, max: u64, listed: Option<&BTreeSet<&str>>) -> Result<()> {
+        let bytes = read_capped(path, max)?;
+        self.load_bytes(path, &bytes, listed)
+    }
+
+    fn load_bytes(
+        &mut self,
+        path: &Path,
+        bytes: &[u8],
+        listed: Option<&BTreeSet<&str>>,
+    ) -> Result<()> {
+        let file = tensor::parse(path, bytes)?;
+        let mut names: Vec<String> = file.names().into_iter().map(str::to_string).collect();
+        names.sort();
+        let mut ignored = 0usize;
+        for name in &names {
+            if let Some(listed) = listed
+                && !listed.contains(name.as_str())
+            {
+                return Err(ModelError::BadTensor {
+                    path: path.to_path_buf(),
+                    tensor: name.clone(),
+                    reason: "is not listed for this shard in the index".into(),
+                });
+            }
+            let view = file
+                .tensor(name)
+                .map_err(|source| ModelError::SafeTensors {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            if let Some(shape) = self.expected.get(name) {
+                if self.found.contains_key(name) {
+                    return Err(ModelError::DuplicateTensor {
+                        path: path.to_path_buf(),
+                        tensor: name.clone(),
+                    });
+                }
+                let data = tensor::widen(path, name, &view, shape)?;
+                self.found.insert(name.clone(), data);
+            } else if names::is_ignorable(name) {
+                ignored += 1;
+            } else if self.config.tie_word_embeddings && name == names::LM_HEAD {
+                let shape = [self.config.vocab_size, self.config.hidden_size];
+                let data = tensor::widen(path, name, &view, &shape)?;
+                self.tied_head = Some((path.to_path_buf(), data));
+            } else {
+                return Err(ModelError::UnexpectedTensor {
+                    path: path.to_path_buf(),
+                    tensor: name.clone(),
+                });
+            }
+        }
+        if ignored > 0 {
+            tracing::warn!(
+                file = %path.display(),
+                count = ignored,
+                "ignoring rotary_emb.inv_freq buffers (recomputed from the config)"
+            );
+        }
+        if let Some(listed) = listed {
+            for name in listed {
+                if file.tensor(name).is_err() {
+                    return Err(ModelError::MissingTensor {
+                        path: path.to_path_buf(),
+                        tensor: (*name).to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, path: &Path) -> Result<LlamaWeights> {
+        let c = self.config;
+        let mut order = names::expected_tensors(c);
+        order.retain(|(name, _)| !self.found.contains_key(name));
+        if let Some((name, _)) = order.into_iter().next() {
+            return Err(ModelError::MissingTensor {
+                path: path.to_path_buf(),
+                tensor: name,
+            });
+        }
+        let embed_tokens = self.matrix(names::EMBED, c.vocab_size, c.hidden_size)?;
+        // Compared bit for bit so that a NaN in a faithful copy does not count as a difference.
+        if let Some((head_path, head)) = self.tied_head.take()
+            && !head
+                .iter()
+                .zip(&embed_tokens.data)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        {
+            return Err(ModelError::BadTensor {
+                path: head_path,
+                tensor: names::LM_HEAD.into(),
+                reason: "differs from the embeddings although tie_word_embeddings is true".into(),
+            });
+        }
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for layer in 0..c.num_hidden_layers {
+            let mut linear = |m: LinearModule| {
+                let (rows, cols) = m.shape(c);
+                self.matrix(&names::linear_weight(m, layer), rows, cols)
+            };
+            let q_proj = linear(LinearModule::QProj)?;
+            let k_proj = linear(LinearModule::KProj)?;
+            let v_proj = linear(LinearModule::VProj)?;
+            let o_proj = linear(LinearModule::OProj)?;
+            let gate_proj = linear(LinearModule::GateProj)?;
+            let up_proj = linear(LinearModule::UpProj)?;
+            let down_proj = linear(LinearModule::DownProj)?;
+            let mut bias = |m: LinearModule| {
+                if m.has_bias(c) {
+                    self.vector(&names::linear_bias(m, layer)).map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            let q_bias = bias(LinearModule::QProj)?;
+            let k_bias = bias(LinearModule::KProj)?;
+            let v_bias = bias(LinearModule::VProj)?;
+            layers.push(LayerWeights {
+                input_layernorm: self.vector(&names::input_norm(layer))?,
+                q_proj,
+                k_proj,
+                v_proj,
+                o_proj,
+                q_bias,
+                k_bias,
+                v_bias,
+                post_attention_layernorm: self.vector(&names::post_attention_norm(layer))?,
+                gate_proj,
+                up_proj,
+                down_proj,
+            });
+        }
+        let norm = self.vector(names::FINAL_NORM)?;
+        let lm_head = if c.tie_word_embeddings {
+            None
+        } else {
+            Some(self.matrix(names::LM_HEAD, c.vocab_size, c.hidden_size)?)
+        };
+        Ok(LlamaWeights {
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+        })
+    }
+
+    fn vector(&mut self, name: &str) -> Result<Vec<f32>> {
+        // `finish` checked presence up front; this only guards against a naming bug.
+        self.found
+            .remove(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                path: PathBuf::new(),
+                tensor: name.to_string(),
+            })
+    }
+
+    fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+        Ok(Matrix {
+            rows,
+            cols,
+            data: self.vector(name)?,
+        })
+    }
+}
