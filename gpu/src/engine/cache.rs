@@ -1,0 +1,54 @@
+//! Keys and values of the positions already processed, per layer.
+
+/// `[capacity, kv_dim]` per layer for keys and for values; `len` positions are filled.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    kv_dim: usize,
+    capacity: usize,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new(layers: usize, kv_dim: usize, capacity: usize) -> Self {
+        Self {
+            k: vec![vec![0.0; capacity * kv_dim]; layers],
+            v: vec![vec![0.0; capacity * kv_dim]; layers],
+            kv_dim,
+            capacity,
+            len: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub(super) fn fits(&self, layers: usize, kv_dim: usize) -> bool {
+        self.k.len() == layers && self.kv_dim == kv_dim
+    }
+
+    /// Stores rows `[t, kv_dim]` at positions `start..start + t` (the engine checked room).
+    pub(super) fn write(&mut self, layer: usize, start: usize, k: &[f32], v: &[f32]) {
+        let at = start * self.kv_dim;
+        self.k[layer][at..at + k.len()].copy_from_slice(k);
+        self.v[layer][at..at + v.len()].copy_from_slice(v);
+    }
+
+    pub(super) fn layer(&self, layer: usize) -> (&[f32], &[f32]) {
+        (&self.k[layer], &self.v[layer])
+    }
+
+    pub(super) fn advance(&mut self, t: usize) {
+        self.len += t;
+    }
+}
