@@ -43,8 +43,9 @@ pub enum Command {
     Workers(WorkersArgs),
     /// Submit jobs to a coordinator and follow them [not in this build yet]
     Job(Pending),
-    /// Run inference or fine-tuning locally, without a network [not in this build yet]
-    Run(Pending),
+    /// Run inference locally, without a network (fine-tuning is not in this build yet).
+    #[command(subcommand)]
+    Run(RunCommand),
     /// Create and inspect model checkpoints (Hugging Face format).
     #[command(subcommand)]
     Model(ModelCommand),
@@ -201,6 +202,61 @@ pub struct ModelInit {
 pub struct ModelShow {
     /// The checkpoint directory.
     pub dir: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunCommand {
+    /// Generate from a model (and optionally a LoRA adapter) on this machine.
+    Infer(RunInfer),
+    /// Fine-tune a LoRA adapter [not in this build yet]
+    Finetune(Pending),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "tokens"])))]
+pub struct RunInfer {
+    /// Checkpoint directory (config.json, model.safetensors, tokenizer.json).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors).
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+    /// Prompt text, tokenized with the model's tokenizer.json.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Prompt as token ids, e.g. 1,2,3.
+    #[arg(long, value_delimiter = ',')]
+    pub tokens: Option<Vec<u32>>,
+    #[arg(long, default_value_t = 32)]
+    pub max_tokens: usize,
+    /// Sampling temperature [not in this build yet: decoding is greedy]
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Top-k filter [not in this build yet]
+    #[arg(long)]
+    pub top_k: Option<u32>,
+    /// Top-p filter [not in this build yet]
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Sampling seed [not in this build yet]
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Compute threads [default: all cores]. Never changes the output.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// SIMD path: auto, portable, avx2 or avx512. Never changes the output.
+    #[arg(long, default_value = "auto")]
+    pub isa: String,
+    /// Feed the prompt in chunks of this many tokens (0: whole). Never changes the output.
+    #[arg(long, default_value_t = 0)]
+    pub prefill_chunk: usize,
+    /// Write the logits of every generated step (the ones each token was chosen from) as
+    /// raw little-endian f32, step after step.
+    #[arg(long, value_name = "FILE")]
+    pub logits_out: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,

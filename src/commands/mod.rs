@@ -3,6 +3,7 @@ mod daemon;
 mod keys;
 mod model;
 mod pending;
+mod run;
 mod worker;
 mod workers;
 
@@ -17,7 +18,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Coordinator(cmd) => coordinator::run(cmd),
         Command::Workers(args) => workers::run(args),
         Command::Job(_) => pending::not_yet("job", pending::JOBS),
-        Command::Run(_) => pending::not_yet("run", pending::ENGINE),
+        Command::Run(cmd) => run::run(cmd),
         Command::Model(cmd) => model::run(cmd),
         Command::Receipt(_) => pending::not_yet("receipt", pending::JOBS),
         Command::Devnet(_) => pending::not_yet("devnet", pending::JOBS),

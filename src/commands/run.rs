@@ -1,0 +1,142 @@
+//! `olc run`: the engine on this machine, no network.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use olc_gpu::compute::Isa;
+use olc_gpu::engine::{Engine, EngineOptions, StopReason, generate_greedy};
+use olc_gpu::model::{Adapter, Checkpoint};
+use olc_protocol::ContentId;
+use serde::Serialize;
+
+use super::pending;
+use crate::cli::{RunCommand, RunInfer};
+
+pub fn run(command: RunCommand) -> Result<()> {
+    match command {
+        RunCommand::Infer(args) => infer(args),
+        RunCommand::Finetune(_) => pending::not_yet("run finetune", pending::FINETUNE),
+    }
+}
+
+fn parse_isa(text: &str) -> Result<Isa> {
+    let isa = match text {
+        "auto" => Isa::detect(),
+        "portable" => Isa::Portable,
+        "avx2" => Isa::Avx2,
+        "avx512" => Isa::Avx512,
+        other => bail!("unknown --isa {other:?}: expected auto, portable, avx2 or avx512"),
+    };
+    if !isa.is_supported() {
+        bail!("this CPU cannot run --isa {text}");
+    }
+    Ok(isa)
+}
+
+/// The output's commitment: BLAKE3 over the generated token ids as little-endian u32, the
+/// canonical serialization of an inference output (DESIGN.md, canonical arithmetic).
+pub fn inference_commitment(tokens: &[u32]) -> ContentId {
+    let bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
+    ContentId::of(&bytes)
+}
+
+#[derive(Serialize)]
+struct Output {
+    prompt_tokens: Vec<u32>,
+    tokens: Vec<u32>,
+    text: String,
+    commitment: String,
+    stop: &'static str,
+    /// Prefill and decode together, wall time.
+    elapsed_ms: f64,
+}
+
+fn infer(args: RunInfer) -> Result<()> {
+    if args.temperature.is_some()
+        || args.top_k.is_some()
+        || args.top_p.is_some()
+        || args.seed.is_some()
+    {
+        bail!(
+            "seeded sampling (--temperature, --top-k, --top-p, --seed) is not implemented in \
+             this build yet; leave those flags out to decode greedily"
+        );
+    }
+    if args.max_tokens == 0 {
+        bail!("--max-tokens must be at least 1");
+    }
+    let isa = parse_isa(&args.isa)?;
+    let checkpoint = Checkpoint::load(&args.model)
+        .with_context(|| format!("cannot load the model in {}", args.model.display()))?;
+    let adapter = args
+        .adapter
+        .as_ref()
+        .map(|dir| {
+            Adapter::load(dir, &checkpoint.config)
+                .with_context(|| format!("cannot load the adapter in {}", dir.display()))
+        })
+        .transpose()?;
+    let prompt = match (&args.prompt, &args.tokens) {
+        (Some(text), _) => checkpoint.tokenizer.encode(text)?,
+        (None, Some(tokens)) => tokens.clone(),
+        (None, None) => bail!("give --prompt TEXT or --tokens 1,2,3"),
+    };
+    let mut options = EngineOptions {
+        isa,
+        ..EngineOptions::default()
+    };
+    if let Some(threads) = args.threads {
+        if threads == 0 {
+            bail!("--threads must be at least 1");
+        }
+        options.threads = threads;
+    }
+    options.max_positions = prompt.len() + args.max_tokens;
+    let tokenizer = checkpoint.tokenizer;
+    let engine = Engine::new(checkpoint.config, checkpoint.weights, options)?;
+
+    let started = Instant::now();
+    let generation = generate_greedy(
+        &engine,
+        adapter.as_ref(),
+        &prompt,
+        args.max_tokens,
+        args.prefill_chunk,
+    )?;
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+
+    if let Some(path) = &args.logits_out {
+        let bytes: Vec<u8> = generation
+            .logits
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        std::fs::write(path, bytes)
+            .with_context(|| format!("cannot write logits to {}", path.display()))?;
+    }
+    let text = tokenizer.decode(&generation.tokens, true)?;
+    let out = Output {
+        commitment: inference_commitment(&generation.tokens).to_string(),
+        stop: match generation.stop {
+            StopReason::Eos => "eos",
+            StopReason::MaxTokens => "max_tokens",
+        },
+        prompt_tokens: prompt,
+        tokens: generation.tokens,
+        text,
+        elapsed_ms,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{}", out.text);
+        eprintln!(
+            "{} tokens ({}), {:.1} ms, commitment {}",
+            out.tokens.len(),
+            out.stop,
+            elapsed_ms,
+            out.commitment
+        );
+    }
+    Ok(())
+}
