@@ -232,16 +232,18 @@ pub struct RunInfer {
     pub tokens: Option<Vec<u32>>,
     #[arg(long, default_value_t = 32)]
     pub max_tokens: usize,
-    /// Sampling temperature [not in this build yet: decoding is greedy]
+    /// Sample at this temperature [default when sampling: 1]. Without any sampling flag,
+    /// decoding is greedy.
     #[arg(long)]
     pub temperature: Option<f32>,
-    /// Top-k filter [not in this build yet]
+    /// Keep only the K most likely tokens [default when sampling: all].
     #[arg(long)]
     pub top_k: Option<u32>,
-    /// Top-p filter [not in this build yet]
+    /// Keep the smallest set of tokens with this much probability [default when sampling: 1].
     #[arg(long)]
     pub top_p: Option<f32>,
-    /// Sampling seed [not in this build yet]
+    /// Seed of the sampling stream: the same seed gives the same tokens on every worker
+    /// [default when sampling: 0].
     #[arg(long)]
     pub seed: Option<u64>,
     /// Compute threads [default: all cores]. Never changes the output.

@@ -99,8 +99,8 @@ fn bad_inputs_are_refused_clearly() {
     let m = model(tmp.path());
     let cases: [(&[&str], &str); 8] = [
         (
-            &["--tokens", "1,2", "--temperature", "0.7"],
-            "not implemented",
+            &["--tokens", "1,2", "--temperature", "0"],
+            "temperature must be",
         ),
         (&["--tokens", "99999"], "outside the vocabulary"),
         (&["--tokens", "1", "--isa", "sse9"], "unknown --isa"),
@@ -141,4 +141,50 @@ fn bad_inputs_are_refused_clearly() {
     ]);
     assert!(!bad_adapter.status.success());
     assert!(String::from_utf8_lossy(&bad_adapter.stderr).contains("cannot load the adapter"));
+}
+
+#[test]
+fn seeded_sampling_repeats_and_the_seed_matters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model(tmp.path());
+    let run = |seed: &str, threads: &str| {
+        let out = json(&olc(&[
+            "run",
+            "infer",
+            "--model",
+            &m,
+            "--prompt",
+            "Once upon",
+            "--max-tokens",
+            "12",
+            "--temperature",
+            "1.5",
+            "--top-k",
+            "50",
+            "--top-p",
+            "0.95",
+            "--seed",
+            seed,
+            "--threads",
+            threads,
+            "--json",
+        ]));
+        (out["tokens"].clone(), out["commitment"].clone())
+    };
+    let a = run("1", "1");
+    assert_eq!(run("1", "2"), a, "same seed, other thread count");
+    let others: Vec<_> = (2..6).map(|s| run(&s.to_string(), "1")).collect();
+    assert!(others.iter().any(|o| o != &a), "the seed changes nothing");
+    let greedy = json(&olc(&[
+        "run",
+        "infer",
+        "--model",
+        &m,
+        "--prompt",
+        "Once upon",
+        "--max-tokens",
+        "12",
+        "--json",
+    ]));
+    assert!(greedy["tokens"].is_array());
 }

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use olc_gpu::compute::Isa;
-use olc_gpu::engine::{Engine, EngineOptions, Generation, generate_greedy};
+use olc_gpu::engine::{Engine, EngineOptions, Generation, Sampling, generate, generate_greedy};
 use olc_gpu::model::{Adapter, LlamaWeights, ModelConfig, Preset, write_checkpoint};
 
 fn bits(g: &Generation) -> (Vec<u32>, Vec<u32>) {
@@ -112,4 +112,38 @@ fn bad_inputs_are_errors() {
     assert!(err.to_string().contains("positions"), "{err}");
     // Room for the prompt but not the whole generation: an error, not a panic.
     assert!(generate_greedy(&engine, None, &[1; 6], 10, 0).is_err());
+}
+
+#[test]
+fn sampled_generation_is_the_same_for_every_thread_count_isa_and_chunking() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, weights) = model(dir.path(), Preset::Tiny);
+    let sampling = Sampling::Sample {
+        temperature: 1.3,
+        top_k: 40,
+        top_p: 0.9,
+        seed: 99,
+    };
+    let prompt: Vec<u32> = (0..20)
+        .map(|i| (i * 13 + 3) % config.vocab_size as u32)
+        .collect();
+    let go = |isa, threads, chunk| {
+        let options = EngineOptions {
+            isa,
+            threads,
+            max_positions: 64,
+        };
+        let engine = Engine::new(config.clone(), weights.clone(), options).unwrap();
+        bits(&generate(&engine, None, &prompt, 16, chunk, &sampling).unwrap())
+    };
+    let reference = go(Isa::Portable, 1, 0);
+    for isa in Isa::supported() {
+        for (threads, chunk) in [(1, 0), (2, 4), (4, 1)] {
+            assert_eq!(
+                go(isa, threads, chunk),
+                reference,
+                "{isa:?} {threads} threads chunk {chunk}"
+            );
+        }
+    }
 }

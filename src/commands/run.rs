@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use olc_gpu::compute::Isa;
-use olc_gpu::engine::{Engine, EngineOptions, StopReason, generate_greedy};
+use olc_gpu::engine::{Engine, EngineOptions, Sampling, StopReason, generate};
 use olc_gpu::model::{Adapter, Checkpoint};
 use olc_protocol::ContentId;
 use serde::Serialize;
@@ -52,15 +52,22 @@ struct Output {
 }
 
 fn infer(args: RunInfer) -> Result<()> {
-    if args.temperature.is_some()
+    let sampling = if args.temperature.is_some()
         || args.top_k.is_some()
         || args.top_p.is_some()
         || args.seed.is_some()
     {
-        bail!(
-            "seeded sampling (--temperature, --top-k, --top-p, --seed) is not implemented in \
-             this build yet; leave those flags out to decode greedily"
-        );
+        Sampling::Sample {
+            temperature: args.temperature.unwrap_or(1.0),
+            top_k: args.top_k.unwrap_or(0),
+            top_p: args.top_p.unwrap_or(1.0),
+            seed: args.seed.unwrap_or(0),
+        }
+    } else {
+        Sampling::Greedy
+    };
+    if let Err(why) = sampling.check() {
+        bail!("{why}");
     }
     if args.max_tokens == 0 {
         bail!("--max-tokens must be at least 1");
@@ -96,12 +103,13 @@ fn infer(args: RunInfer) -> Result<()> {
     let engine = Engine::new(checkpoint.config, checkpoint.weights, options)?;
 
     let started = Instant::now();
-    let generation = generate_greedy(
+    let generation = generate(
         &engine,
         adapter.as_ref(),
         &prompt,
         args.max_tokens,
         args.prefill_chunk,
+        &sampling,
     )?;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
 

@@ -1,6 +1,6 @@
-//! Greedy decoding. Seeded sampling (temperature, top-k, top-p with a ChaCha stream per
-//! position) is not implemented yet; callers must refuse those options.
+//! Generation: prefill, then one token at a time until EOS or the token budget.
 
+use super::sample::Sampling;
 use super::{Engine, EngineError};
 use crate::model::Adapter;
 
@@ -18,19 +18,7 @@ pub struct Generation {
     pub stop: StopReason,
 }
 
-/// The highest logit; ties go to the lowest token id, so the choice is one bit pattern.
-pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0usize;
-    for (i, v) in logits.iter().enumerate() {
-        if *v > logits[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
-/// Prefills `prompt` in chunks of `chunk` tokens (0 = whole), then decodes greedily until
-/// an EOS token of the model or `max_tokens`.
+/// Greedy decoding: [`generate`] with [`Sampling::Greedy`].
 pub fn generate_greedy(
     engine: &Engine,
     adapter: Option<&Adapter>,
@@ -38,6 +26,27 @@ pub fn generate_greedy(
     max_tokens: usize,
     chunk: usize,
 ) -> Result<Generation, EngineError> {
+    generate(
+        engine,
+        adapter,
+        prompt,
+        max_tokens,
+        chunk,
+        &Sampling::Greedy,
+    )
+}
+
+/// Prefills `prompt` in chunks of `chunk` tokens (0 = whole), then chooses tokens with
+/// `sampling` until an EOS token of the model or `max_tokens`.
+pub fn generate(
+    engine: &Engine,
+    adapter: Option<&Adapter>,
+    prompt: &[u32],
+    max_tokens: usize,
+    chunk: usize,
+    sampling: &Sampling,
+) -> Result<Generation, EngineError> {
+    sampling.check().map_err(EngineError::BadSampling)?;
     if prompt.is_empty() {
         return Err(EngineError::EmptyPrompt);
     }
@@ -51,7 +60,7 @@ pub fn generate_greedy(
     let mut logits = Vec::new();
     let eos = &engine.config().eos_token_ids;
     while tokens.len() < max_tokens {
-        let next = argmax(&last);
+        let next = sampling.choose(&last, (prompt.len() + tokens.len()) as u64);
         logits.extend_from_slice(&last);
         tokens.push(next);
         if eos.contains(&next) {

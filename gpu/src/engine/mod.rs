@@ -8,9 +8,11 @@
 
 mod cache;
 mod generate;
+mod sample;
 
 pub use cache::KvCache;
-pub use generate::{Generation, StopReason, generate_greedy};
+pub use generate::{Generation, StopReason, generate, generate_greedy};
+pub use sample::{Sampling, argmax};
 
 use crate::compute::{self, ComputeError, Isa, RopeTable};
 use crate::model::{Adapter, LinearModule, LlamaWeights, Matrix, ModelConfig};
@@ -27,6 +29,8 @@ pub enum EngineError {
     EmptyPrompt,
     #[error("the KV cache was made for another model shape")]
     CacheMismatch,
+    #[error("bad sampling settings: {0}")]
+    BadSampling(String),
 }
 
 /// How the engine computes: never what it computes.
