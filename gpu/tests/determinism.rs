@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use olc_gpu::compute::Isa;
-use olc_gpu::engine::{Engine, EngineOptions, Generation, Sampling, generate, generate_greedy};
+use olc_gpu::engine::{
+    Engine, EngineOptions, Generation, Request, Sampling, generate, generate_batch, generate_greedy,
+};
 use olc_gpu::model::{Adapter, LlamaWeights, ModelConfig, Preset, write_checkpoint};
 
 fn bits(g: &Generation) -> (Vec<u32>, Vec<u32>) {
@@ -144,6 +146,78 @@ fn sampled_generation_is_the_same_for_every_thread_count_isa_and_chunking() {
                 reference,
                 "{isa:?} {threads} threads chunk {chunk}"
             );
+        }
+    }
+}
+
+/// Variants of the fixture adapter: each a different adapter for the same base model.
+fn adapter_variants(base: &Adapter, n: usize) -> Vec<Adapter> {
+    (0..n)
+        .map(|i| {
+            let mut a = base.clone();
+            for lora in a.modules.values_mut() {
+                for (j, v) in lora.b.data.iter_mut().enumerate() {
+                    *v *= 1.0 + 0.37 * i as f32 - 0.01 * (j % 7) as f32;
+                }
+            }
+            a
+        })
+        .collect()
+}
+
+#[test]
+fn a_sequence_gives_the_same_bits_alone_and_in_a_batch_of_8_with_other_adapters() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_checkpoint(dir.path(), Preset::Tiny, 11).unwrap();
+    let weights = LlamaWeights::load(dir.path(), &config).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/adapter");
+    let adapters = adapter_variants(&Adapter::load(&fixture, &config).unwrap(), 6);
+    let prompts: Vec<Vec<u32>> = (0..8)
+        .map(|s| {
+            (0..(5 + 3 * s))
+                .map(|i| ((i * 31 + s * 7 + 1) % 320) as u32)
+                .collect()
+        })
+        .collect();
+    let requests: Vec<Request<'_>> = prompts
+        .iter()
+        .enumerate()
+        .map(|(s, prompt)| Request {
+            prompt,
+            adapter: if s < 6 { Some(&adapters[s]) } else { None },
+            sampling: if s % 3 == 0 {
+                Sampling::Sample {
+                    temperature: 1.1,
+                    top_k: 0,
+                    top_p: 0.9,
+                    seed: s as u64,
+                }
+            } else {
+                Sampling::Greedy
+            },
+            max_tokens: 6 + s,
+        })
+        .collect();
+    for isa in Isa::supported() {
+        for (threads, chunk) in [(1, 0), (2, 4)] {
+            let options = EngineOptions {
+                isa,
+                threads,
+                max_positions: 64,
+            };
+            let engine = Engine::new(config.clone(), weights.clone(), options).unwrap();
+            let together = generate_batch(&engine, &requests, chunk).unwrap();
+            for (s, r) in requests.iter().enumerate() {
+                let alone =
+                    generate(&engine, r.adapter, r.prompt, r.max_tokens, 0, &r.sampling).unwrap();
+                assert_eq!(
+                    bits(&together[s]),
+                    bits(&alone),
+                    "sequence {s}: batch of 8 differs from alone ({isa:?}, {threads} threads, chunk {chunk})"
+                );
+            }
+            // The adapters really differ: sequences 0 and 1 share no logits.
+            assert_ne!(bits(&together[1]).1, bits(&together[2]).1);
         }
     }
 }

@@ -11,11 +11,11 @@ mod generate;
 mod sample;
 
 pub use cache::KvCache;
-pub use generate::{Generation, StopReason, generate, generate_greedy};
+pub use generate::{Generation, Request, StopReason, generate, generate_batch, generate_greedy};
 pub use sample::{Sampling, argmax};
 
 use crate::compute::{self, ComputeError, Isa, RopeTable};
-use crate::model::{Adapter, LinearModule, LlamaWeights, Matrix, ModelConfig};
+use crate::model::{Adapter, LinearModule, LlamaWeights, LoraWeights, ModelConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -31,6 +31,14 @@ pub enum EngineError {
     CacheMismatch,
     #[error("bad sampling settings: {0}")]
     BadSampling(String),
+}
+
+/// One sequence's share of a batched forward pass.
+#[derive(Debug)]
+pub struct BatchItem<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
+    pub adapter: Option<&'a Adapter>,
 }
 
 /// How the engine computes: never what it computes.
@@ -118,29 +126,60 @@ impl Engine {
         adapter: Option<&Adapter>,
         all_logits: bool,
     ) -> Result<Vec<f32>, EngineError> {
+        let mut batch = [BatchItem {
+            tokens,
+            cache,
+            adapter,
+        }];
+        let mut out = self.forward_batch(&mut batch, all_logits)?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// Runs several sequences at once. Their rows share every base-weight matmul (one pass
+    /// over the weights for the whole batch); each sequence adds its own adapter's
+    /// low-rank product and attends to its own cache. Rows never mix, so a sequence's
+    /// output bits do not depend on what else is in the batch. Returns, per item, the
+    /// logits of its last token (or of all its tokens if `all_logits`).
+    pub fn forward_batch(
+        &self,
+        batch: &mut [BatchItem<'_>],
+        all_logits: bool,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
         let c = &self.config;
         let (isa, threads) = (self.options.isa, self.options.threads);
-        let t = tokens.len();
-        if t == 0 {
-            return Err(EngineError::EmptyPrompt);
-        }
-        if !cache.fits(c.num_hidden_layers, c.num_key_value_heads * c.head_dim) {
-            return Err(EngineError::CacheMismatch);
-        }
-        let start = cache.len();
-        let needed = start + t;
-        if needed > cache.capacity().min(self.options.max_positions) {
-            return Err(EngineError::TooLong {
-                needed,
-                max: cache.capacity().min(self.options.max_positions),
-            });
-        }
         let hidden = c.hidden_size;
         let (hd, q_dim, kv_dim) = (c.head_dim, c.q_dim(), c.num_key_value_heads * c.head_dim);
         let eps = c.rms_norm_eps as f32;
+        let limit = self.options.max_positions;
+
+        // Where each item's rows sit in the batch, and the position of its first token.
+        let mut spans = Vec::with_capacity(batch.len());
+        let mut t = 0;
+        let mut longest = 0;
+        for item in batch.iter() {
+            if item.tokens.is_empty() {
+                return Err(EngineError::EmptyPrompt);
+            }
+            if !item.cache.fits(c.num_hidden_layers, kv_dim) {
+                return Err(EngineError::CacheMismatch);
+            }
+            let start = item.cache.len();
+            let needed = start + item.tokens.len();
+            let max = item.cache.capacity().min(limit);
+            if needed > max {
+                return Err(EngineError::TooLong { needed, max });
+            }
+            longest = longest.max(needed);
+            spans.push((t, item.tokens.len(), start));
+            t += item.tokens.len();
+        }
+        if t == 0 {
+            return Ok(Vec::new());
+        }
 
         let mut x = vec![0.0f32; t * hidden];
-        for (row, &tok) in x.chunks_exact_mut(hidden).zip(tokens) {
+        let all_tokens = batch.iter().flat_map(|item| item.tokens.iter());
+        for (row, &tok) in x.chunks_exact_mut(hidden).zip(all_tokens) {
             let id = tok as usize;
             if id >= c.vocab_size {
                 return Err(EngineError::TokenOutOfRange {
@@ -158,38 +197,53 @@ impl Engine {
         let mut proj = vec![0.0f32; t * hidden];
         let mut gate = vec![0.0f32; t * c.intermediate_size];
         let mut up = vec![0.0f32; t * c.intermediate_size];
-        let mut scores = vec![0.0f32; needed];
+        let mut act = vec![0.0f32; t * c.intermediate_size];
+        let mut scores = vec![0.0f32; longest];
+        let adapters: Vec<Option<&Adapter>> = batch.iter().map(|item| item.adapter).collect();
 
         for (l, layer) in self.weights.layers.iter().enumerate() {
             let lin = |m: LinearModule, input: &[f32], bias: Option<&[f32]>, out: &mut [f32]| {
-                self.linear(layer.linear(m), l, m, adapter, input, t, bias, out)
+                let w = layer.linear(m);
+                compute::matmul(isa, threads, input, t, w.cols, &w.data, w.rows, bias, out)?;
+                for (adapter, &(row0, rows, _)) in adapters.iter().zip(&spans) {
+                    if let Some(lora) = adapter.and_then(|a| a.modules.get(&(l, m))) {
+                        let inp = &input[row0 * w.cols..(row0 + rows) * w.cols];
+                        let o = &mut out[row0 * w.rows..(row0 + rows) * w.rows];
+                        self.add_lora(lora, inp, rows, o)?;
+                    }
+                }
+                Ok::<(), EngineError>(())
             };
             rmsnorm_rows(isa, &x, &layer.input_layernorm, eps, &mut xn)?;
             lin(LinearModule::QProj, &xn, layer.q_bias.as_deref(), &mut q)?;
             lin(LinearModule::KProj, &xn, layer.k_bias.as_deref(), &mut k)?;
             lin(LinearModule::VProj, &xn, layer.v_bias.as_deref(), &mut v)?;
-            for i in 0..t {
-                self.rope.apply(start + i, &mut q[i * q_dim..][..q_dim])?;
-                self.rope.apply(start + i, &mut k[i * kv_dim..][..kv_dim])?;
-            }
-            cache.write(l, start, &k, &v);
-            let (kc, vc) = cache.layer(l);
-            for i in 0..t {
-                let visible = start + i + 1;
-                for h in 0..c.num_attention_heads {
-                    let kvh = compute::kv_head(h, c.num_attention_heads, c.num_key_value_heads)?;
-                    let qh = &q[i * q_dim + h * hd..][..hd];
-                    let out = &mut attn[i * q_dim + h * hd..][..hd];
-                    compute::attention(
-                        isa,
-                        qh,
-                        &kc[kvh * hd..],
-                        &vc[kvh * hd..],
-                        visible,
-                        kv_dim,
-                        &mut scores,
-                        out,
-                    )?;
+            for (item, &(row0, rows, start)) in batch.iter_mut().zip(&spans) {
+                for i in 0..rows {
+                    let r = row0 + i;
+                    self.rope.apply(start + i, &mut q[r * q_dim..][..q_dim])?;
+                    self.rope.apply(start + i, &mut k[r * kv_dim..][..kv_dim])?;
+                }
+                let span = row0 * kv_dim..(row0 + rows) * kv_dim;
+                item.cache.write(l, start, &k[span.clone()], &v[span]);
+                let (kc, vc) = item.cache.layer(l);
+                for i in 0..rows {
+                    let r = row0 + i;
+                    let visible = start + i + 1;
+                    for h in 0..c.num_attention_heads {
+                        let kvh =
+                            compute::kv_head(h, c.num_attention_heads, c.num_key_value_heads)?;
+                        compute::attention(
+                            isa,
+                            &q[r * q_dim + h * hd..][..hd],
+                            &kc[kvh * hd..],
+                            &vc[kvh * hd..],
+                            visible,
+                            kv_dim,
+                            &mut scores,
+                            &mut attn[r * q_dim + h * hd..][..hd],
+                        )?;
+                    }
                 }
             }
             lin(LinearModule::OProj, &attn, None, &mut proj)?;
@@ -198,21 +252,39 @@ impl Engine {
             rmsnorm_rows(isa, &x, &layer.post_attention_layernorm, eps, &mut xn)?;
             lin(LinearModule::GateProj, &xn, None, &mut gate)?;
             lin(LinearModule::UpProj, &xn, None, &mut up)?;
-            let mut act = vec![0.0f32; gate.len()];
             compute::swiglu(isa, &gate, &up, &mut act)?;
             lin(LinearModule::DownProj, &act, None, &mut proj)?;
             add_in_place(&mut x, &proj);
         }
-        cache.advance(t);
+        for (item, &(_, rows, _)) in batch.iter_mut().zip(&spans) {
+            item.cache.advance(rows);
+        }
 
-        let rows: &[f32] = if all_logits {
-            &x
-        } else {
-            &x[(t - 1) * hidden..]
-        };
-        let n = rows.len() / hidden;
-        let mut normed = vec![0.0f32; rows.len()];
-        rmsnorm_rows(isa, rows, &self.weights.norm, eps, &mut normed)?;
+        // Final norm and LM head over the rows whose logits are wanted, in one matmul.
+        let wanted: Vec<(usize, usize)> = spans
+            .iter()
+            .map(|&(row0, rows, _)| {
+                if all_logits {
+                    (row0, rows)
+                } else {
+                    (row0 + rows - 1, 1)
+                }
+            })
+            .collect();
+        let n: usize = wanted.iter().map(|w| w.1).sum();
+        let mut normed = vec![0.0f32; n * hidden];
+        let mut at = 0;
+        for &(row0, rows) in &wanted {
+            let src = &x[row0 * hidden..(row0 + rows) * hidden];
+            rmsnorm_rows(
+                isa,
+                src,
+                &self.weights.norm,
+                eps,
+                &mut normed[at..at + src.len()],
+            )?;
+            at += src.len();
+        }
         let head = self.weights.lm_head();
         let mut logits = vec![0.0f32; n * head.rows];
         compute::matmul(
@@ -226,56 +298,52 @@ impl Engine {
             None,
             &mut logits,
         )?;
-        Ok(logits)
+        let mut out = Vec::with_capacity(batch.len());
+        let mut at = 0;
+        for &(_, rows) in &wanted {
+            out.push(logits[at * head.rows..(at + rows) * head.rows].to_vec());
+            at += rows;
+        }
+        Ok(out)
     }
 
-    /// `out = input · Wᵀ (+ bias)`, plus the adapter's `(input · Aᵀ · Bᵀ) · scale` for this
-    /// module if it has one: added after the base product, as PEFT does.
-    #[allow(clippy::too_many_arguments)] // one call site pattern; a struct would only rename them
-    fn linear(
+    /// Adds an adapter's `(input · Aᵀ · Bᵀ) · scale` to `out`, after the base product, as
+    /// PEFT does.
+    fn add_lora(
         &self,
-        w: &Matrix,
-        layer: usize,
-        module: LinearModule,
-        adapter: Option<&Adapter>,
+        lora: &LoraWeights,
         input: &[f32],
         rows: usize,
-        bias: Option<&[f32]>,
         out: &mut [f32],
     ) -> Result<(), EngineError> {
         let (isa, threads) = (self.options.isa, self.options.threads);
+        let r = lora.a.rows;
+        let mut low = vec![0.0f32; rows * r];
         compute::matmul(
-            isa, threads, input, rows, w.cols, &w.data, w.rows, bias, out,
+            isa,
+            threads,
+            input,
+            rows,
+            lora.a.cols,
+            &lora.a.data,
+            r,
+            None,
+            &mut low,
         )?;
-        if let Some(lora) = adapter.and_then(|a| a.modules.get(&(layer, module))) {
-            let r = lora.a.rows;
-            let mut low = vec![0.0f32; rows * r];
-            compute::matmul(
-                isa,
-                threads,
-                input,
-                rows,
-                lora.a.cols,
-                &lora.a.data,
-                r,
-                None,
-                &mut low,
-            )?;
-            let mut delta = vec![0.0f32; rows * lora.b.rows];
-            compute::matmul(
-                isa,
-                threads,
-                &low,
-                rows,
-                r,
-                &lora.b.data,
-                lora.b.rows,
-                None,
-                &mut delta,
-            )?;
-            for (o, d) in out.iter_mut().zip(&delta) {
-                *o += *d * lora.scale;
-            }
+        let mut delta = vec![0.0f32; rows * lora.b.rows];
+        compute::matmul(
+            isa,
+            threads,
+            &low,
+            rows,
+            r,
+            &lora.b.data,
+            lora.b.rows,
+            None,
+            &mut delta,
+        )?;
+        for (o, d) in out.iter_mut().zip(&delta) {
+            *o += *d * lora.scale;
         }
         Ok(())
     }
