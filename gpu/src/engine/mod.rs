@@ -6,10 +6,12 @@
 //! (matmul rows never mix; attention reads the cache up to the row's own position), which
 //! is what makes chunked prefill give the same bits as whole prefill.
 
+mod adapter_cache;
 mod cache;
 mod generate;
 mod sample;
 
+pub use adapter_cache::{AdapterCache, CacheError, adapter_bytes};
 pub use cache::KvCache;
 pub use generate::{Generation, Request, StopReason, generate, generate_batch, generate_greedy};
 pub use sample::{Sampling, argmax};
