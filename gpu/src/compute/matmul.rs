@@ -109,6 +109,9 @@ fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>, ComputeError> {
     Ok(p)
 }
 
+/// Rows per cache block: 64 rows of a 576-wide x are 144 KiB, comfortably inside L2.
+const ROW_BLOCK: usize = 64;
+
 /// Shape-checked operands.
 #[derive(Clone, Copy)]
 struct Operands<'a> {
@@ -126,6 +129,23 @@ impl Operands<'_> {
     /// decode) to a one-row kernel, because repeating rows to fill a tile would multiply
     /// the work instead of sharing loads.
     fn block(&self, isa: Checked, cols: Range<usize>, out: &mut [f32], stride: usize) {
+        // Rows in blocks whose activations stay in L2 while every column tile passes over
+        // them; without this a long prefill re-streams all of x from L3 per column tile.
+        // Blocking changes which outputs are computed when, never how.
+        let mut r0 = 0;
+        while r0 < self.rows {
+            let r1 = (r0 + ROW_BLOCK).min(self.rows);
+            let part = Operands {
+                x: &self.x[r0 * self.k..r1 * self.k],
+                rows: r1 - r0,
+                ..*self
+            };
+            part.block_rows(isa, cols.clone(), &mut out[r0 * stride..], stride);
+            r0 = r1;
+        }
+    }
+
+    fn block_rows(&self, isa: Checked, cols: Range<usize>, out: &mut [f32], stride: usize) {
         match isa.isa() {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => {

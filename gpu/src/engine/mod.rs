@@ -318,7 +318,9 @@ impl Engine {
         rows: usize,
         out: &mut [f32],
     ) -> Result<(), EngineError> {
-        let (isa, threads) = (self.options.isa, self.options.threads);
+        // A sequence's low-rank product is far too small to be worth the thread pool's
+        // hand-off; one thread gives the same bits (threads never change them).
+        let (isa, threads) = (self.options.isa, 1);
         let r = lora.a.rows;
         let mut low = vec![0.0f32; rows * r];
         compute::matmul(
