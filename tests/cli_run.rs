@@ -1,25 +1,11 @@
 //! `olc run infer` through the real binary.
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn olc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_olc"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "olc failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+use common::{json, olc};
 
 fn model(dir: &Path) -> String {
     let d = dir.join("m");

@@ -38,14 +38,17 @@ async fn coordinator() -> Coordinator {
         .unwrap()
 }
 
-async fn worker(coordinator: &Coordinator, dir: &std::path::Path) -> (Identity, Worker) {
-    let identity = Identity::generate().unwrap();
-    let mut cfg = WorkerConfig::new(
-        vec![coordinator.listen_addrs()[0].clone()],
-        dir.to_path_buf(),
-    );
+/// A test worker's settings: loopback QUIC, a short advert interval, one coordinator.
+fn worker_config(coordinator: Multiaddr, dir: &std::path::Path) -> WorkerConfig {
+    let mut cfg = WorkerConfig::new(vec![coordinator], dir.to_path_buf());
     cfg.listen = loopback_quic();
     cfg.offer.interval_ms = INTERVAL_MS;
+    cfg
+}
+
+async fn worker(coordinator: &Coordinator, dir: &std::path::Path) -> (Identity, Worker) {
+    let identity = Identity::generate().unwrap();
+    let cfg = worker_config(coordinator.listen_addrs()[0].clone(), dir);
     let w = Worker::start(&identity, cfg).await.unwrap();
     (identity, w)
 }
@@ -88,9 +91,7 @@ async fn five_workers_register_and_a_stopped_one_expires() {
     // The first worker reports the adverts it relays: workers must hear each other too.
     let (tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
     let first = Identity::generate().unwrap();
-    let mut cfg = WorkerConfig::new(vec![c.listen_addrs()[0].clone()], dir.path().to_path_buf());
-    cfg.listen = loopback_quic();
-    cfg.offer.interval_ms = INTERVAL_MS;
+    let mut cfg = worker_config(c.listen_addrs()[0].clone(), dir.path());
     cfg.observer = Some(tx);
     let mut workers = vec![(first.clone(), Worker::start(&first, cfg).await.unwrap())];
     for _ in 0..4 {
@@ -628,10 +629,9 @@ async fn a_worker_reaches_a_coordinator_over_tcp_when_quic_fails() {
         .parse()
         .unwrap();
     let identity = Identity::generate().unwrap();
-    let mut wcfg = WorkerConfig::new(vec![quic], dir.path().to_path_buf());
-    wcfg.listen = loopback_quic();
-    wcfg.offer.interval_ms = INTERVAL_MS;
-    let w = Worker::start(&identity, wcfg).await.unwrap();
+    let w = Worker::start(&identity, worker_config(quic, dir.path()))
+        .await
+        .unwrap();
     wait_until("the worker is registered over TCP", || {
         registered(&c, &identity.public_key())
     })
@@ -651,10 +651,9 @@ async fn a_coordinator_address_without_a_peer_id_is_enough() {
         .collect();
     assert!(olc_protocol::p2p::addr::peer_id_of(&bare).is_none());
     let identity = Identity::generate().unwrap();
-    let mut cfg = WorkerConfig::new(vec![bare.clone()], dir.path().to_path_buf());
-    cfg.listen = loopback_quic();
-    cfg.offer.interval_ms = INTERVAL_MS;
-    let w = Worker::start(&identity, cfg).await.unwrap();
+    let w = Worker::start(&identity, worker_config(bare.clone(), dir.path()))
+        .await
+        .unwrap();
     wait_until("registered via a bare address", || {
         registered(&c, &identity.public_key())
     })

@@ -12,7 +12,7 @@ use olc_protocol::p2p::libp2p::swarm::SwarmEvent;
 use olc_protocol::p2p::libp2p::{Multiaddr, Swarm};
 use olc_protocol::p2p::{
     AdvertObserver, AdvertSeen, Behaviour, BehaviourEvent, NodeConfig, NodeError, NodeTask,
-    adverts_topic, build_swarm, handle_shared, listen_and_wait, unix_ms, unix_us,
+    handle_shared, start_swarm, unix_ms, unix_us,
 };
 use olc_protocol::{Identity, PeerId, RegisteredWorker, RpcRequest, RpcResponse};
 use tokio::sync::oneshot;
@@ -71,13 +71,7 @@ impl Coordinator {
     /// Builds the node, binds its listeners and starts serving. Returns once the
     /// listeners are up, with their real addresses.
     pub async fn start(identity: &Identity, config: CoordinatorConfig) -> Result<Self, NodeError> {
-        let mut swarm = build_swarm(identity, &config.node)?;
-        swarm
-            .behaviour_mut()
-            .gossipsub
-            .subscribe(&adverts_topic())
-            .map_err(|e| NodeError::Gossip(e.to_string()))?;
-        let listen_addrs = listen_and_wait(&mut swarm, &config.listen).await?;
+        let (swarm, listen_addrs) = start_swarm(identity, &config.node, &config.listen).await?;
         let registry = Arc::new(Mutex::new(Registry::new(config.registry)));
         let blobs = Arc::new(MemoryBlobs::new());
         let (r, b) = (registry.clone(), blobs.clone());

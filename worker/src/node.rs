@@ -18,7 +18,7 @@ use olc_protocol::p2p::libp2p::swarm::{ConnectionId, SwarmEvent};
 use olc_protocol::p2p::libp2p::{Multiaddr, Swarm};
 use olc_protocol::p2p::{
     AdvertObserver, AdvertSeen, Behaviour, BehaviourEvent, NodeConfig, NodeError, NodeTask,
-    adverts_topic, build_swarm, handle_shared, listen_and_wait, unix_ms, unix_us,
+    adverts_topic, handle_shared, start_swarm, unix_ms, unix_us,
 };
 use olc_protocol::{HardwareAdvert, Identity, PeerId, RpcResponse, Signed, check_advert};
 use tokio::sync::{oneshot, watch};
@@ -84,13 +84,7 @@ impl Worker {
     pub async fn start(identity: &Identity, config: WorkerConfig) -> Result<Self, NodeError> {
         let report = probe_blocking(config.data_dir.clone()).await;
         let (hw_tx, hw_rx) = watch::channel(report);
-        let mut swarm = build_swarm(identity, &config.node)?;
-        swarm
-            .behaviour_mut()
-            .gossipsub
-            .subscribe(&adverts_topic())
-            .map_err(|e| NodeError::Gossip(e.to_string()))?;
-        let listen_addrs = listen_and_wait(&mut swarm, &config.listen).await?;
+        let (swarm, listen_addrs) = start_swarm(identity, &config.node, &config.listen).await?;
         let blobs = Arc::new(MemoryBlobs::new());
         let interval = Duration::from_millis(config.offer.interval_ms);
         let refresher = tokio::spawn(refresh_hardware(

@@ -68,3 +68,20 @@ pub async fn listen_and_wait(
     }
     Ok(bound)
 }
+
+/// A long-running node's swarm: built, subscribed to hardware adverts, and listening on
+/// `addrs`. Returns the bound addresses, each ending in `/p2p/<peer id>`.
+pub async fn start_swarm(
+    identity: &crate::Identity,
+    config: &super::NodeConfig,
+    addrs: &[Multiaddr],
+) -> Result<(Swarm<Behaviour>, Vec<Multiaddr>), NodeError> {
+    let mut swarm = super::build_swarm(identity, config)?;
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&super::adverts_topic())
+        .map_err(|e| NodeError::Gossip(e.to_string()))?;
+    let bound = listen_and_wait(&mut swarm, addrs).await?;
+    Ok((swarm, bound))
+}

@@ -15,7 +15,7 @@ pub use node::{
 };
 
 pub use client::{Client, ClientError};
-pub use listen::listen_and_wait;
+pub use listen::{listen_and_wait, start_swarm};
 pub use serve::{NodeTask, handle_shared};
 
 /// Unix time in milliseconds: what adverts and receipts carry.
