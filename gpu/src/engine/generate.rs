@@ -37,7 +37,7 @@ pub fn generate_greedy(
 }
 
 /// Prefills `prompt` in chunks of `chunk` tokens (0 = whole), then chooses tokens with
-/// `sampling` until an EOS token of the model or `max_tokens`.
+/// `sampling` until an EOS token of the model or `max_tokens`: a batch of one.
 pub fn generate(
     engine: &Engine,
     adapter: Option<&Adapter>,
@@ -46,40 +46,14 @@ pub fn generate(
     chunk: usize,
     sampling: &Sampling,
 ) -> Result<Generation, EngineError> {
-    sampling.check().map_err(EngineError::BadSampling)?;
-    if prompt.is_empty() {
-        return Err(EngineError::EmptyPrompt);
-    }
-    let mut cache = engine.new_cache();
-    let step = if chunk == 0 { prompt.len() } else { chunk };
-    let mut last = Vec::new();
-    for piece in prompt.chunks(step) {
-        last = engine.forward(piece, &mut cache, adapter, false)?;
-    }
-    let mut tokens = Vec::new();
-    let mut logits = Vec::new();
-    let eos = &engine.config().eos_token_ids;
-    while tokens.len() < max_tokens {
-        let next = sampling.choose(&last, (prompt.len() + tokens.len()) as u64);
-        logits.extend_from_slice(&last);
-        tokens.push(next);
-        if eos.contains(&next) {
-            return Ok(Generation {
-                tokens,
-                logits,
-                stop: StopReason::Eos,
-            });
-        }
-        if tokens.len() == max_tokens {
-            break;
-        }
-        last = engine.forward(&[next], &mut cache, adapter, false)?;
-    }
-    Ok(Generation {
-        tokens,
-        logits,
-        stop: StopReason::MaxTokens,
-    })
+    let request = Request {
+        prompt,
+        adapter,
+        sampling: *sampling,
+        max_tokens,
+    };
+    let mut out = generate_batch(engine, std::slice::from_ref(&request), chunk)?;
+    out.pop().ok_or(EngineError::EmptyPrompt)
 }
 
 /// One sequence of a batched generation.

@@ -372,12 +372,7 @@ impl Adapter {
                     reason: "adapts a module that target_modules does not list".into(),
                 });
             }
-            let view = file
-                .tensor(name)
-                .map_err(|source| ModelError::SafeTensors {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+            let view = tensor::view(&file, path, name)?;
             let (out_dim, in_dim) = parsed.module.shape(base);
             let rank = config.rank_for(&module_path);
             let found = view.shape();

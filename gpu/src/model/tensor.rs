@@ -58,5 +58,17 @@ pub(crate) fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<safetensors::Saf
     })
 }
 
+/// One tensor of a parsed file, with the file named in the error.
+pub(crate) fn view<'a>(
+    file: &safetensors::SafeTensors<'a>,
+    path: &Path,
+    name: &str,
+) -> Result<TensorView<'a>> {
+    file.tensor(name).map_err(|source| ModelError::SafeTensors {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// Largest header safetensors itself accepts.
 pub(crate) const MAX_HEADER: u64 = 100_000_000;

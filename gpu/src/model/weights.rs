@@ -220,12 +220,7 @@ impl<'c> Collector<'c> {
                     reason: "is not listed for this shard in the index".into(),
                 });
             }
-            let view = file
-                .tensor(name)
-                .map_err(|source| ModelError::SafeTensors {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+            let view = tensor::view(&file, path, name)?;
             if let Some(shape) = self.expected.get(name) {
                 if self.found.contains_key(name) {
                     return Err(ModelError::DuplicateTensor {
