@@ -211,8 +211,84 @@ pub struct ModelShow {
 pub enum RunCommand {
     /// Generate from a model (and optionally a LoRA adapter) on this machine.
     Infer(RunInfer),
-    /// Fine-tune a LoRA adapter [not in this build yet]
-    Finetune(Pending),
+    /// Fine-tune a LoRA adapter on a JSONL dataset, on this machine.
+    Finetune(RunFinetune),
+}
+
+#[derive(Debug, Args)]
+pub struct RunFinetune {
+    /// Checkpoint directory (config.json, model.safetensors, tokenizer.json).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// JSONL dataset: one {"prompt","completion"} or {"text"} record a line, with optional
+    /// "id" and "contributor" (an olc public key).
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// Where to write adapter_config.json, adapter_model.safetensors and provenance.json.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Replace an adapter already in --out.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub training: TrainingArgs,
+    /// Compute threads [default: all cores]. Never changes the adapter.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// SIMD path: auto, portable, avx2 or avx512. Never changes the adapter.
+    #[arg(long, default_value = "auto")]
+    pub isa: String,
+    /// Print one JSON object instead of text (no progress bar).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The hyperparameters of a fine-tune; together with the model, the data and the initial
+/// adapter they fix the adapter bit for bit.
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("length").required(true).args(["steps", "epochs"])))]
+pub struct TrainingArgs {
+    /// LoRA rank of a new adapter.
+    #[arg(long)]
+    pub rank: Option<usize>,
+    /// LoRA alpha of a new adapter (the update is scaled by alpha / rank) [default: 2 × rank].
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// Projections to adapt: any of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj
+    /// [default: q_proj,v_proj].
+    #[arg(long, value_delimiter = ',')]
+    pub targets: Option<Vec<String>>,
+    /// Learning rate (constant after warmup).
+    #[arg(long, default_value_t = 2e-4)]
+    pub lr: f64,
+    /// Examples per micro-batch.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Train for this many optimizer steps.
+    #[arg(long)]
+    pub steps: Option<u32>,
+    /// Train for this many passes over the data.
+    #[arg(long)]
+    pub epochs: Option<u32>,
+    /// Linear warmup over this many steps (transformers' constant-with-warmup schedule).
+    #[arg(long, default_value_t = 0)]
+    pub warmup: u32,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Fixes the data order and a new adapter's initial A.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Continue training this PEFT adapter instead of starting a new one.
+    #[arg(long, value_name = "DIR")]
+    pub init_adapter: Option<PathBuf>,
+    /// Longest record in tokens; longer ones are skipped [default: the model's context, at
+    /// most 2048].
+    #[arg(long)]
+    pub max_len: Option<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -5,3 +5,4 @@ pub mod compute;
 pub mod engine;
 pub mod model;
 pub mod probe;
+pub mod train;

@@ -8,6 +8,7 @@ pub mod codec;
 pub mod content_id;
 pub mod identity;
 pub mod keyfile;
+pub mod manifest;
 pub mod messages;
 #[cfg(feature = "p2p")]
 pub mod p2p;
@@ -18,6 +19,7 @@ pub use codec::{CodecError, MAX_MESSAGE_BYTES, Message, PROTOCOL_VERSION};
 pub use content_id::{ContentHasher, ContentId, ContentIdError};
 pub use identity::{Identity, IdentityError, PublicKey, Signature};
 pub use libp2p_identity::PeerId;
+pub use manifest::{Manifest, ManifestEntry, ManifestError};
 pub use messages::advert::{
     AdvertRejection, Backend, CpuInfo, GpuInfo, Hardware, HardwareAdvert, check_advert,
 };

@@ -180,6 +180,7 @@ fuzz_type!(rpc_request_msg, RpcRequest, rpc_request(), worker());
 fuzz_type!(rpc_response_msg, RpcResponse, rpc_response(), coordinator());
 fuzz_type!(blob_request_msg, BlobRequest, blob_request(), worker());
 fuzz_type!(blob_response_msg, BlobResponse, blob_response(), worker());
+fuzz_type!(manifest_msg, olc_protocol::Manifest, manifest(), worker());
 
 #[test]
 fn a_length_prefix_claiming_gigabytes_is_refused_without_allocating() {

@@ -1,5 +1,6 @@
 mod coordinator;
 mod daemon;
+mod finetune;
 mod keys;
 mod model;
 mod pending;

@@ -3,7 +3,6 @@
 
 use anyhow::{Result, bail};
 
-pub const FINETUNE: &str = "LoRA fine-tuning";
 pub const JOBS: &str = "end-to-end jobs (submit, match, execute, receipts, devnet)";
 
 pub fn not_yet(group: &str, arrives_with: &str) -> Result<()> {

@@ -9,17 +9,16 @@ use olc_gpu::model::{Adapter, Checkpoint};
 use olc_protocol::ContentId;
 use serde::Serialize;
 
-use super::pending;
 use crate::cli::{RunCommand, RunInfer};
 
 pub fn run(command: RunCommand) -> Result<()> {
     match command {
         RunCommand::Infer(args) => infer(args),
-        RunCommand::Finetune(_) => pending::not_yet("run finetune", pending::FINETUNE),
+        RunCommand::Finetune(args) => super::finetune::finetune(args),
     }
 }
 
-fn parse_isa(text: &str) -> Result<Isa> {
+pub(crate) fn parse_isa(text: &str) -> Result<Isa> {
     let isa = match text {
         "auto" => Isa::detect(),
         "portable" => Isa::Portable,

@@ -103,6 +103,7 @@ mod tests;
 
 pub use attention::{attention, kv_head};
 pub use buf::AlignedVec;
+pub(crate) use dot::tree16;
 pub use dot::{dot, sum};
 pub use exp::{EXP_POLY, LN2_HI, LN2_LO, LOG2E, exp, exp_inplace};
 pub use isa::Isa;

@@ -110,6 +110,14 @@ impl Engine {
         &self.options
     }
 
+    pub fn weights(&self) -> &LlamaWeights {
+        &self.weights
+    }
+
+    pub fn rope(&self) -> &RopeTable {
+        &self.rope
+    }
+
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(
             self.config.num_hidden_layers,

@@ -9,8 +9,8 @@
 mod bpe_json;
 mod files;
 mod names;
-mod rng;
-mod st_write;
+pub(crate) mod rng;
+pub(crate) mod st_write;
 mod tensor;
 
 pub mod adapter;
@@ -42,6 +42,20 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// The files [`Checkpoint::load`] reads (plus `generation_config.json` if present),
+    /// relative to `dir`: what a model's content id covers.
+    pub fn files(dir: &Path) -> Result<Vec<String>, ModelError> {
+        let mut names = vec![
+            "config.json".to_string(),
+            tokenizer::TOKENIZER_FILE.to_string(),
+        ];
+        if dir.join("generation_config.json").is_file() {
+            names.push("generation_config.json".to_string());
+        }
+        names.extend(weights::weight_files(dir)?);
+        Ok(names)
+    }
+
     /// Loads `config.json`, the weights and `tokenizer.json` from `dir`, checking that the
     /// tokenizer's ids fit the model's embedding table.
     pub fn load(dir: &Path) -> Result<Self, ModelError> {

@@ -357,3 +357,25 @@ impl<'c> Collector<'c> {
         })
     }
 }
+
+/// The weight files of a checkpoint directory, by name: `model.safetensors`, or the index
+/// and every shard it names (checked to be plain file names, as the loader does).
+pub fn weight_files(dir: &Path) -> Result<Vec<String>> {
+    if dir.join(SINGLE_FILE).is_file() {
+        return Ok(vec![SINGLE_FILE.to_string()]);
+    }
+    let index_path = dir.join(INDEX_FILE);
+    if !index_path.is_file() {
+        return Err(ModelError::NoWeights {
+            path: dir.to_path_buf(),
+        });
+    }
+    let index: ShardIndex = read_json(&index_path, MAX_INDEX_JSON)?;
+    let mut names = vec![INDEX_FILE.to_string()];
+    let shards: BTreeSet<&String> = index.weight_map.values().collect();
+    for shard in shards {
+        shard_path(dir, &index_path, shard)?;
+        names.push(shard.clone());
+    }
+    Ok(names)
+}

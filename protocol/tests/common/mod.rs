@@ -197,3 +197,19 @@ pub fn blob_request() -> BlobRequest {
 pub fn blob_response() -> BlobResponse {
     BlobResponse::Outline(olc_protocol::blob::BlobOutline::of(&vec![7u8; 3 << 20]))
 }
+
+pub fn manifest() -> olc_protocol::Manifest {
+    olc_protocol::Manifest::new(vec![
+        olc_protocol::ManifestEntry {
+            path: "config.json".into(),
+            size: 812,
+            id: olc_protocol::ContentId::of(b"config"),
+        },
+        olc_protocol::ManifestEntry {
+            path: "model.safetensors".into(),
+            size: 270_000_000,
+            id: olc_protocol::ContentId::of(b"weights"),
+        },
+    ])
+    .unwrap()
+}

@@ -1,0 +1,235 @@
+//! `olc run finetune`: trains a LoRA adapter on this machine, no network.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use olc_gpu::engine::{Engine, EngineOptions};
+use olc_gpu::model::{Adapter, Checkpoint, LinearModule, ModelConfig};
+use olc_gpu::train::{
+    Budget, Dataset, Hyper, LoraSpec, Provenance, ProvenanceInputs, StepReport, Trainer,
+    init_adapter, tokenize, write_adapter,
+};
+use olc_protocol::Manifest;
+use serde::Serialize;
+
+use super::run::parse_isa;
+use crate::cli::{RunFinetune, TrainingArgs};
+
+/// Longest default context for training: activations grow with the square of the length.
+const DEFAULT_MAX_LEN: usize = 2048;
+
+impl TrainingArgs {
+    /// The hyperparameters these flags ask for, checked.
+    pub fn hyper(&self) -> Result<Hyper> {
+        let rank = self.rank.unwrap_or(8);
+        let targets = match &self.targets {
+            None => vec![LinearModule::QProj, LinearModule::VProj],
+            Some(names) => names
+                .iter()
+                .map(|n| {
+                    LinearModule::from_name(n.trim()).with_context(|| {
+                        format!(
+                            "unknown target module {n:?}: expected q_proj, k_proj, v_proj, \
+                             o_proj, gate_proj, up_proj or down_proj"
+                        )
+                    })
+                })
+                .collect::<Result<_>>()?,
+        };
+        let budget = match (self.steps, self.epochs) {
+            (Some(s), None) => Budget::Steps(s),
+            (None, Some(e)) => Budget::Epochs(e),
+            _ => bail!("give exactly one of --steps N and --epochs E"),
+        };
+        let mut hyper = Hyper {
+            lora: LoraSpec {
+                rank,
+                alpha: self.alpha.unwrap_or(2.0 * rank as f64),
+                targets,
+            },
+            lr: self.lr,
+            batch: self.batch,
+            grad_accum: self.grad_accum,
+            budget,
+            warmup: self.warmup,
+            seed: self.seed,
+            ..Hyper::default()
+        };
+        hyper.optimizer.weight_decay = self.weight_decay;
+        hyper.check()?;
+        Ok(hyper)
+    }
+
+    /// The adapter training starts from: `--init-adapter`, or a new one. Shape flags that
+    /// contradict a given adapter are refused rather than silently ignored.
+    pub fn initial_adapter(&self, hyper: &Hyper, config: &ModelConfig) -> Result<Adapter> {
+        let Some(dir) = &self.init_adapter else {
+            return Ok(init_adapter(&hyper.lora, config, hyper.seed)?);
+        };
+        if self.rank.is_some() || self.alpha.is_some() || self.targets.is_some() {
+            bail!(
+                "--rank, --alpha and --targets describe a new adapter; with --init-adapter the \
+                 adapter's own adapter_config.json decides them"
+            );
+        }
+        Adapter::load(dir, config).with_context(|| {
+            format!(
+                "cannot continue from the adapter in {}: it does not fit this model",
+                dir.display()
+            )
+        })
+    }
+
+    pub fn max_len(&self, config: &ModelConfig) -> Result<usize> {
+        let context = config.max_sequence_len();
+        match self.max_len {
+            Some(0) => bail!("--max-len must be at least 2"),
+            Some(n) if n > context => {
+                bail!("--max-len {n} is longer than the model's context of {context} tokens")
+            }
+            Some(n) => Ok(n),
+            None => Ok(context.min(DEFAULT_MAX_LEN)),
+        }
+    }
+}
+
+/// The content id of a model directory: the manifest of the files the loader reads.
+pub fn model_id(dir: &Path) -> Result<String> {
+    let files = Checkpoint::files(dir)?;
+    let manifest = Manifest::of_files(dir, &files)?;
+    Ok(manifest.id()?.to_string())
+}
+
+#[derive(Serialize)]
+struct Output {
+    commitment: String,
+    first_loss: f64,
+    last_loss: f64,
+    losses: Vec<f64>,
+    steps: usize,
+    adapter: String,
+    model: String,
+    dataset: String,
+    records: usize,
+    skipped_records: usize,
+    tokens_trained: u64,
+    tokens_processed: u64,
+    elapsed_ms: f64,
+    tokens_per_s: f64,
+}
+
+pub fn finetune(args: RunFinetune) -> Result<()> {
+    let hyper = args.training.hyper()?;
+    let isa = parse_isa(&args.isa)?;
+    if args.out.join("adapter_model.safetensors").exists() && !args.force {
+        bail!(
+            "{} already holds an adapter; pass --force to replace it",
+            args.out.display()
+        );
+    }
+    let checkpoint = Checkpoint::load(&args.model)
+        .with_context(|| format!("cannot load the model in {}", args.model.display()))?;
+    let max_len = args.training.max_len(&checkpoint.config)?;
+    let in_data = || format!("bad dataset {}", args.data.display());
+    let dataset = Dataset::from_file(&args.data).with_context(in_data)?;
+    let tokenized = tokenize(&dataset, &checkpoint.tokenizer, max_len).with_context(in_data)?;
+    let initial = args.training.initial_adapter(&hyper, &checkpoint.config)?;
+    let model = model_id(&args.model)?;
+
+    let mut options = EngineOptions {
+        isa,
+        max_positions: max_len,
+        ..EngineOptions::default()
+    };
+    if let Some(threads) = args.threads {
+        if threads == 0 {
+            bail!("--threads must be at least 1");
+        }
+        options.threads = threads;
+    }
+    let engine = Engine::new(checkpoint.config, checkpoint.weights, options)?;
+    let trainer = Trainer::new(&engine);
+
+    let bar = if args.json {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} step {pos}/{len} [{bar:30}] {msg} ({elapsed} elapsed, ~{eta} left)",
+            )?
+            .progress_chars("=> "),
+        );
+        bar
+    };
+    let started = Instant::now();
+    let outcome = trainer.train(
+        &tokenized.examples,
+        initial.clone(),
+        &hyper,
+        |r: &StepReport| {
+            bar.set_length(u64::from(r.total));
+            bar.set_position(u64::from(r.step));
+            let secs = r.elapsed.as_secs_f64().max(1e-9);
+            bar.set_message(format!(
+                "loss {:.4}, {:.0} tokens/s",
+                r.loss,
+                r.tokens as f64 / secs
+            ));
+            true
+        },
+    )?;
+    bar.finish_and_clear();
+    let final_losses = trainer.eval_losses(&tokenized.examples, Some(&outcome.adapter))?;
+    let provenance = Provenance::build(
+        &ProvenanceInputs {
+            base_model: &model,
+            dataset: &dataset,
+            tokenized: &tokenized,
+            hyper: &hyper,
+            max_len,
+            init_adapter: args.training.init_adapter.as_ref().map(|_| &initial),
+            final_losses: &final_losses,
+        },
+        &outcome,
+    );
+    write_adapter(&args.out, &outcome.adapter)?;
+    provenance.write(&args.out)?;
+
+    let secs = outcome.elapsed.as_secs_f64().max(1e-9);
+    let out = Output {
+        commitment: outcome.commitment.clone(),
+        first_loss: outcome.first_loss(),
+        last_loss: outcome.last_loss(),
+        steps: outcome.losses.len(),
+        losses: outcome.losses.clone(),
+        adapter: args.out.display().to_string(),
+        model,
+        dataset: dataset.content_id.clone(),
+        records: dataset.records.len(),
+        skipped_records: tokenized.too_long.len(),
+        tokens_trained: provenance.tokens_trained,
+        tokens_processed: outcome.tokens_processed,
+        elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+        tokens_per_s: outcome.tokens_processed as f64 / secs,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "trained {} steps in {:.1} s ({:.0} tokens/s): loss {:.4} -> {:.4}",
+            out.steps, secs, out.tokens_per_s, out.first_loss, out.last_loss
+        );
+        if out.skipped_records > 0 {
+            println!(
+                "skipped {} records longer than {max_len} tokens (see provenance.json)",
+                out.skipped_records
+            );
+        }
+        println!("adapter written to {}", out.adapter);
+        println!("commitment {}", out.commitment);
+    }
+    Ok(())
+}
