@@ -165,7 +165,6 @@ fn groups_not_yet_built_say_so_and_fail() {
     let dir = tempfile::tempdir().unwrap();
     for args in [
         &["job", "list"][..],
-        &["run", "finetune"],
         &["receipt", "verify", "x"],
         &["devnet"],
     ] {

@@ -185,6 +185,9 @@ fn handle(
         })) => {
             let response = match request {
                 RpcRequest::ListWorkers => RpcResponse::Workers(lock(registry).workers()),
+                _ => {
+                    RpcResponse::Refused("jobs are not implemented by this coordinator yet".into())
+                }
             };
             if swarm
                 .behaviour_mut()

@@ -28,6 +28,9 @@ pub use messages::job::{
     FinetuneJob, InferenceJob, InvalidJob, JobKind, JobSpec, Prompt, Requirements, Sampling,
     TargetModule, TrainingLength, TrainingParams, VerificationPolicy,
 };
+pub use messages::jobs_api::{
+    BlobUpload, JobOutput, JobProgress, JobState, JobView, ReplicaView, Reveal,
+};
 pub use messages::rpc::{
     BlobPart, BlobRequest, BlobResponse, RegisteredWorker, RpcRequest, RpcResponse,
 };

@@ -180,6 +180,8 @@ fuzz_type!(rpc_request_msg, RpcRequest, rpc_request(), worker());
 fuzz_type!(rpc_response_msg, RpcResponse, rpc_response(), coordinator());
 fuzz_type!(blob_request_msg, BlobRequest, blob_request(), worker());
 fuzz_type!(blob_response_msg, BlobResponse, blob_response(), worker());
+fuzz_type!(rpc_submit_msg, RpcRequest, rpc_submit(), worker());
+fuzz_type!(rpc_job_view_msg, RpcResponse, rpc_job_view(), coordinator());
 fuzz_type!(manifest_msg, olc_protocol::Manifest, manifest(), worker());
 
 #[test]

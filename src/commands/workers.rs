@@ -26,6 +26,7 @@ pub fn run(args: WorkersArgs) -> Result<()> {
             Ok(answer) => match answer? {
                 RpcResponse::Workers(workers) => Ok(workers),
                 RpcResponse::Refused(why) => bail!("the peer refused: {why}"),
+                other => bail!("the peer answered with something else: {other:?}"),
             },
         }
     })?;

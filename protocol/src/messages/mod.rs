@@ -4,13 +4,14 @@
 pub mod advert;
 pub mod execution;
 pub mod job;
+pub mod jobs_api;
 pub mod rpc;
 pub mod settlement;
 
 use crate::Message;
 
 /// Every message type's name (the domain tag of signed ones); tests check they are distinct.
-pub const ALL_NAMES: [&str; 10] = [
+pub const ALL_NAMES: [&str; 12] = [
     advert::HardwareAdvert::NAME,
     job::JobSpec::NAME,
     execution::Assignment::NAME,
@@ -21,4 +22,6 @@ pub const ALL_NAMES: [&str; 10] = [
     rpc::RpcResponse::NAME,
     rpc::BlobRequest::NAME,
     rpc::BlobResponse::NAME,
+    jobs_api::JobProgress::NAME,
+    crate::manifest::Manifest::NAME,
 ];

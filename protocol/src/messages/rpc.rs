@@ -6,12 +6,30 @@ use bincode::{Decode, Encode};
 use serde::Serialize;
 
 use crate::blob::{BlobOutline, CHUNK_SIZE};
-use crate::{ContentId, HardwareAdvert, Message, PublicKey};
+use crate::messages::jobs_api::{BlobUpload, JobProgress, JobView, Reveal};
+use crate::{
+    Assignment, Commitment, ContentId, HardwareAdvert, JobSpec, Message, PublicKey, Signed,
+};
 
-/// What a client may ask a coordinator. Later protocol versions add job submission.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+/// What one peer may ask another. Submitters and workers ask coordinators; coordinators
+/// ask workers (`Assign`, `Reveal`).
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub enum RpcRequest {
     ListWorkers,
+    /// Which of these blobs the coordinator does not have yet.
+    MissingBlobs(Vec<ContentId>),
+    PutBlob(BlobUpload),
+    SubmitJob(Signed<JobSpec>),
+    JobStatus(ContentId),
+    /// Jobs of one submitter, or all.
+    ListJobs(Option<PublicKey>),
+    /// Worker to coordinator while a job runs.
+    Progress(Signed<JobProgress>),
+    Commit(Signed<Commitment>),
+    /// Coordinator to worker.
+    Assign(Signed<Assignment>),
+    /// Coordinator to worker, once every replica has committed: the assignment's id.
+    Reveal(ContentId),
 }
 
 impl Message for RpcRequest {
@@ -24,6 +42,17 @@ pub enum RpcResponse {
     Workers(Vec<RegisteredWorker>),
     /// The request was understood but refused; the text says why.
     Refused(String),
+    Missing(Vec<ContentId>),
+    /// Done, nothing to report.
+    Ok,
+    JobAccepted(ContentId),
+    Job(Box<JobView>),
+    Jobs(Vec<JobView>),
+    /// A worker took the assignment.
+    Accepted,
+    /// A worker turned the assignment down; the text says why.
+    Declined(String),
+    Revealed(Box<Reveal>),
 }
 
 impl Message for RpcResponse {

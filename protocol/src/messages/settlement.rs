@@ -4,11 +4,19 @@
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
-use crate::{Amount, Commitment, ContentId, ExecutionReceipt, Message, PublicKey, Signed};
+use crate::{
+    Amount, Assignment, Commitment, ContentId, ExecutionReceipt, JobSpec, Message, PublicKey,
+    Signed,
+};
 
 #[derive(Debug, Clone, PartialEq, Encode, Decode, Serialize)]
 pub struct SettlementReceipt {
     pub job_id: ContentId,
+    /// The submitter's signed spec: its id is `job_id`.
+    pub job: Signed<JobSpec>,
+    /// The coordinator's signed assignments that the executions answer, so a reader can
+    /// check that each worker was given the job it claims to have run.
+    pub assignments: Vec<Signed<Assignment>>,
     /// The output the coordinator accepted.
     pub output: ContentId,
     /// The workers' own signed receipts, so a reader need not trust the coordinator about
@@ -23,7 +31,7 @@ pub struct SettlementReceipt {
 
 impl Message for SettlementReceipt {
     const NAME: &'static str = "olc/settlement-receipt";
-    const MAX_SIZE: usize = 1024 * 1024;
+    const MAX_SIZE: usize = crate::MAX_MESSAGE_BYTES;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]

@@ -147,8 +147,11 @@ pub fn execution_receipt() -> ExecutionReceipt {
 pub fn settlement_receipt() -> SettlementReceipt {
     let exec = Signed::sign(&worker(), &execution_receipt()).unwrap();
     let evidence = Signed::sign(&Identity::from_seed(&[4; 32]), &commitment()).unwrap();
+    let job = Signed::sign(&submitter(), &inference_job()).unwrap();
     SettlementReceipt {
         job_id: execution_receipt().job_id,
+        job,
+        assignments: vec![Signed::sign(&coordinator(), &assignment()).unwrap()],
         output: execution_receipt().output,
         executions: vec![exec],
         payouts: vec![
@@ -212,4 +215,39 @@ pub fn manifest() -> olc_protocol::Manifest {
         },
     ])
     .unwrap()
+}
+
+pub fn rpc_submit() -> RpcRequest {
+    RpcRequest::SubmitJob(Signed::sign(&submitter(), &finetune_job()).unwrap())
+}
+
+pub fn rpc_job_view() -> RpcResponse {
+    let receipt = Signed::sign(&coordinator(), &settlement_receipt()).unwrap();
+    RpcResponse::Job(Box::new(JobView {
+        job_id: assignment().job_id,
+        submitter: submitter().public_key(),
+        kind: "inference".into(),
+        state: JobState::Done,
+        waiting: None,
+        replicas: vec![ReplicaView {
+            worker: worker().public_key(),
+            replica: 0,
+            state: "revealed".into(),
+            progress: Some(JobProgress {
+                job_id: assignment().job_id,
+                assignment: ContentId::of(b"a"),
+                step: 3,
+                total: 10,
+                loss: 2.5,
+            }),
+            commitment: Some(ContentId::of(b"out")),
+        }],
+        output: Some(JobOutput::Inference {
+            tokens: vec![5, 6, 7],
+            text: "abc".into(),
+        }),
+        receipt: Some(receipt),
+        submitted_ms: 1_790_000_000_000,
+        updated_ms: 1_790_000_002_000,
+    }))
 }

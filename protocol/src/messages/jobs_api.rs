@@ -1,0 +1,118 @@
+//! The job traffic between submitter, coordinator and worker, carried by `/olc/rpc/1`:
+//! what each side asks and what the coordinator reports about a job.
+
+use bincode::{Decode, Encode};
+use serde::Serialize;
+
+use crate::{ContentId, Message, PublicKey, SettlementReceipt, Signed};
+
+/// A worker's report on a running job (fine-tune step and loss), signed so the coordinator
+/// can show it to the submitter as the worker's word.
+#[derive(Debug, Clone, PartialEq, Encode, Decode, Serialize)]
+pub struct JobProgress {
+    pub job_id: ContentId,
+    pub assignment: ContentId,
+    pub step: u32,
+    pub total: u32,
+    pub loss: f32,
+}
+
+impl Message for JobProgress {
+    const NAME: &'static str = "olc/job-progress";
+    const MAX_SIZE: usize = 512;
+}
+
+/// One piece of a blob pushed to a coordinator (the submitter's inputs, a worker's
+/// fine-tuned adapter). The receiver checks the whole against `id` when the last piece
+/// arrives and keeps nothing that does not hash to it.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct BlobUpload {
+    pub id: ContentId,
+    pub total: u64,
+    pub offset: u64,
+    pub data: Vec<u8>,
+}
+
+/// What a job produced, as revealed after every replica has committed.
+#[derive(Debug, Clone, PartialEq, Encode, Decode, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum JobOutput {
+    Inference {
+        tokens: Vec<u32>,
+        text: String,
+    },
+    Finetune {
+        /// Manifest id of the adapter directory (adapter files and provenance.json), whose
+        /// blobs the worker uploaded to the coordinator.
+        adapter: ContentId,
+        /// The adapter's commitment (BLAKE3 over its tensors in name order).
+        commitment: ContentId,
+        first_loss: f32,
+        last_loss: f32,
+    },
+}
+
+/// A worker's answer to a reveal request: its output and its signed execution receipt.
+#[derive(Debug, Clone, PartialEq, Encode, Decode, Serialize)]
+pub struct Reveal {
+    pub output: JobOutput,
+    pub receipt: Signed<crate::ExecutionReceipt>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize)]
+#[serde(tag = "state", content = "reason", rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for a worker (the view's `waiting` says why, if no worker fits).
+    Queued,
+    /// Assignments sent; no worker has started.
+    Assigned,
+    Running,
+    /// Every replica committed; outputs being revealed.
+    Committed,
+    Done,
+    Failed(String),
+}
+
+impl JobState {
+    pub fn is_final(&self) -> bool {
+        matches!(self, Self::Done | Self::Failed(_))
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Assigned => "assigned",
+            Self::Running => "running",
+            Self::Committed => "committed",
+            Self::Done => "done",
+            Self::Failed(_) => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Encode, Decode, Serialize)]
+pub struct ReplicaView {
+    pub worker: PublicKey,
+    pub replica: u8,
+    /// `assigned`, `running`, `committed`, `revealed`, `declined: …`, `timed out`, …
+    pub state: String,
+    pub progress: Option<JobProgress>,
+    pub commitment: Option<ContentId>,
+}
+
+/// What the coordinator tells anyone about one job.
+#[derive(Debug, Clone, PartialEq, Encode, Decode, Serialize)]
+pub struct JobView {
+    pub job_id: ContentId,
+    pub submitter: PublicKey,
+    /// `inference` or `finetune`.
+    pub kind: String,
+    pub state: JobState,
+    /// Why the job is not running yet, in words, when no worker can take it.
+    pub waiting: Option<String>,
+    pub replicas: Vec<ReplicaView>,
+    pub output: Option<JobOutput>,
+    pub receipt: Option<Signed<SettlementReceipt>>,
+    pub submitted_ms: u64,
+    pub updated_ms: u64,
+}
