@@ -251,7 +251,8 @@ fn job_validation_rejects_meaningless_values() {
         spec.validate(now)
     };
     assert!(with_params(&|p| p.rank = 0).is_err());
-    assert!(with_params(&|p| p.learning_rate = f32::NAN).is_err());
+    assert!(with_params(&|p| p.learning_rate = f64::NAN).is_err());
+    assert!(with_params(&|p| p.weight_decay = -1.0).is_err());
     assert!(with_params(&|p| p.batch_size = 0).is_err());
     assert!(with_params(&|p| p.length = TrainingLength::Epochs(0)).is_err());
     assert_eq!(

@@ -79,9 +79,14 @@ pub struct FinetuneJob {
 #[derive(Debug, Clone, PartialEq, Encode, Decode, Serialize, Deserialize)]
 pub struct TrainingParams {
     pub rank: u32,
-    pub alpha: f32,
+    /// f64 like the trainer's own settings, so a job trains exactly what `olc run finetune`
+    /// with the same flags trains.
+    pub alpha: f64,
     pub targets: Vec<TargetModule>,
-    pub learning_rate: f32,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    /// Records longer than this many tokens are skipped; `None`: the trainer's default.
+    pub max_len: Option<u32>,
     pub batch_size: u32,
     pub grad_accum: u32,
     pub length: TrainingLength,
@@ -368,6 +373,12 @@ impl TrainingParams {
             "learning rate",
             "a number in (0, 1]",
             self.learning_rate,
+        )?;
+        check(
+            self.weight_decay.is_finite() && self.weight_decay >= 0.0,
+            "weight decay",
+            "a number >= 0",
+            self.weight_decay,
         )?;
         check(
             self.batch_size >= 1,

@@ -83,6 +83,8 @@ pub fn finetune_job() -> JobSpec {
                 alpha: 16.0,
                 targets: vec![TargetModule::QProj, TargetModule::VProj],
                 learning_rate: 1e-3,
+                weight_decay: 0.0,
+                max_len: Some(512),
                 batch_size: 4,
                 grad_accum: 2,
                 length: TrainingLength::Steps(50),
