@@ -30,6 +30,7 @@ pub use messages::job::{
 };
 pub use messages::jobs_api::{
     BlobUpload, JobOutput, JobProgress, JobState, JobView, ReplicaView, Reveal,
+    inference_commitment,
 };
 pub use messages::rpc::{
     BlobPart, BlobRequest, BlobResponse, RegisteredWorker, RpcRequest, RpcResponse,

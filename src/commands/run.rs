@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use olc_gpu::compute::Isa;
 use olc_gpu::engine::{Engine, EngineOptions, Sampling, StopReason, generate};
 use olc_gpu::model::{Adapter, Checkpoint};
-use olc_protocol::ContentId;
+use olc_protocol::inference_commitment;
 use serde::Serialize;
 
 use crate::cli::{RunCommand, RunInfer};
@@ -30,13 +30,6 @@ pub(crate) fn parse_isa(text: &str) -> Result<Isa> {
         bail!("this CPU cannot run --isa {text}");
     }
     Ok(isa)
-}
-
-/// The output's commitment: BLAKE3 over the generated token ids as little-endian u32, the
-/// canonical serialization of an inference output (DESIGN.md, canonical arithmetic).
-pub fn inference_commitment(tokens: &[u32]) -> ContentId {
-    let bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
-    ContentId::of(&bytes)
 }
 
 #[derive(Serialize)]

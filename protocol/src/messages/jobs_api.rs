@@ -116,3 +116,10 @@ pub struct JobView {
     pub submitted_ms: u64,
     pub updated_ms: u64,
 }
+
+/// The commitment of an inference output: BLAKE3 over the generated token ids as
+/// little-endian u32 (the canonical serialization of DESIGN.md).
+pub fn inference_commitment(tokens: &[u32]) -> ContentId {
+    let bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
+    ContentId::of(&bytes)
+}
