@@ -1,9 +1,13 @@
-//! olc-coordinator: the registry of live workers, built from gossip, and the node that
-//! serves it. The matcher, verifier, ledger and settlement arrive with the jobs and
-//! verification issues.
+//! olc-coordinator: the registry of live workers (built from gossip), the job book that
+//! takes jobs from submission to a signed receipt, its durable store, and the node that
+//! serves them. The verifier, ledger and settlement arrive with the verification issue.
 
+pub mod jobs;
 pub mod node;
 pub mod registry;
+pub mod store;
 
+pub use jobs::{Action, JobBook, JobRecord, JobsConfig, Refusal};
 pub use node::{Coordinator, CoordinatorConfig};
 pub use registry::{Registry, RegistryConfig};
+pub use store::JobStore;

@@ -35,5 +35,8 @@ pub use messages::jobs_api::{
 pub use messages::rpc::{
     BlobPart, BlobRequest, BlobResponse, RegisteredWorker, RpcRequest, RpcResponse,
 };
-pub use messages::settlement::{Payout, PayoutRole, SettlementReceipt, Slash, SlashReason};
+pub use messages::settlement::{
+    Payout, PayoutRole, ReceiptError, SettlementReceipt, Slash, SlashReason, VerifiedReceipt,
+    verify_receipt,
+};
 pub use signed::{Signed, SignedError};

@@ -70,3 +70,96 @@ pub enum SlashReason {
     MissedDeadline,
     Equivocation,
 }
+
+/// What an offline check of a settlement receipt found wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiptError {
+    #[error("the coordinator's signature does not verify: {0}")]
+    Coordinator(String),
+    #[error("the submitter's job signature does not verify: {0}")]
+    Job(String),
+    #[error("the receipt names job {claimed} but the embedded job is {actual}")]
+    JobId {
+        claimed: ContentId,
+        actual: ContentId,
+    },
+    #[error("assignment {index}: {reason}")]
+    Assignment { index: usize, reason: String },
+    #[error("execution receipt {index}: {reason}")]
+    Execution { index: usize, reason: String },
+}
+
+/// A receipt whose every signature and link was checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedReceipt {
+    pub coordinator: PublicKey,
+    pub submitter: PublicKey,
+    pub receipt: SettlementReceipt,
+    pub job: JobSpec,
+    /// The workers whose executions the receipt embeds, in order.
+    pub workers: Vec<PublicKey>,
+}
+
+/// Checks a settlement receipt offline: the coordinator's signature, the submitter's
+/// signature over the job and that the job is the one named, every assignment signed by
+/// the same coordinator for this job, and every execution receipt signed by the worker its
+/// assignment names, for this job, with the accepted output.
+pub fn verify_receipt(signed: &Signed<SettlementReceipt>) -> Result<VerifiedReceipt, ReceiptError> {
+    let receipt = signed
+        .verify()
+        .map_err(|e| ReceiptError::Coordinator(e.to_string()))?;
+    let coordinator = signed.signer();
+    let job = receipt
+        .job
+        .verify()
+        .map_err(|e| ReceiptError::Job(e.to_string()))?;
+    if receipt.job.id() != receipt.job_id {
+        return Err(ReceiptError::JobId {
+            claimed: receipt.job_id,
+            actual: receipt.job.id(),
+        });
+    }
+    let mut assignments = Vec::with_capacity(receipt.assignments.len());
+    for (index, a) in receipt.assignments.iter().enumerate() {
+        let bad = |reason: &str| ReceiptError::Assignment {
+            index,
+            reason: reason.to_string(),
+        };
+        if a.signer() != coordinator {
+            return Err(bad("not signed by the receipt's coordinator"));
+        }
+        let body = a.verify().map_err(|e| bad(&e.to_string()))?;
+        if body.job_id != receipt.job_id || body.job != receipt.job {
+            return Err(bad("is for another job"));
+        }
+        assignments.push((a.id(), body.worker));
+    }
+    let mut workers = Vec::with_capacity(receipt.executions.len());
+    for (index, e) in receipt.executions.iter().enumerate() {
+        let bad = |reason: &str| ReceiptError::Execution {
+            index,
+            reason: reason.to_string(),
+        };
+        let body = e.verify().map_err(|err| bad(&err.to_string()))?;
+        let Some((_, worker)) = assignments.iter().find(|(id, _)| *id == body.assignment) else {
+            return Err(bad("answers no assignment in the receipt"));
+        };
+        if e.signer() != *worker {
+            return Err(bad("not signed by the assigned worker"));
+        }
+        if body.job_id != receipt.job_id {
+            return Err(bad("is for another job"));
+        }
+        if body.output != receipt.output {
+            return Err(bad("reports an output other than the accepted one"));
+        }
+        workers.push(*worker);
+    }
+    Ok(VerifiedReceipt {
+        coordinator,
+        submitter: receipt.job.signer(),
+        job,
+        receipt,
+        workers,
+    })
+}

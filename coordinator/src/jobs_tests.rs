@@ -1,0 +1,340 @@
+#![allow(clippy::unwrap_used)]
+
+use olc_protocol::{
+    Commitment, ExecutionReceipt, InferenceJob, Metrics, Prompt, Requirements, Sampling,
+    VerificationPolicy, inference_commitment,
+};
+
+use super::*;
+
+const NOW: u64 = 1_800_000_000_000;
+
+fn coordinator() -> Identity {
+    Identity::from_seed(&[9; 32])
+}
+fn submitter() -> Identity {
+    Identity::from_seed(&[1; 32])
+}
+fn worker(i: u8) -> Identity {
+    Identity::from_seed(&[100 + i; 32])
+}
+
+fn job(nonce: u64, verification: VerificationPolicy) -> Signed<JobSpec> {
+    let spec = JobSpec {
+        kind: JobKind::Inference(InferenceJob {
+            model: ContentId::of(b"model"),
+            adapter: None,
+            prompt: Prompt::Tokens(vec![1, 2, 3]),
+            sampling: Sampling::Greedy,
+            max_tokens: 4,
+            seed: 0,
+        }),
+        requirements: Requirements::default(),
+        max_fee: Amount(1000),
+        verification,
+        deadline_ms: NOW + 60_000,
+        nonce,
+    };
+    Signed::sign(&submitter(), &spec).unwrap()
+}
+
+/// A matcher over workers 0..n, skipping the excluded ones.
+fn pool(n: u8) -> impl FnMut(&JobSpec, &[PublicKey], usize) -> Result<Vec<PublicKey>, String> {
+    move |_, exclude, k| {
+        let free: Vec<PublicKey> = (0..n)
+            .map(|i| worker(i).public_key())
+            .filter(|w| !exclude.contains(w))
+            .take(k)
+            .collect();
+        if free.len() < k {
+            Err(format!("only {} workers fit", free.len()))
+        } else {
+            Ok(free)
+        }
+    }
+}
+
+fn assigned(actions: &[Action]) -> Vec<(PublicKey, Signed<Assignment>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Assign { worker, assignment } => Some((*worker, assignment.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn who(key: &PublicKey) -> Identity {
+    (0..10)
+        .map(worker)
+        .find(|w| w.public_key() == *key)
+        .unwrap()
+}
+
+/// The worker's commitment and reveal for tokens `out`.
+fn answer(a: &Signed<Assignment>, out: &[u32]) -> (Signed<Commitment>, Reveal) {
+    let w = who(&a.verify().unwrap().worker);
+    let asg = a.verify().unwrap();
+    let output = inference_commitment(out);
+    let c = Commitment {
+        job_id: asg.job_id,
+        assignment: a.id(),
+        output,
+    };
+    let receipt = ExecutionReceipt {
+        job_id: asg.job_id,
+        assignment: a.id(),
+        output,
+        model: ContentId::of(b"model"),
+        adapter: None,
+        metrics: Metrics::default(),
+        provenance: None,
+        finished_ms: NOW,
+    };
+    (
+        Signed::sign(&w, &c).unwrap(),
+        Reveal {
+            output: JobOutput::Inference {
+                tokens: out.to_vec(),
+                text: String::new(),
+            },
+            receipt: Signed::sign(&w, &receipt).unwrap(),
+        },
+    )
+}
+
+#[test]
+fn a_single_replica_job_goes_from_queued_to_done_with_a_verifiable_receipt() {
+    let mut book = JobBook::new(JobsConfig::default());
+    let id = book
+        .submit(job(1, VerificationPolicy::Single), NOW)
+        .unwrap();
+    assert_eq!(book.get(&id).unwrap().state, JobState::Queued);
+    assert_eq!(
+        book.take_dirty(),
+        vec![id],
+        "persisted before the submitter is answered"
+    );
+
+    let actions = book.tick(&coordinator(), NOW, &mut pool(3));
+    let a = assigned(&actions);
+    assert_eq!(a.len(), 1);
+    assert_eq!(book.get(&id).unwrap().state, JobState::Assigned);
+    book.on_assign_answer(&id, &a[0].1.id(), Ok(()), NOW);
+    assert_eq!(book.get(&id).unwrap().state, JobState::Running);
+
+    let (c, reveal) = answer(&a[0].1, &[5, 6]);
+    book.on_commit(c, NOW).unwrap();
+    let actions = book.tick(&coordinator(), NOW, &mut pool(3));
+    assert_eq!(book.get(&id).unwrap().state, JobState::Committed);
+    assert!(matches!(actions[0], Action::Reveal { .. }));
+    book.on_reveal(&coordinator(), &id, &a[0].1.id(), reveal, NOW)
+        .unwrap();
+    let done = book.get(&id).unwrap();
+    assert_eq!(done.state, JobState::Done);
+    let receipt = done.receipt.as_ref().unwrap();
+    assert_eq!(receipt.signer(), coordinator().public_key());
+    let r = receipt.verify().unwrap();
+    assert_eq!(r.job.id(), id);
+    assert_eq!(r.output, inference_commitment(&[5, 6]));
+    assert_eq!(r.executions.len(), 1);
+    let checked = olc_protocol::verify_receipt(receipt).unwrap();
+    assert_eq!(checked.workers, vec![a[0].0]);
+    assert_eq!(checked.submitter, submitter().public_key());
+    // Every single-bit flip of the receipt's bytes is caught (or no longer decodes).
+    let bytes = receipt.to_bytes().unwrap();
+    for i in (0..bytes.len()).step_by(7) {
+        let mut b = bytes.clone();
+        b[i] ^= 0x10;
+        if let Ok(s) = Signed::<SettlementReceipt>::from_bytes(&b) {
+            assert!(
+                olc_protocol::verify_receipt(&s).is_err(),
+                "flip at byte {i} went unnoticed"
+            );
+        }
+    }
+}
+
+#[test]
+fn replicas_go_to_distinct_workers_and_outputs_are_asked_only_after_all_commit() {
+    let mut book = JobBook::new(JobsConfig::default());
+    let id = book
+        .submit(job(1, VerificationPolicy::Replicate { replicas: 3 }), NOW)
+        .unwrap();
+    let a = assigned(&book.tick(&coordinator(), NOW, &mut pool(5)));
+    assert_eq!(a.len(), 3);
+    let mut workers: Vec<PublicKey> = a.iter().map(|x| x.0).collect();
+    workers.dedup();
+    assert_eq!(workers.len(), 3);
+    let answers: Vec<_> = a.iter().map(|(_, s)| answer(s, &[7])).collect();
+    for (c, _) in &answers[..2] {
+        book.on_commit(c.clone(), NOW).unwrap();
+    }
+    let actions = book.tick(&coordinator(), NOW, &mut pool(5));
+    assert!(
+        !actions.iter().any(|x| matches!(x, Action::Reveal { .. })),
+        "no reveal before the last commitment"
+    );
+    book.on_commit(answers[2].0.clone(), NOW).unwrap();
+    let reveals = book.tick(&coordinator(), NOW, &mut pool(5));
+    assert_eq!(reveals.len(), 3);
+    for ((_, s), (_, r)) in a.iter().zip(answers) {
+        book.on_reveal(&coordinator(), &id, &s.id(), r, NOW)
+            .unwrap();
+    }
+    assert_eq!(book.get(&id).unwrap().state, JobState::Done);
+}
+
+#[test]
+fn a_declined_or_lost_or_late_replica_is_reassigned_to_another_worker() {
+    let mut book = JobBook::new(JobsConfig {
+        assignment_timeout_ms: 1_000,
+    });
+    let id = book
+        .submit(job(1, VerificationPolicy::Single), NOW)
+        .unwrap();
+    let first = assigned(&book.tick(&coordinator(), NOW, &mut pool(4)));
+    book.on_assign_answer(&id, &first[0].1.id(), Err("busy".into()), NOW);
+    let second = assigned(&book.tick(&coordinator(), NOW, &mut pool(4)));
+    assert_ne!(second[0].0, first[0].0);
+
+    book.on_assign_answer(&id, &second[0].1.id(), Ok(()), NOW);
+    book.worker_gone(&second[0].0, NOW + 1);
+    let third = assigned(&book.tick(&coordinator(), NOW + 2, &mut pool(4)));
+    assert!(![first[0].0, second[0].0].contains(&third[0].0));
+
+    // Accepted, then silent past the assignment timeout.
+    book.on_assign_answer(&id, &third[0].1.id(), Ok(()), NOW + 2);
+    let fourth = assigned(&book.tick(&coordinator(), NOW + 2_000, &mut pool(4)));
+    assert_eq!(fourth.len(), 1);
+    assert!(![first[0].0, second[0].0, third[0].0].contains(&fourth[0].0));
+    let view = book.get(&id).unwrap().view();
+    assert!(view.replicas[0].state.contains("declined: busy"));
+    assert!(view.replicas[1].state.contains("left the network"));
+    assert!(view.replicas[2].state.contains("deadline"));
+
+    // A late commitment from a dropped replica no longer counts.
+    let (late, _) = answer(&third[0].1, &[1]);
+    assert!(book.on_commit(late, NOW + 2_001).is_err());
+}
+
+#[test]
+fn when_no_worker_fits_the_submitter_is_told_why_and_the_deadline_fails_the_job() {
+    let mut book = JobBook::new(JobsConfig::default());
+    let id = book
+        .submit(job(1, VerificationPolicy::Single), NOW)
+        .unwrap();
+    let mut none = |_: &JobSpec, _: &[PublicKey], _: usize| -> Result<Vec<PublicKey>, String> {
+        Err("no worker has 24.0 GiB free: largest is 16.0 GiB".into())
+    };
+    assert!(book.tick(&coordinator(), NOW, &mut none).is_empty());
+    let view = book.get(&id).unwrap().view();
+    assert_eq!(view.state, JobState::Queued);
+    assert_eq!(
+        view.waiting.as_deref(),
+        Some("no worker has 24.0 GiB free: largest is 16.0 GiB")
+    );
+    book.tick(&coordinator(), NOW + 61_000, &mut none);
+    match &book.get(&id).unwrap().state {
+        JobState::Failed(why) => assert!(why.contains("24.0 GiB"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn tampered_replayed_and_duplicate_jobs_are_refused() {
+    let mut book = JobBook::new(JobsConfig::default());
+    let signed = job(7, VerificationPolicy::Single);
+    let mut bytes = signed.to_bytes().unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let tampered = Signed::<JobSpec>::from_bytes(&bytes).unwrap();
+    assert!(matches!(
+        book.submit(tampered, NOW),
+        Err(Refusal::Signature(_))
+    ));
+    book.submit(signed.clone(), NOW).unwrap();
+    assert!(matches!(
+        book.submit(signed, NOW),
+        Err(Refusal::Duplicate(_))
+    ));
+    // Same submitter and nonce, different job: a replay.
+    let mut spec = job(7, VerificationPolicy::Single).verify().unwrap();
+    spec.max_fee = Amount(1);
+    let replay = Signed::sign(&submitter(), &spec).unwrap();
+    assert_eq!(
+        book.submit(replay, NOW),
+        Err(Refusal::Replayed { nonce: 7 })
+    );
+    let mut old = job(8, VerificationPolicy::Single).verify().unwrap();
+    old.deadline_ms = NOW - 1;
+    let old = Signed::sign(&submitter(), &old).unwrap();
+    assert!(matches!(book.submit(old, NOW), Err(Refusal::Invalid(_))));
+}
+
+#[test]
+fn commitments_from_the_wrong_worker_equivocation_and_bad_reveals_are_refused() {
+    let mut book = JobBook::new(JobsConfig::default());
+    let id = book
+        .submit(job(1, VerificationPolicy::Single), NOW)
+        .unwrap();
+    let a = assigned(&book.tick(&coordinator(), NOW, &mut pool(3)));
+    let asg = a[0].1.verify().unwrap();
+    let intruder = (0..3)
+        .map(worker)
+        .find(|w| w.public_key() != asg.worker)
+        .unwrap();
+    let forged = Signed::sign(
+        &intruder,
+        &Commitment {
+            job_id: id,
+            assignment: a[0].1.id(),
+            output: ContentId::of(b"x"),
+        },
+    )
+    .unwrap();
+    assert!(book.on_commit(forged, NOW).is_err());
+    let (c, reveal) = answer(&a[0].1, &[3, 3]);
+    book.on_commit(c.clone(), NOW).unwrap();
+    book.on_commit(c, NOW).unwrap(); // the same commitment again is harmless
+    let (other, _) = answer(&a[0].1, &[4]);
+    assert!(
+        book.on_commit(other, NOW).is_err(),
+        "a second, different commitment"
+    );
+    book.tick(&coordinator(), NOW, &mut pool(3));
+    let mut wrong = reveal.clone();
+    wrong.output = JobOutput::Inference {
+        tokens: vec![9],
+        text: String::new(),
+    };
+    assert!(
+        book.on_reveal(&coordinator(), &id, &a[0].1.id(), wrong, NOW)
+            .is_err()
+    );
+    assert_ne!(book.get(&id).unwrap().state, JobState::Done);
+}
+
+#[test]
+fn a_restored_book_keeps_jobs_and_nonces() {
+    let mut book = JobBook::new(JobsConfig::default());
+    let id = book
+        .submit(job(3, VerificationPolicy::Single), NOW)
+        .unwrap();
+    book.tick(&coordinator(), NOW, &mut pool(1));
+    let records: Vec<JobRecord> = book.jobs().cloned().collect();
+    let bytes: Vec<Vec<u8>> = records
+        .iter()
+        .map(|r| olc_protocol::codec::encode(r).unwrap())
+        .collect();
+    let decoded = bytes
+        .iter()
+        .map(|b| olc_protocol::codec::decode::<JobRecord>(b).unwrap())
+        .collect();
+    let mut again = JobBook::restore(JobsConfig::default(), decoded);
+    assert_eq!(again.get(&id).unwrap().state, JobState::Assigned);
+    assert!(matches!(
+        again.submit(job(3, VerificationPolicy::Single), NOW),
+        Err(Refusal::Duplicate(_))
+    ));
+}
