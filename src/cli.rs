@@ -35,24 +35,197 @@ pub enum Command {
     /// Run a worker daemon that sells this machine's compute.
     #[command(subcommand)]
     Worker(WorkerCommand),
-    /// Run a coordinator: keeps the registry of live workers (matching, verification and
-    /// settlement are not in this build yet).
+    /// Run a coordinator: keeps the registry of live workers, matches jobs to them,
+    /// collects commitments and outputs, signs receipts (stakes and settlement are not in
+    /// this build yet).
     #[command(subcommand)]
     Coordinator(CoordinatorCommand),
     /// List the workers a running coordinator knows.
     Workers(WorkersArgs),
-    /// Submit jobs to a coordinator and follow them [not in this build yet]
-    Job(Pending),
-    /// Run inference locally, without a network (fine-tuning is not in this build yet).
+    /// Submit jobs to a coordinator and follow them.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Run inference or fine-tuning locally, without a network.
     #[command(subcommand)]
     Run(RunCommand),
     /// Create and inspect model checkpoints (Hugging Face format).
     #[command(subcommand)]
     Model(ModelCommand),
-    /// Show and verify signed receipts offline [not in this build yet]
-    Receipt(Pending),
-    /// Run a whole network (coordinator + workers) on this machine [not in this build yet]
-    Devnet(Pending),
+    /// Show and verify signed receipts.
+    #[command(subcommand)]
+    Receipt(ReceiptCommand),
+    /// Run a whole network (coordinator + workers) on this machine: fine-tune, then infer.
+    Devnet(DevnetArgs),
+}
+
+/// How to reach a coordinator and who is asking.
+#[derive(Debug, Clone, Args)]
+pub struct CoordinatorArgs {
+    /// The coordinator, e.g. /ip4/1.2.3.4/udp/7000/quic-v1.
+    #[arg(long, value_name = "MULTIADDR", env = "OLC_COORDINATOR")]
+    pub coordinator: Multiaddr,
+    /// Your key file [default: ~/.local/share/olc/key.pem; create one with `olc keys new`]
+    #[arg(long, value_name = "FILE", env = "OLC_KEY")]
+    pub key: Option<PathBuf>,
+    /// How long to wait for the coordinator to answer.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Submit a job.
+    #[command(subcommand)]
+    Submit(SubmitCommand),
+    /// Show one job's state, workers and progress.
+    Status(JobIdArgs),
+    /// List jobs (yours with --mine).
+    List(JobList),
+    /// Show a finished job's output; with --out, download it (a fine-tune's adapter).
+    Result(JobResult),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SubmitCommand {
+    /// Generate from a model, optionally with a LoRA adapter.
+    Inference(SubmitInference),
+    /// Fine-tune a LoRA adapter on a JSONL dataset.
+    Finetune(SubmitFinetune),
+}
+
+/// What every submission shares.
+#[derive(Debug, Clone, Args)]
+pub struct SubmitCommon {
+    #[command(flatten)]
+    pub coordinator: CoordinatorArgs,
+    /// Distinct workers that run the job; their answers must agree.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u8,
+    /// The most you pay, in credits.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub max_fee: u64,
+    /// Give up if the job is not done within this long.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub deadline: Duration,
+    /// Memory the job needs on the worker, in bytes [default: 0]
+    #[arg(long, default_value_t = 0)]
+    pub min_memory: u64,
+    /// Follow the job to its end, showing progress, and print the result.
+    #[arg(long)]
+    pub wait: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "tokens"])))]
+pub struct SubmitInference {
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+    #[arg(long)]
+    pub prompt: Option<String>,
+    #[arg(long, value_delimiter = ',')]
+    pub tokens: Option<Vec<u32>>,
+    #[arg(long, default_value_t = 32)]
+    pub max_tokens: u32,
+    /// Sample at this temperature (without it and --top-k/--top-p, greedy).
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    #[arg(long)]
+    pub top_k: Option<u32>,
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub common: SubmitCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitFinetune {
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    #[command(flatten)]
+    pub training: TrainingArgs,
+    #[command(flatten)]
+    pub common: SubmitCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct JobIdArgs {
+    /// The job id printed at submission.
+    pub id: String,
+    #[command(flatten)]
+    pub coordinator: CoordinatorArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JobList {
+    /// Only jobs you submitted.
+    #[arg(long)]
+    pub mine: bool,
+    #[command(flatten)]
+    pub coordinator: CoordinatorArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JobResult {
+    pub id: String,
+    /// Write the output here: the adapter files of a fine-tune (and receipt.bin).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub coordinator: CoordinatorArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReceiptCommand {
+    /// Fetch a job's signed receipt from the coordinator and show it.
+    Show(ReceiptShow),
+    /// Check every signature in a receipt file, offline.
+    Verify(ReceiptVerify),
+}
+
+#[derive(Debug, Args)]
+pub struct ReceiptShow {
+    /// The job id.
+    pub id: String,
+    /// Also save the receipt (binary, as signed) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub coordinator: CoordinatorArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReceiptVerify {
+    /// A receipt file written by `olc receipt show --out` or `olc job result --out`.
+    pub file: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DevnetArgs {
+    /// Workers to start.
+    #[arg(long, default_value_t = 3)]
+    pub workers: usize,
+    /// Print one JSON object instead of the report.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,14 +257,6 @@ pub struct KeysShow {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
-}
-
-/// A command group that a later release implements. It accepts any arguments so that
-/// users get the "not implemented yet" explanation rather than a usage error.
-#[derive(Debug, Args)]
-pub struct Pending {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub args: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

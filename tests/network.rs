@@ -459,7 +459,7 @@ async fn random_bytes_on_every_protocol_do_not_crash_nodes() {
         registered(&c, &wid.public_key())
     })
     .await;
-    let blob_id = w.blobs().insert(vec![9; 1000]);
+    let blob_id = w.blobs().put(&[9; 1000]).unwrap();
 
     let payloads = hostile_payloads();
     for target in [&c.listen_addrs()[0], &w.listen_addrs()[0]] {
@@ -484,7 +484,7 @@ async fn a_blob_moves_intact_and_respects_the_cap() {
     let c = coordinator().await;
     let (_, w) = worker(&c, dir.path()).await;
     let data = SplitMix(1).bytes(3 * (blob::CHUNK_SIZE as usize) + 12_345);
-    let id = w.blobs().insert(data.clone());
+    let id = w.blobs().put(&data).unwrap();
     let client = connect(&w.listen_addrs()[0]).await;
     let fetched = client.fetch_blob(id, 16 << 20).await.unwrap();
     assert_eq!(ContentId::of(&fetched), id);

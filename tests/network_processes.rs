@@ -247,3 +247,199 @@ fn worker_start_refuses_bad_settings_clearly() {
     assert!(!bad_cfg.status.success());
     assert!(String::from_utf8_lossy(&bad_cfg.stderr).contains("unknown field"));
 }
+
+fn run_json(args: &[&str], home: &Path) -> serde_json::Value {
+    let out = olc()
+        .args(args)
+        .env("HOME", home)
+        .env("XDG_DATA_HOME", home.join("data"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "olc {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_job_through_real_processes_submit_wait_status_list_receipt() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let coord_dir = h.join("coord");
+    let coordinator = spawn(
+        &[
+            "coordinator",
+            "start",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--data",
+            coord_dir.to_str().unwrap(),
+        ],
+        h,
+    );
+    line_after(&coordinator, "coordinator ");
+    let addr = line_after(&coordinator, "listening on ");
+    let wdir = h.join("w");
+    let worker = spawn(
+        &[
+            "worker",
+            "start",
+            "--coordinator",
+            &addr,
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--data",
+            wdir.to_str().unwrap(),
+            "--advert-interval",
+            "300ms",
+        ],
+        h,
+    );
+    line_after(&worker, "listening on ");
+    wait_for_count(&addr, 1);
+
+    let model = h.join("model");
+    run_json(
+        &[
+            "model",
+            "init",
+            "--out",
+            model.to_str().unwrap(),
+            "--preset",
+            "tiny",
+            "--json",
+        ],
+        h,
+    );
+    let key = h.join("me.pem");
+    run_json(
+        &["keys", "new", "--out", key.to_str().unwrap(), "--json"],
+        h,
+    );
+    let m = model.to_str().unwrap();
+    let k = key.to_str().unwrap();
+    let done = run_json(
+        &[
+            "job",
+            "submit",
+            "inference",
+            "--coordinator",
+            &addr,
+            "--key",
+            k,
+            "--model",
+            m,
+            "--prompt",
+            "Hello",
+            "--max-tokens",
+            "5",
+            "--wait",
+            "--json",
+        ],
+        h,
+    );
+    assert_eq!(done["state"], "done", "{done}");
+    let local = run_json(
+        &[
+            "run",
+            "infer",
+            "--model",
+            m,
+            "--prompt",
+            "Hello",
+            "--max-tokens",
+            "5",
+            "--json",
+        ],
+        h,
+    );
+    assert_eq!(done["output"]["tokens"], local["tokens"]);
+    assert_eq!(done["output"]["text"], local["text"]);
+    assert_eq!(done["output"]["commitment"], local["commitment"]);
+    assert!(done["receipt"]["bytes_hex"].as_str().unwrap().len() > 100);
+    let id = done["job_id"].as_str().unwrap();
+
+    let status = run_json(
+        &[
+            "job",
+            "status",
+            id,
+            "--coordinator",
+            &addr,
+            "--key",
+            k,
+            "--json",
+        ],
+        h,
+    );
+    assert_eq!(status["state"], "done");
+    let list = run_json(
+        &[
+            "job",
+            "list",
+            "--mine",
+            "--coordinator",
+            &addr,
+            "--key",
+            k,
+            "--json",
+        ],
+        h,
+    );
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let file = h.join("receipt.bin");
+    run_json(
+        &[
+            "receipt",
+            "show",
+            id,
+            "--coordinator",
+            &addr,
+            "--key",
+            k,
+            "--out",
+            file.to_str().unwrap(),
+            "--json",
+        ],
+        h,
+    );
+    let checked = run_json(&["receipt", "verify", file.to_str().unwrap(), "--json"], h);
+    assert_eq!(checked["valid"], true);
+    assert_eq!(checked["job_id"], id);
+    drop(worker);
+    drop(coordinator);
+}
+
+#[test]
+fn devnet_fine_tunes_then_shows_the_adapter_beside_the_base_model() {
+    let home = tempfile::tempdir().unwrap();
+    let report = run_json(&["devnet", "--workers", "2", "--json"], home.path());
+    assert_eq!(report["workers"].as_array().unwrap().len(), 2);
+    let jobs = report["jobs"].as_array().unwrap();
+    assert!(jobs.iter().all(|j| j["state"] == "done"), "{report}");
+    assert_eq!(jobs[0]["kind"], "finetune");
+    assert!(jobs[0]["receipt"]["id"].is_string());
+    let comparison = report["comparison"].as_array().unwrap();
+    assert!(!comparison.is_empty());
+    let learned = comparison
+        .iter()
+        .filter(|c| {
+            c["adapter"]
+                .as_str()
+                .unwrap()
+                .starts_with(c["trained"].as_str().unwrap())
+        })
+        .count();
+    assert!(
+        learned * 2 > comparison.len(),
+        "the adapter learned too little: {report}"
+    );
+    assert!(comparison.iter().all(|c| {
+        !c["base"]
+            .as_str()
+            .unwrap()
+            .starts_with(c["trained"].as_str().unwrap())
+    }));
+}

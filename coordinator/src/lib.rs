@@ -2,11 +2,14 @@
 //! takes jobs from submission to a signed receipt, its durable store, and the node that
 //! serves them. The verifier, ledger and settlement arrive with the verification issue.
 
+pub mod client;
 pub mod jobs;
+pub mod matcher;
 pub mod node;
 pub mod registry;
 pub mod store;
 
+pub use client::{SubmitError, Submitter};
 pub use jobs::{Action, JobBook, JobRecord, JobsConfig, Refusal};
 pub use node::{Coordinator, CoordinatorConfig};
 pub use registry::{Registry, RegistryConfig};

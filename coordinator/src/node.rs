@@ -1,23 +1,33 @@
-//! The coordinator's network side: feeds gossip into the registry, answers queries,
-//! serves blobs. All decisions are made by the registry; this only moves events.
+//! The coordinator's network side: feeds gossip into the registry and jobs into the job
+//! book, answers queries, stores and serves blobs, and carries out the book's actions
+//! (assignments, reveal requests). All decisions are made by the registry, the matcher
+//! and the book; this only moves events and persists what changed.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
-use olc_protocol::blob::{BlobSource, MemoryBlobs};
+use olc_protocol::blob_store::{BlobStore, Uploads};
 use olc_protocol::p2p::libp2p::gossipsub::{self, MessageAcceptance};
-use olc_protocol::p2p::libp2p::request_response::{self, Message};
+use olc_protocol::p2p::libp2p::request_response::{self, Message, OutboundRequestId};
 use olc_protocol::p2p::libp2p::swarm::SwarmEvent;
 use olc_protocol::p2p::libp2p::{Multiaddr, Swarm};
 use olc_protocol::p2p::{
     AdvertObserver, AdvertSeen, Behaviour, BehaviourEvent, NodeConfig, NodeError, NodeTask,
     handle_shared, start_swarm, unix_ms, unix_us,
 };
-use olc_protocol::{Identity, PeerId, RegisteredWorker, RpcRequest, RpcResponse};
+use olc_protocol::{
+    ContentId, Identity, JobKind, JobSpec, Manifest, PeerId, PublicKey, RegisteredWorker,
+    RpcRequest, RpcResponse, Signed,
+};
 use tokio::sync::oneshot;
 
+use crate::jobs::{Action, JobBook, JobsConfig};
+use crate::matcher::{self, Need, WorkerStats};
 use crate::registry::{Admission, Registry, RegistryConfig};
+use crate::store::JobStore;
 
 #[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
@@ -26,6 +36,12 @@ pub struct CoordinatorConfig {
     pub node: NodeConfig,
     /// Told of every advert admitted to the registry.
     pub observer: Option<AdvertObserver>,
+    /// Where jobs (sled) and blobs live. `None`: a temporary directory, removed on stop —
+    /// for tests and the devnet; a real coordinator keeps its state across restarts.
+    pub data_dir: Option<PathBuf>,
+    pub jobs: JobsConfig,
+    /// Largest blob a submitter or worker may upload.
+    pub max_upload_bytes: u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -35,6 +51,9 @@ impl Default for CoordinatorConfig {
             registry: RegistryConfig::default(),
             node: NodeConfig::default(),
             observer: None,
+            data_dir: None,
+            jobs: JobsConfig::default(),
+            max_upload_bytes: 64 << 30,
         }
     }
 }
@@ -47,8 +66,22 @@ pub fn default_listen() -> Vec<Multiaddr> {
         .collect()
 }
 
-/// How often the registry is swept for expired workers.
+/// How often the registry is swept for expired workers and the job book advanced.
 const EXPIRY_SWEEP: Duration = Duration::from_millis(100);
+/// How often reveal requests that got no answer are sent again.
+const REVEAL_RETRY: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Blobs(#[from] olc_protocol::blob_store::BlobStoreError),
+    #[error("cannot create a temporary data directory: {0}")]
+    TempDir(std::io::Error),
+}
 
 /// A running coordinator. Dropping it without [`Coordinator::stop`] leaves the task
 /// running until the runtime ends.
@@ -57,31 +90,59 @@ pub struct Coordinator {
     peer_id: PeerId,
     listen_addrs: Vec<Multiaddr>,
     registry: Arc<Mutex<Registry>>,
-    blobs: Arc<MemoryBlobs>,
+    book: Arc<Mutex<JobBook>>,
+    blobs: Arc<BlobStore>,
     task: NodeTask,
+    _temp: Option<tempfile::TempDir>,
 }
 
-fn lock(registry: &Mutex<Registry>) -> MutexGuard<'_, Registry> {
-    // The registry is only mutated by whole operations; a panic elsewhere cannot leave it
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // State is only mutated by whole operations; a panic elsewhere cannot leave it
     // half-updated, so a poisoned lock is still safe to use.
-    registry.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Coordinator {
     /// Builds the node, binds its listeners and starts serving. Returns once the
     /// listeners are up, with their real addresses.
-    pub async fn start(identity: &Identity, config: CoordinatorConfig) -> Result<Self, NodeError> {
+    pub async fn start(identity: &Identity, config: CoordinatorConfig) -> Result<Self, StartError> {
+        let (dir, temp) = match &config.data_dir {
+            Some(d) => (d.clone(), None),
+            None => {
+                let t = tempfile::tempdir().map_err(StartError::TempDir)?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        let store = JobStore::open(&dir.join("jobs"))?;
+        let records = store.load_all()?;
+        if !records.is_empty() {
+            let open = records.iter().filter(|r| !r.state.is_final()).count();
+            tracing::info!(jobs = records.len(), open, "job book restored");
+        }
+        let book = Arc::new(Mutex::new(JobBook::restore(config.jobs.clone(), records)));
+        let blobs = Arc::new(BlobStore::open(&dir.join("blobs"), None)?);
         let (swarm, listen_addrs) = start_swarm(identity, &config.node, &config.listen).await?;
-        let registry = Arc::new(Mutex::new(Registry::new(config.registry)));
-        let blobs = Arc::new(MemoryBlobs::new());
-        let (r, b) = (registry.clone(), blobs.clone());
-        let task = NodeTask::spawn(move |rx| run(swarm, r, b, config.observer, rx));
+        let registry = Arc::new(Mutex::new(Registry::new(config.registry.clone())));
+        let node = Node {
+            swarm,
+            identity: identity.clone(),
+            registry: registry.clone(),
+            book: book.clone(),
+            store,
+            blobs: blobs.clone(),
+            uploads: Uploads::new(config.max_upload_bytes, 64),
+            observer: config.observer.clone(),
+            pending: HashMap::new(),
+        };
+        let task = NodeTask::spawn(move |rx| node.run(rx));
         Ok(Self {
             peer_id: identity.peer_id(),
             listen_addrs,
             registry,
+            book,
             blobs,
             task,
+            _temp: temp,
         })
     }
 
@@ -98,9 +159,14 @@ impl Coordinator {
         lock(&self.registry).workers()
     }
 
-    /// Content this coordinator serves over the blob protocol.
-    pub fn blobs(&self) -> &MemoryBlobs {
+    /// Content this coordinator stores and serves over the blob protocol.
+    pub fn blobs(&self) -> &BlobStore {
         &self.blobs
+    }
+
+    /// What the coordinator reports about a job.
+    pub fn job(&self, id: &ContentId) -> Option<olc_protocol::JobView> {
+        lock(&self.book).get(id).map(|j| j.view())
     }
 
     pub async fn stop(self) {
@@ -108,104 +174,395 @@ impl Coordinator {
     }
 }
 
-async fn run(
-    mut swarm: Swarm<Behaviour>,
+/// What an outbound request was for, to route its answer.
+#[derive(Debug, Clone, Copy)]
+enum Pending {
+    Assign {
+        job: ContentId,
+        assignment: ContentId,
+    },
+    Reveal {
+        job: ContentId,
+        assignment: ContentId,
+    },
+}
+
+struct Node {
+    swarm: Swarm<Behaviour>,
+    identity: Identity,
     registry: Arc<Mutex<Registry>>,
-    blobs: Arc<MemoryBlobs>,
+    book: Arc<Mutex<JobBook>>,
+    store: JobStore,
+    blobs: Arc<BlobStore>,
+    uploads: Uploads,
     observer: Option<AdvertObserver>,
-    mut shutdown: oneshot::Receiver<()>,
-) {
-    let mut sweep = tokio::time::interval(EXPIRY_SWEEP);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            _ = sweep.tick() => {
-                for key in lock(&registry).expire(unix_ms()) {
-                    tracing::info!(worker = %key, "worker expired: missed 3 advert intervals");
+    pending: HashMap<OutboundRequestId, Pending>,
+}
+
+impl Node {
+    async fn run(mut self, mut shutdown: oneshot::Receiver<()>) {
+        let mut sweep = tokio::time::interval(EXPIRY_SWEEP);
+        let mut reveal_retry = tokio::time::interval(REVEAL_RETRY);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = sweep.tick() => {
+                    let gone = lock(&self.registry).expire(unix_ms());
+                    for key in gone {
+                        tracing::info!(worker = %key, "worker expired: missed 3 advert intervals");
+                        lock(&self.book).worker_gone(&key, unix_ms());
+                    }
+                    self.advance();
+                }
+                _ = reveal_retry.tick() => {
+                    let owed = lock(&self.book).pending_reveals();
+                    let asked: Vec<ContentId> = self.pending.values().filter_map(|p| match p {
+                        Pending::Reveal { assignment, .. } => Some(*assignment),
+                        Pending::Assign { .. } => None,
+                    }).collect();
+                    let fresh: Vec<Action> = owed.into_iter().filter(|a| !matches!(a,
+                        Action::Reveal { assignment_id, .. } if asked.contains(assignment_id))).collect();
+                    self.carry_out(fresh);
+                }
+                event = self.swarm.select_next_some() => self.handle(event),
+            }
+        }
+        self.persist();
+        tracing::info!("coordinator stopped");
+    }
+
+    /// Runs the book's clock and carries out what it decided.
+    fn advance(&mut self) {
+        let workers = lock(&self.registry).workers();
+        let actions = {
+            let mut book = lock(&self.book);
+            let stats: HashMap<PublicKey, WorkerStats> = workers
+                .iter()
+                .map(|w| {
+                    let s = WorkerStats {
+                        load: book.load_of(&w.public_key),
+                        ..WorkerStats::default()
+                    };
+                    (w.public_key, s)
+                })
+                .collect();
+            let mut pick = |spec: &JobSpec, exclude: &[PublicKey], replicas: usize| {
+                let content = job_content(spec);
+                let need = Need {
+                    min_memory_bytes: spec.requirements.min_memory_bytes,
+                    backend: spec.requirements.backend,
+                    replicas,
+                    content: &content,
+                    max_price_per_ktoken: None,
+                    exclude,
+                };
+                matcher::pick(workers.iter(), |k| stats.get(k), &need).map_err(|e| e.0)
+            };
+            book.tick(&self.identity, unix_ms(), &mut pick)
+        };
+        self.persist();
+        self.carry_out(actions);
+    }
+
+    fn carry_out(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            let (worker, request, pending) = match action {
+                Action::Assign { worker, assignment } => {
+                    let body = assignment.verify().ok();
+                    let Some(body) = body else { continue };
+                    let p = Pending::Assign {
+                        job: body.job_id,
+                        assignment: assignment.id(),
+                    };
+                    (worker, RpcRequest::Assign(assignment), p)
+                }
+                Action::Reveal {
+                    worker,
+                    job_id,
+                    assignment_id,
+                } => (
+                    worker,
+                    RpcRequest::Reveal(assignment_id),
+                    Pending::Reveal {
+                        job: job_id,
+                        assignment: assignment_id,
+                    },
+                ),
+            };
+            let Ok(peer) = worker.to_peer_id() else {
+                continue;
+            };
+            if let Some(w) = lock(&self.registry).get(&worker) {
+                for addr in w.advert.listen_addrs.iter().filter_map(|a| a.parse().ok()) {
+                    self.swarm.add_peer_address(peer, addr);
                 }
             }
-            event = swarm.select_next_some() => {
-                handle(&mut swarm, &registry, &*blobs, observer.as_ref(), event)
+            let id = self.swarm.behaviour_mut().rpc.send_request(&peer, request);
+            self.pending.insert(id, pending);
+        }
+    }
+
+    /// Writes every record the book changed, then flushes: what a client was told is on disk.
+    fn persist(&mut self) {
+        let mut book = lock(&self.book);
+        let dirty = book.take_dirty();
+        if dirty.is_empty() {
+            return;
+        }
+        for id in &dirty {
+            if let Some(record) = book.get(id)
+                && let Err(error) = self.store.put(record)
+            {
+                tracing::error!(job = %id, %error, "cannot store job");
+            }
+        }
+        if let Err(error) = self.store.flush() {
+            tracing::error!(%error, "cannot flush the job store");
+        }
+    }
+
+    /// Every blob a job reads is here: the model and adapter manifests and all their
+    /// files, the dataset. Returns the missing ones.
+    fn missing_inputs(&self, spec: &JobSpec) -> Vec<ContentId> {
+        let mut missing = Vec::new();
+        let manifest = |id: ContentId, missing: &mut Vec<ContentId>| match self
+            .blobs
+            .get(&id)
+            .ok()
+            .flatten()
+        {
+            None => missing.push(id),
+            Some(bytes) => match Manifest::from_bytes(&bytes) {
+                Ok(m) => missing.extend(
+                    m.entries()
+                        .iter()
+                        .map(|e| e.id)
+                        .filter(|f| !self.blobs.contains(f)),
+                ),
+                Err(_) => missing.push(id),
+            },
+        };
+        match &spec.kind {
+            JobKind::Inference(j) => {
+                manifest(j.model, &mut missing);
+                if let Some(a) = j.adapter {
+                    manifest(a, &mut missing);
+                }
+            }
+            JobKind::Finetune(j) => {
+                manifest(j.model, &mut missing);
+                if !self.blobs.contains(&j.dataset) {
+                    missing.push(j.dataset);
+                }
+                if let Some(a) = j.params.init_adapter {
+                    manifest(a, &mut missing);
+                }
+            }
+        }
+        missing
+    }
+
+    fn answer(&mut self, request: RpcRequest) -> RpcResponse {
+        let now = unix_ms();
+        match request {
+            RpcRequest::ListWorkers => RpcResponse::Workers(lock(&self.registry).workers()),
+            RpcRequest::MissingBlobs(ids) => RpcResponse::Missing(
+                ids.into_iter()
+                    .filter(|id| !self.blobs.contains(id))
+                    .collect(),
+            ),
+            RpcRequest::PutBlob(up) => match self.uploads.receive(&self.blobs, up) {
+                Ok(_) => RpcResponse::Ok,
+                Err(e) => RpcResponse::Refused(e.to_string()),
+            },
+            RpcRequest::SubmitJob(signed) => self.submit(signed, now),
+            RpcRequest::JobStatus(id) => match lock(&self.book).get(&id) {
+                Some(job) => RpcResponse::Job(Box::new(job.view())),
+                None => RpcResponse::Refused(format!("no job {id} here")),
+            },
+            RpcRequest::ListJobs(who) => RpcResponse::Jobs(
+                lock(&self.book)
+                    .jobs()
+                    .filter(|j| who.is_none_or(|w| j.signed.signer() == w))
+                    .map(|j| j.view())
+                    .collect(),
+            ),
+            RpcRequest::Progress(p) => match lock(&self.book).on_progress(&p, now) {
+                Ok(()) => RpcResponse::Ok,
+                Err(e) => RpcResponse::Refused(e.to_string()),
+            },
+            RpcRequest::Commit(c) => {
+                let result = lock(&self.book).on_commit(c, now);
+                self.persist();
+                match result {
+                    Ok(()) => RpcResponse::Ok,
+                    Err(e) => RpcResponse::Refused(e.to_string()),
+                }
+            }
+            RpcRequest::Assign(_) | RpcRequest::Reveal(_) => {
+                RpcResponse::Refused("this peer is a coordinator, not a worker".into())
             }
         }
     }
-    tracing::info!("coordinator stopped");
+
+    fn submit(&mut self, signed: Signed<JobSpec>, now: u64) -> RpcResponse {
+        // The signature first: nothing about an unsigned job is worth looking at.
+        let spec = match signed.verify() {
+            Ok(spec) => spec,
+            Err(e) => return RpcResponse::Refused(format!("bad signature: {e}")),
+        };
+        let missing = self.missing_inputs(&spec);
+        if !missing.is_empty() {
+            let ids: Vec<String> = missing.iter().map(|m| m.to_string()).collect();
+            return RpcResponse::Refused(format!(
+                "upload the job's inputs first; missing: {}",
+                ids.join(", ")
+            ));
+        }
+        let result = lock(&self.book).submit(signed, now);
+        match result {
+            Ok(id) => {
+                self.persist();
+                tracing::info!(job = %id, "job accepted");
+                RpcResponse::JobAccepted(id)
+            }
+            Err(e) => {
+                tracing::info!(reason = %e, "job refused");
+                RpcResponse::Refused(e.to_string())
+            }
+        }
+    }
+
+    fn on_response(&mut self, id: OutboundRequestId, response: Result<RpcResponse, String>) {
+        let Some(pending) = self.pending.remove(&id) else {
+            return;
+        };
+        let now = unix_ms();
+        match pending {
+            Pending::Assign { job, assignment } => {
+                let answer = match response {
+                    Ok(RpcResponse::Accepted) => Ok(()),
+                    Ok(RpcResponse::Declined(why)) | Ok(RpcResponse::Refused(why)) => Err(why),
+                    Ok(other) => Err(format!("unexpected answer {other:?}")),
+                    Err(e) => Err(format!("unreachable: {e}")),
+                };
+                if let Err(why) = &answer {
+                    tracing::info!(%job, reason = %why, "assignment not taken");
+                }
+                lock(&self.book).on_assign_answer(&job, &assignment, answer, now);
+            }
+            Pending::Reveal { job, assignment } => match response {
+                Ok(RpcResponse::Revealed(reveal)) => {
+                    let result =
+                        lock(&self.book).on_reveal(&self.identity, &job, &assignment, *reveal, now);
+                    if let Err(e) = result {
+                        tracing::warn!(%job, reason = %e, "bad reveal");
+                    }
+                    if let Some(view) = lock(&self.book).get(&job).map(|j| j.view())
+                        && view.state.is_final()
+                    {
+                        tracing::info!(%job, state = view.state.name(), "job finished");
+                    }
+                }
+                Ok(other) => tracing::debug!(%job, ?other, "reveal not given yet"),
+                Err(e) => tracing::debug!(%job, error = %e, "reveal request failed"),
+            },
+        }
+        self.persist();
+        self.advance();
+    }
+
+    fn handle(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        let Some(event) = handle_shared(&mut self.swarm, &*self.blobs, event) else {
+            return;
+        };
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => {
+                let verdict =
+                    lock(&self.registry).observe(&message.data, message.source.as_ref(), unix_ms());
+                if let (Ok((key, _)), Some(observer)) = (&verdict, self.observer.as_ref()) {
+                    let seq = lock(&self.registry).get(key).map_or(0, |w| w.advert.seq);
+                    let _ = observer.send(AdvertSeen {
+                        signer: *key,
+                        seq,
+                        received_us: unix_us(),
+                    });
+                }
+                let acceptance = match verdict {
+                    Ok((key, Admission::Joined)) => {
+                        tracing::info!(worker = %key, from = %propagation_source, "worker joined");
+                        MessageAcceptance::Accept
+                    }
+                    Ok((key, Admission::Refreshed)) => {
+                        tracing::trace!(worker = %key, "advert refreshed");
+                        MessageAcceptance::Accept
+                    }
+                    Err(reason) => {
+                        tracing::warn!(peer = %propagation_source, %reason, "advert refused");
+                        MessageAcceptance::Reject
+                    }
+                };
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Rpc(request_response::Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            })) => {
+                let response = self.answer(request);
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .rpc
+                    .send_response(channel, response)
+                    .is_err()
+                {
+                    tracing::debug!(%peer, "client left before its answer was sent");
+                }
+                self.advance();
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Rpc(request_response::Event::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            })) => self.on_response(request_id, Ok(response)),
+            SwarmEvent::Behaviour(BehaviourEvent::Rpc(
+                request_response::Event::OutboundFailure {
+                    request_id, error, ..
+                },
+            )) => self.on_response(request_id, Err(error.to_string())),
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+            }
+            _ => {}
+        }
+    }
 }
 
-fn handle(
-    swarm: &mut Swarm<Behaviour>,
-    registry: &Mutex<Registry>,
-    blobs: &dyn BlobSource,
-    observer: Option<&AdvertObserver>,
-    event: SwarmEvent<BehaviourEvent>,
-) {
-    let Some(event) = handle_shared(swarm, blobs, event) else {
-        return;
-    };
-    match event {
-        SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
-            propagation_source,
-            message_id,
-            message,
-        })) => {
-            let verdict = lock(registry).observe(&message.data, message.source.as_ref(), unix_ms());
-            if let (Ok((key, _)), Some(observer)) = (&verdict, observer) {
-                let seq = lock(registry).get(key).map_or(0, |w| w.advert.seq);
-                let _ = observer.send(AdvertSeen {
-                    signer: *key,
-                    seq,
-                    received_us: unix_us(),
-                });
-            }
-            let acceptance = match verdict {
-                Ok((key, Admission::Joined)) => {
-                    tracing::info!(worker = %key, from = %propagation_source, "worker joined");
-                    MessageAcceptance::Accept
-                }
-                Ok((key, Admission::Refreshed)) => {
-                    tracing::trace!(worker = %key, "advert refreshed");
-                    MessageAcceptance::Accept
-                }
-                Err(reason) => {
-                    tracing::warn!(peer = %propagation_source, %reason, "advert refused");
-                    MessageAcceptance::Reject
-                }
-            };
-            swarm
-                .behaviour_mut()
-                .gossipsub
-                .report_message_validation_result(&message_id, &propagation_source, acceptance);
-        }
-        SwarmEvent::Behaviour(BehaviourEvent::Rpc(request_response::Event::Message {
-            peer,
-            message: Message::Request {
-                request, channel, ..
-            },
-            ..
-        })) => {
-            let response = match request {
-                RpcRequest::ListWorkers => RpcResponse::Workers(lock(registry).workers()),
-                _ => {
-                    RpcResponse::Refused("jobs are not implemented by this coordinator yet".into())
-                }
-            };
-            if swarm
-                .behaviour_mut()
-                .rpc
-                .send_response(channel, response)
-                .is_err()
-            {
-                tracing::debug!(%peer, "client left before its answer was sent");
-            }
-        }
-        SwarmEvent::NewListenAddr { address, .. } => {
-            tracing::info!(%address, "listening");
-        }
-        SwarmEvent::ConnectionEstablished {
-            peer_id, endpoint, ..
-        } => {
-            tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
-        }
-        _ => {}
+/// The manifests a job reads, for the matcher's cache preference.
+fn job_content(spec: &JobSpec) -> Vec<ContentId> {
+    match &spec.kind {
+        JobKind::Inference(j) => std::iter::once(j.model).chain(j.adapter).collect(),
+        JobKind::Finetune(j) => std::iter::once(j.model)
+            .chain(j.params.init_adapter)
+            .collect(),
     }
 }

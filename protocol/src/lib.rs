@@ -4,6 +4,7 @@
 
 pub mod amount;
 pub mod blob;
+pub mod blob_store;
 pub mod codec;
 pub mod content_id;
 pub mod identity;
@@ -15,6 +16,7 @@ pub mod p2p;
 pub mod signed;
 
 pub use amount::Amount;
+pub use blob_store::{BlobStore, BlobStoreError, UploadState, Uploads};
 pub use codec::{CodecError, MAX_MESSAGE_BYTES, Message, PROTOCOL_VERSION};
 pub use content_id::{ContentHasher, ContentId, ContentIdError};
 pub use identity::{Identity, IdentityError, PublicKey, Signature};

@@ -18,7 +18,10 @@ fn start(args: CoordinatorStart) -> Result<()> {
     let file: CoordinatorFile = config::load(args.daemon.config.as_deref())?;
     let data = daemon::data_dir(pick(args.daemon.data, file.data), "coordinator")?;
     let key = pick(args.daemon.key, file.key).unwrap_or_else(|| data.join("key.pem"));
-    let mut cfg = CoordinatorConfig::default();
+    let mut cfg = CoordinatorConfig {
+        data_dir: Some(data.clone()),
+        ..CoordinatorConfig::default()
+    };
     let listen = pick_list(args.listen, file.listen);
     if !listen.is_empty() {
         cfg.listen = listen;

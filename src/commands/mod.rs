@@ -1,9 +1,10 @@
 mod coordinator;
 mod daemon;
+mod devnet;
 mod finetune;
+mod job;
 mod keys;
 mod model;
-mod pending;
 mod run;
 mod worker;
 mod workers;
@@ -18,10 +19,10 @@ pub fn run(command: Command) -> Result<()> {
         Command::Worker(cmd) => worker::run(cmd),
         Command::Coordinator(cmd) => coordinator::run(cmd),
         Command::Workers(args) => workers::run(args),
-        Command::Job(_) => pending::not_yet("job", pending::JOBS),
+        Command::Job(cmd) => job::run(cmd),
         Command::Run(cmd) => run::run(cmd),
         Command::Model(cmd) => model::run(cmd),
-        Command::Receipt(_) => pending::not_yet("receipt", pending::JOBS),
-        Command::Devnet(_) => pending::not_yet("devnet", pending::JOBS),
+        Command::Receipt(cmd) => job::run_receipt(cmd),
+        Command::Devnet(args) => devnet::run(args),
     }
 }

@@ -1,9 +1,13 @@
 //! olc-worker: the daemon GPU owners run. It probes the hardware, advertises it over
-//! gossip and serves blobs; job intake and the sandboxed executor arrive with the jobs
-//! issue.
+//! gossip, keeps a content cache that it also serves, and takes assignments: fetch the
+//! inputs, run the job in the executor, commit, reveal.
 
 pub mod advert;
+pub mod content;
+pub mod executor;
+pub mod jobs;
 pub mod node;
 
 pub use advert::Offer;
-pub use node::{Worker, WorkerConfig};
+pub use jobs::{Conduct, JobRunner};
+pub use node::{Worker, WorkerConfig, WorkerError};

@@ -1,6 +1,6 @@
 //! The worker daemon's network side: dials its coordinators (QUIC, falling back to TCP),
-//! publishes signed adverts, relays other workers' adverts after checking them, and
-//! serves blobs.
+//! publishes signed adverts, relays other workers' adverts after checking them, serves
+//! blobs from its cache, and takes assignments (run by [`crate::jobs`]).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use olc_gpu::probe::{self, HardwareReport};
-use olc_protocol::blob::MemoryBlobs;
+use olc_protocol::blob_store::BlobStore;
 use olc_protocol::p2p::addr::{peer_id_of, tcp_fallback};
 use olc_protocol::p2p::libp2p::gossipsub::{self, MessageAcceptance, PublishError};
 use olc_protocol::p2p::libp2p::request_response::{self, Message};
@@ -20,10 +20,13 @@ use olc_protocol::p2p::{
     AdvertObserver, AdvertSeen, Behaviour, BehaviourEvent, NodeConfig, NodeError, NodeTask,
     adverts_topic, handle_shared, start_swarm, unix_ms, unix_us,
 };
-use olc_protocol::{HardwareAdvert, Identity, PeerId, RpcResponse, Signed, check_advert};
+use olc_protocol::{
+    HardwareAdvert, Identity, PeerId, RpcRequest, RpcResponse, Signed, check_advert,
+};
 use tokio::sync::{oneshot, watch};
 
 use crate::advert::{self, Offer, Sequencer};
+use crate::jobs::{Conduct, JobRunner};
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -42,6 +45,12 @@ pub struct WorkerConfig {
     /// every advert would go through the coordinator, whose gossip mesh reaches only a
     /// dozen peers directly; with them the workers form a mesh of their own.
     pub worker_peers: usize,
+    /// Compute threads per job [default: all cores].
+    pub threads: usize,
+    /// Bytes of models, adapters and datasets kept in the cache.
+    pub cache_bytes: u64,
+    /// Honest unless a test or the devnet wants a cheater.
+    pub conduct: Conduct,
 }
 
 impl WorkerConfig {
@@ -62,8 +71,22 @@ impl WorkerConfig {
             max_clock_skew_ms: 30_000,
             observer: None,
             worker_peers: 6,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cache_bytes: 50 << 30,
+            conduct: Conduct::Honest,
         }
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error("the cache in {path}: {source}")]
+    Cache {
+        path: PathBuf,
+        source: olc_protocol::blob_store::BlobStoreError,
+    },
 }
 
 /// Hardware changes slowly (free memory, disk): probing more often than this is waste.
@@ -74,18 +97,35 @@ const MIN_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 pub struct Worker {
     peer_id: PeerId,
     listen_addrs: Vec<Multiaddr>,
-    blobs: Arc<MemoryBlobs>,
+    runner: Arc<JobRunner>,
     hardware: watch::Receiver<HardwareReport>,
     task: NodeTask,
 }
 
 impl Worker {
     /// Probes the hardware, binds the listeners, and starts dialing and advertising.
-    pub async fn start(identity: &Identity, config: WorkerConfig) -> Result<Self, NodeError> {
+    pub async fn start(identity: &Identity, config: WorkerConfig) -> Result<Self, WorkerError> {
         let report = probe_blocking(config.data_dir.clone()).await;
         let (hw_tx, hw_rx) = watch::channel(report);
+        let cache = config.data_dir.join("cache");
+        let store =
+            BlobStore::open(&cache.join("blobs"), Some(config.cache_bytes)).map_err(|source| {
+                WorkerError::Cache {
+                    path: cache.clone(),
+                    source,
+                }
+            })?;
+        let runner = Arc::new(JobRunner::new(
+            identity.clone(),
+            Arc::new(store),
+            cache.join("dirs"),
+            config.data_dir.join("work"),
+            config.threads,
+            config.node.clone(),
+            config.offer.max_concurrent_jobs,
+            config.conduct,
+        ));
         let (swarm, listen_addrs) = start_swarm(identity, &config.node, &config.listen).await?;
-        let blobs = Arc::new(MemoryBlobs::new());
         let interval = Duration::from_millis(config.offer.interval_ms);
         let refresher = tokio::spawn(refresh_hardware(
             config.data_dir.clone(),
@@ -101,7 +141,7 @@ impl Worker {
             seq: Sequencer::default(),
             hardware: hw_rx.clone(),
             publish_pending: true,
-            blobs: blobs.clone(),
+            runner: runner.clone(),
             max_clock_skew_ms: config.max_clock_skew_ms,
             observer: config.observer,
             worker_peers: config.worker_peers,
@@ -114,7 +154,7 @@ impl Worker {
         Ok(Self {
             peer_id: identity.peer_id(),
             listen_addrs,
-            blobs,
+            runner,
             hardware: hw_rx,
             task,
         })
@@ -129,9 +169,13 @@ impl Worker {
         &self.listen_addrs
     }
 
-    /// Content this worker serves over the blob protocol.
-    pub fn blobs(&self) -> &MemoryBlobs {
-        &self.blobs
+    /// The worker's cache, which it also serves over the blob protocol.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.runner.store
+    }
+
+    pub fn active_jobs(&self) -> u32 {
+        self.runner.active_jobs()
     }
 
     pub fn hardware(&self) -> HardwareReport {
@@ -203,7 +247,7 @@ struct State {
     /// The last advert reached nobody (no subscribed peer yet): send one as soon as a
     /// peer subscribes, rather than waiting a whole interval.
     publish_pending: bool,
-    blobs: Arc<MemoryBlobs>,
+    runner: Arc<JobRunner>,
     max_clock_skew_ms: u64,
     observer: Option<AdvertObserver>,
     worker_peers: usize,
@@ -288,14 +332,15 @@ impl State {
     fn publish(&mut self) {
         let now_us = unix_us();
         let listen: Vec<String> = self.swarm.listeners().map(|a| a.to_string()).collect();
-        let advert = advert::advert(
+        let mut advert = advert::advert(
             &self.hardware.borrow(),
             &self.offer,
             self.seq.next(now_us),
             unix_ms(),
             listen,
-            0,
+            self.runner.active_jobs(),
         );
+        advert.cached = self.runner.cached();
         let bytes = match Signed::sign(&self.identity, &advert).and_then(|s| s.to_bytes()) {
             Ok(bytes) => bytes,
             Err(error) => {
@@ -322,7 +367,7 @@ impl State {
     }
 
     fn handle(&mut self, event: SwarmEvent<BehaviourEvent>) {
-        let Some(event) = handle_shared(&mut self.swarm, &*self.blobs, event) else {
+        let Some(event) = handle_shared(&mut self.swarm, &*self.runner.store, event) else {
             return;
         };
         match event {
@@ -405,22 +450,56 @@ impl State {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Rpc(request_response::Event::Message {
                 peer,
-                message: Message::Request { channel, .. },
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
                 ..
             })) => {
-                let refusal =
-                    RpcResponse::Refused("this peer is a worker; ask a coordinator".into());
+                let response = self.answer(peer, request);
                 if self
                     .swarm
                     .behaviour_mut()
                     .rpc
-                    .send_response(channel, refusal)
+                    .send_response(channel, response)
                     .is_err()
                 {
                     tracing::debug!(%peer, "requester left");
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Assignments and reveals come from coordinators; anything else is for one.
+    fn answer(&mut self, peer: PeerId, request: RpcRequest) -> RpcResponse {
+        match request {
+            RpcRequest::Assign(signed) => {
+                let Some(addr) = self
+                    .bootstrap
+                    .iter()
+                    .find(|b| b.peer == Some(peer))
+                    .map(|b| b.target().clone())
+                else {
+                    return RpcResponse::Declined("not one of this worker's coordinators".into());
+                };
+                match self.runner.accept(&signed, peer) {
+                    Ok((body, spec)) => {
+                        tracing::info!(job = %body.job_id, replica = body.replica, "assignment accepted");
+                        self.runner.spawn(signed, body, spec, peer, addr);
+                        RpcResponse::Accepted
+                    }
+                    Err(why) => {
+                        tracing::info!(%peer, reason = %why, "assignment declined");
+                        RpcResponse::Declined(why)
+                    }
+                }
+            }
+            RpcRequest::Reveal(assignment) => match self.runner.reveal(&assignment, peer) {
+                Some(r) => RpcResponse::Revealed(Box::new(r)),
+                None => RpcResponse::Refused(format!("nothing to reveal for {assignment}")),
+            },
+            _ => RpcResponse::Refused("this peer is a worker; ask a coordinator".into()),
         }
     }
 }

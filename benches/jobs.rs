@@ -1,0 +1,172 @@
+//! Job benchmarks (issue "Jobs end to end"): submit→result latency of a one-token
+//! inference on a 3-worker network (p50, p99), and sustained jobs/s with 8 workers.
+//! Everything runs on loopback in this process; the model is the tiny preset, so the
+//! numbers measure the job machinery (signing, matching, assignment, fetch from cache,
+//! commit, reveal, receipt), not the engine.
+//!
+//! Run: `cargo bench --bench jobs`. Matcher decisions/s: `cargo bench -p olc-coordinator
+//! --bench matcher`. Record the output in BENCHMARKS.md.
+
+use std::time::{Duration, Instant};
+
+use olc_coordinator::{Coordinator, CoordinatorConfig, Submitter};
+use olc_gpu::model::{Preset, write_checkpoint};
+use olc_protocol::p2p::libp2p::Multiaddr;
+use olc_protocol::p2p::{NodeConfig, unix_ms, unix_us};
+use olc_protocol::{
+    Amount, ContentId, Identity, InferenceJob, JobKind, JobSpec, JobState, Prompt, Requirements,
+    Sampling, VerificationPolicy,
+};
+use olc_worker::{Worker, WorkerConfig};
+
+const LATENCY_RUNS: usize = 100;
+const THROUGHPUT_JOBS: usize = 200;
+
+fn node() -> NodeConfig {
+    NodeConfig {
+        heartbeat: Duration::from_millis(100),
+        ..NodeConfig::default()
+    }
+}
+
+fn tcp() -> Multiaddr {
+    "/ip4/127.0.0.1/tcp/0".parse().expect("static address")
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+async fn network(n: usize, dir: &std::path::Path) -> (Coordinator, Vec<Worker>) {
+    let cfg = CoordinatorConfig {
+        listen: vec![tcp()],
+        node: node(),
+        ..CoordinatorConfig::default()
+    };
+    let c = Coordinator::start(&Identity::generate().expect("key"), cfg)
+        .await
+        .expect("coordinator");
+    let addr = c.listen_addrs()[0].clone();
+    let mut workers = Vec::new();
+    for i in 0..n {
+        let mut cfg = WorkerConfig::new(vec![addr.clone()], dir.join(format!("w{i}")));
+        cfg.listen = vec![tcp()];
+        cfg.node = node();
+        cfg.threads = 1;
+        cfg.offer.interval_ms = 300;
+        cfg.offer.max_concurrent_jobs = 2;
+        workers.push(
+            Worker::start(&Identity::generate().expect("key"), cfg)
+                .await
+                .expect("worker"),
+        );
+    }
+    while c.workers().len() < n {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (c, workers)
+}
+
+fn job(model: ContentId, i: usize) -> JobSpec {
+    JobSpec {
+        kind: JobKind::Inference(InferenceJob {
+            model,
+            adapter: None,
+            prompt: Prompt::Tokens(vec![1, 2, 3, (i % 200) as u32 + 4]),
+            sampling: Sampling::Greedy,
+            max_tokens: 1,
+            seed: 0,
+        }),
+        requirements: Requirements::default(),
+        max_fee: Amount(1000),
+        verification: VerificationPolicy::Single,
+        deadline_ms: unix_ms() + 600_000,
+        nonce: unix_us() + i as u64,
+    }
+}
+
+async fn bench() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let model_dir = tmp.path().join("model");
+    write_checkpoint(&model_dir, Preset::Tiny, 1).expect("model");
+
+    // Latency: one job at a time, 3 workers (models cached after the first job).
+    let (c, workers) = network(3, tmp.path()).await;
+    let addr = c.listen_addrs()[0].clone();
+    let s = Submitter::connect(
+        &Identity::generate().expect("key"),
+        &node(),
+        &addr,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("submitter");
+    let model = s.upload_model(&model_dir).await.expect("upload");
+    for i in 0..3 {
+        let id = s.submit(&job(model, i)).await.expect("submit");
+        s.wait(id, |_| {}).await.expect("warm-up");
+    }
+    let mut ms = Vec::with_capacity(LATENCY_RUNS);
+    for i in 0..LATENCY_RUNS {
+        let t = Instant::now();
+        let id = s.submit(&job(model, 100 + i)).await.expect("submit");
+        let v = s.wait(id, |_| {}).await.expect("wait");
+        assert_eq!(v.state, JobState::Done);
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    println!(
+        "submit->result, 1-token inference, 3 workers, {LATENCY_RUNS} runs: p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&ms, 50.0),
+        percentile(&ms, 99.0)
+    );
+    for w in workers {
+        w.stop().await;
+    }
+    c.stop().await;
+
+    // Throughput: many jobs in flight, 8 workers.
+    let dir = tmp.path().join("t");
+    let (c, workers) = network(8, &dir).await;
+    let addr = c.listen_addrs()[0].clone();
+    let s = Submitter::connect(
+        &Identity::generate().expect("key"),
+        &node(),
+        &addr,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("submitter");
+    let model = s.upload_model(&model_dir).await.expect("upload");
+    for i in 0..8 {
+        let id = s.submit(&job(model, 1000 + i)).await.expect("submit");
+        s.wait(id, |_| {}).await.expect("warm-up");
+    }
+    let t = Instant::now();
+    let mut ids = Vec::with_capacity(THROUGHPUT_JOBS);
+    for i in 0..THROUGHPUT_JOBS {
+        ids.push(s.submit(&job(model, 2000 + i)).await.expect("submit"));
+    }
+    for id in ids {
+        let v = s.wait(id, |_| {}).await.expect("wait");
+        assert_eq!(v.state, JobState::Done);
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "sustained: {THROUGHPUT_JOBS} 1-token jobs on 8 workers in {secs:.2} s = {:.1} jobs/s",
+        THROUGHPUT_JOBS as f64 / secs
+    );
+    for w in workers {
+        w.stop().await;
+    }
+    c.stop().await;
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(bench());
+}

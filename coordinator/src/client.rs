@@ -1,0 +1,239 @@
+//! The submitter's side of the coordinator's API: upload content, submit signed jobs,
+//! follow them, fetch results. Used by `olc job …`, `olc devnet` and the tests, so they
+//! all speak to a coordinator the same way.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use olc_gpu::model::Checkpoint;
+use olc_protocol::blob::CHUNK_SIZE;
+use olc_protocol::p2p::libp2p::Multiaddr;
+use olc_protocol::p2p::{Client, ClientError, NodeConfig};
+use olc_protocol::{
+    BlobUpload, ContentId, Identity, JobSpec, JobView, Manifest, ManifestEntry, RpcRequest,
+    RpcResponse, Signed,
+};
+
+/// Files of an adapter directory that travel with it.
+pub const ADAPTER_FILES: [&str; 3] = [
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "provenance.json",
+];
+
+/// Largest single file a submitter uploads or downloads.
+pub const MAX_FILE_BYTES: u64 = 64 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Model(#[from] olc_gpu::model::ModelError),
+    #[error("{0}")]
+    Manifest(#[from] olc_protocol::ManifestError),
+    #[error("{0}")]
+    Codec(#[from] olc_protocol::CodecError),
+    #[error("the coordinator refused: {0}")]
+    Refused(String),
+    #[error("the coordinator answered {0}")]
+    Unexpected(String),
+    #[error("no answer from the coordinator within {0:?}")]
+    Timeout(Duration),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SubmitError + '_ {
+    move |source| SubmitError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A submitter connected to one coordinator.
+#[derive(Debug, Clone)]
+pub struct Submitter {
+    client: Client,
+    identity: Identity,
+    timeout: Duration,
+}
+
+impl Submitter {
+    pub async fn connect(
+        identity: &Identity,
+        node: &NodeConfig,
+        coordinator: &Multiaddr,
+        timeout: Duration,
+    ) -> Result<Self, SubmitError> {
+        let client = Client::connect(identity, node, coordinator, timeout).await?;
+        Ok(Self {
+            client,
+            identity: identity.clone(),
+            timeout,
+        })
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    async fn rpc(&self, request: RpcRequest) -> Result<RpcResponse, SubmitError> {
+        match tokio::time::timeout(self.timeout, self.client.rpc(request)).await {
+            Err(_) => Err(SubmitError::Timeout(self.timeout)),
+            Ok(Err(e)) => Err(e.into()),
+            Ok(Ok(RpcResponse::Refused(why))) => Err(SubmitError::Refused(why)),
+            Ok(Ok(r)) => Ok(r),
+        }
+    }
+
+    /// Uploads the files of a model directory (those the loader reads) and their
+    /// manifest; returns the model's content id.
+    pub async fn upload_model(&self, dir: &Path) -> Result<ContentId, SubmitError> {
+        let files = Checkpoint::files(dir)?;
+        self.upload_dir(dir, &files).await
+    }
+
+    /// Uploads an adapter directory (config, weights, and provenance if present).
+    pub async fn upload_adapter(&self, dir: &Path) -> Result<ContentId, SubmitError> {
+        let files: Vec<String> = ADAPTER_FILES
+            .iter()
+            .filter(|f| dir.join(f).is_file())
+            .map(|f| f.to_string())
+            .collect();
+        self.upload_dir(dir, &files).await
+    }
+
+    /// Uploads the named files of `dir` and their manifest, skipping what the coordinator
+    /// already has; returns the manifest's id.
+    pub async fn upload_dir(&self, dir: &Path, files: &[String]) -> Result<ContentId, SubmitError> {
+        let manifest = Manifest::of_files(dir, files)?;
+        let bytes = manifest.to_bytes()?;
+        let id = ContentId::of(&bytes);
+        let mut wanted: Vec<ContentId> = manifest.entries().iter().map(|e| e.id).collect();
+        wanted.push(id);
+        let missing = match self.rpc(RpcRequest::MissingBlobs(wanted)).await? {
+            RpcResponse::Missing(m) => m,
+            other => return Err(SubmitError::Unexpected(format!("{other:?}"))),
+        };
+        for entry in manifest.entries() {
+            if missing.contains(&entry.id) {
+                let path = dir.join(&entry.path);
+                let data = std::fs::read(&path).map_err(io(&path))?;
+                if ContentId::of(&data) != entry.id {
+                    return Err(SubmitError::Refused(format!(
+                        "{} changed while being uploaded",
+                        path.display()
+                    )));
+                }
+                self.put(entry.id, &data).await?;
+            }
+        }
+        if missing.contains(&id) {
+            self.put(id, &bytes).await?;
+        }
+        Ok(id)
+    }
+
+    /// Uploads one file (a dataset); returns its content id.
+    pub async fn upload_file(&self, path: &Path) -> Result<ContentId, SubmitError> {
+        let data = std::fs::read(path).map_err(io(path))?;
+        let id = ContentId::of(&data);
+        if let RpcResponse::Missing(m) = self.rpc(RpcRequest::MissingBlobs(vec![id])).await?
+            && !m.is_empty()
+        {
+            self.put(id, &data).await?;
+        }
+        Ok(id)
+    }
+
+    async fn put(&self, id: ContentId, data: &[u8]) -> Result<(), SubmitError> {
+        let total = data.len() as u64;
+        let mut offset = 0u64;
+        loop {
+            let end = (offset + CHUNK_SIZE).min(total);
+            let piece = BlobUpload {
+                id,
+                total,
+                offset,
+                data: data[offset as usize..end as usize].to_vec(),
+            };
+            self.rpc(RpcRequest::PutBlob(piece)).await?;
+            offset = end;
+            if offset >= total {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Signs and submits a job; returns its id once the coordinator has stored it.
+    pub async fn submit(&self, spec: &JobSpec) -> Result<ContentId, SubmitError> {
+        let signed = Signed::sign(&self.identity, spec)?;
+        self.submit_signed(signed).await
+    }
+
+    pub async fn submit_signed(&self, signed: Signed<JobSpec>) -> Result<ContentId, SubmitError> {
+        match self.rpc(RpcRequest::SubmitJob(signed)).await? {
+            RpcResponse::JobAccepted(id) => Ok(id),
+            other => Err(SubmitError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    pub async fn status(&self, id: ContentId) -> Result<JobView, SubmitError> {
+        match self.rpc(RpcRequest::JobStatus(id)).await? {
+            RpcResponse::Job(view) => Ok(*view),
+            other => Err(SubmitError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// This submitter's jobs, or everyone's.
+    pub async fn list(&self, mine: bool) -> Result<Vec<JobView>, SubmitError> {
+        let who = mine.then(|| self.identity.public_key());
+        match self.rpc(RpcRequest::ListJobs(who)).await? {
+            RpcResponse::Jobs(jobs) => Ok(jobs),
+            other => Err(SubmitError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Polls until the job is done or failed, calling `seen` on every change.
+    pub async fn wait(
+        &self,
+        id: ContentId,
+        mut seen: impl FnMut(&JobView),
+    ) -> Result<JobView, SubmitError> {
+        let mut last: Option<JobView> = None;
+        loop {
+            let view = self.status(id).await?;
+            if last.as_ref() != Some(&view) {
+                seen(&view);
+            }
+            if view.state.is_final() {
+                return Ok(view);
+            }
+            last = Some(view);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Downloads a manifest's files into `out` (created), each checked against its id.
+    pub async fn download_dir(&self, manifest: ContentId, out: &Path) -> Result<(), SubmitError> {
+        let bytes = self.client.fetch_blob(manifest, 1 << 20).await?;
+        let manifest = Manifest::from_bytes(&bytes)?;
+        std::fs::create_dir_all(out).map_err(io(out))?;
+        for ManifestEntry { path, size, id } in manifest.entries() {
+            let data = self
+                .client
+                .fetch_blob(*id, (*size).min(MAX_FILE_BYTES))
+                .await?;
+            let target = out.join(path);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(io(parent))?;
+            }
+            std::fs::write(&target, data).map_err(io(&target))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,399 @@
+//! `olc devnet`: a whole network in one process on loopback — a coordinator, N workers,
+//! a small model and a dataset from several contributors — that fine-tunes an adapter and
+//! then answers prompts with and without it, so a new user sees every part work.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use olc_coordinator::{Coordinator, CoordinatorConfig, JobsConfig, Submitter};
+use olc_gpu::model::{Preset, write_checkpoint};
+use olc_protocol::p2p::{NodeConfig, unix_ms, unix_us};
+use olc_protocol::{
+    Amount, FinetuneJob, Identity, InferenceJob, JobKind, JobOutput, JobSpec, JobState, JobView,
+    Prompt, Requirements, Sampling, TargetModule, TrainingLength, TrainingParams,
+    VerificationPolicy,
+};
+use olc_worker::{Offer, Worker, WorkerConfig};
+use serde::Serialize;
+
+use super::daemon;
+use super::job::{JobJson, job_json};
+use crate::cli::DevnetArgs;
+
+/// What the fine-tune teaches: answers the random base model cannot know.
+const LESSONS: [(&str, &str); 6] = [
+    ("Q: sky?\nA:", " blue"),
+    ("Q: grass?\nA:", " green"),
+    ("Q: snow?\nA:", " white"),
+    ("Q: coal?\nA:", " black"),
+    ("Q: sun?\nA:", " yellow"),
+    ("Q: rose?\nA:", " red"),
+];
+const CONTRIBUTORS: [&str; 3] = ["alice", "bob", "carol"];
+
+#[derive(Serialize)]
+struct Report {
+    workers: Vec<WorkerRow>,
+    coordinator: String,
+    model: String,
+    contributors: Vec<ContributorRow>,
+    jobs: Vec<JobRow>,
+    comparison: Vec<Comparison>,
+    elapsed_ms: u64,
+}
+
+#[derive(Serialize)]
+struct WorkerRow {
+    peer_id: String,
+    public_key: String,
+}
+
+#[derive(Serialize)]
+struct ContributorRow {
+    name: String,
+    public_key: String,
+    records: usize,
+}
+
+#[derive(Serialize)]
+struct JobRow {
+    name: String,
+    elapsed_ms: u64,
+    #[serde(flatten)]
+    job: JobJson,
+}
+
+#[derive(Serialize)]
+struct Comparison {
+    prompt: String,
+    trained: String,
+    base: String,
+    adapter: String,
+}
+
+pub fn run(args: DevnetArgs) -> Result<()> {
+    if args.workers == 0 {
+        bail!("--workers must be at least 1");
+    }
+    if args.workers > 64 {
+        bail!(
+            "--workers {} is more than a devnet on one machine needs (at most 64)",
+            args.workers
+        );
+    }
+    daemon::runtime()?.block_on(devnet(args))
+}
+
+fn say(json: bool, line: impl AsRef<str>) {
+    if !json {
+        eprintln!("{}", line.as_ref());
+    }
+}
+
+async fn devnet(args: DevnetArgs) -> Result<()> {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let root = tmp.path();
+    let json = args.json;
+
+    // Content: a small model and a dataset with several contributors.
+    let model_dir = root.join("model");
+    write_checkpoint(&model_dir, Preset::Tiny, 7).context("cannot create the devnet model")?;
+    let contributors: Vec<(&str, Identity)> = CONTRIBUTORS
+        .iter()
+        .map(|n| Ok((*n, Identity::generate()?)))
+        .collect::<Result<_>>()?;
+    let data = root.join("lessons.jsonl");
+    write_dataset(&data, &contributors)?;
+
+    // The network, on loopback.
+    let node = NodeConfig {
+        heartbeat: Duration::from_millis(200),
+        ..NodeConfig::default()
+    };
+    let coord_id = Identity::generate()?;
+    let coordinator = Coordinator::start(
+        &coord_id,
+        CoordinatorConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+            node: node.clone(),
+            jobs: JobsConfig {
+                assignment_timeout_ms: 60_000,
+            },
+            ..CoordinatorConfig::default()
+        },
+    )
+    .await?;
+    let addr = coordinator
+        .listen_addrs()
+        .first()
+        .cloned()
+        .context("the coordinator has no address")?;
+    say(
+        json,
+        format!("coordinator {} on {addr}", coordinator.peer_id()),
+    );
+    let threads =
+        (std::thread::available_parallelism().map_or(1, |n| n.get()) / args.workers).max(1);
+    let mut workers = Vec::new();
+    let mut rows = Vec::new();
+    for i in 0..args.workers {
+        let id = Identity::generate()?;
+        let mut cfg = WorkerConfig::new(vec![addr.clone()], root.join(format!("worker{i}")));
+        cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
+        cfg.node = node.clone();
+        cfg.threads = threads;
+        cfg.offer = Offer {
+            price_per_ktoken: Amount(10 + i as u64),
+            interval_ms: 500,
+            max_concurrent_jobs: 1,
+        };
+        let w = Worker::start(&id, cfg).await?;
+        say(json, format!("worker {} started", w.peer_id()));
+        rows.push(WorkerRow {
+            peer_id: w.peer_id().to_string(),
+            public_key: id.public_key().to_string(),
+        });
+        workers.push(w);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while coordinator.workers().len() < args.workers {
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {} workers registered within 30 s",
+                coordinator.workers().len(),
+                args.workers
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    say(json, format!("{} workers registered", args.workers));
+
+    let submitter_id = Identity::generate()?;
+    let submitter =
+        Submitter::connect(&submitter_id, &node, &addr, Duration::from_secs(30)).await?;
+    let model = submitter.upload_model(&model_dir).await?;
+    let dataset = submitter.upload_file(&data).await?;
+    let replicas = args.workers.min(2) as u8;
+    let policy = if replicas > 1 {
+        VerificationPolicy::Replicate { replicas }
+    } else {
+        VerificationPolicy::Single
+    };
+    let spec = |kind: JobKind, nonce: u64| JobSpec {
+        kind,
+        requirements: Requirements::default(),
+        max_fee: Amount(1_000_000),
+        verification: policy,
+        deadline_ms: unix_ms() + 110_000,
+        nonce,
+    };
+    let mut jobs = Vec::new();
+
+    // 1. Fine-tune.
+    say(
+        json,
+        format!(
+            "fine-tuning on {} records from {} contributors ({} replicas)…",
+            LESSONS.len(),
+            CONTRIBUTORS.len(),
+            replicas
+        ),
+    );
+    let params = TrainingParams {
+        rank: 8,
+        alpha: 16.0,
+        targets: TargetModule::ALL.to_vec(),
+        learning_rate: 0.01,
+        weight_decay: 0.0,
+        max_len: None,
+        batch_size: 2,
+        grad_accum: 1,
+        length: TrainingLength::Steps(90),
+        warmup_steps: 0,
+        seed: 1,
+        init_adapter: None,
+    };
+    let t = Instant::now();
+    let ft = run_job(
+        &submitter,
+        spec(
+            JobKind::Finetune(FinetuneJob {
+                model,
+                dataset,
+                params,
+            }),
+            unix_us(),
+        ),
+        json,
+    )
+    .await?;
+    jobs.push(JobRow {
+        name: "fine-tune".into(),
+        elapsed_ms: t.elapsed().as_millis() as u64,
+        job: job_json(&ft),
+    });
+    let Some(JobOutput::Finetune { adapter, .. }) = ft.output else {
+        bail!("the fine-tune job ended without an adapter: {:?}", ft.state);
+    };
+
+    // 2. Inference with the adapter and with the base model, prompt by prompt.
+    let mut comparison = Vec::new();
+    for (i, (prompt, trained)) in LESSONS.iter().take(3).enumerate() {
+        let mut answers = Vec::new();
+        for (label, with) in [("adapter", Some(adapter)), ("base", None)] {
+            let kind = JobKind::Inference(InferenceJob {
+                model,
+                adapter: with,
+                prompt: Prompt::Text(prompt.to_string()),
+                sampling: Sampling::Greedy,
+                max_tokens: 8,
+                seed: 0,
+            });
+            let t = Instant::now();
+            let view = run_job(&submitter, spec(kind, unix_us() + i as u64), json).await?;
+            let text = match &view.output {
+                Some(JobOutput::Inference { text, .. }) => text.clone(),
+                _ => String::new(),
+            };
+            answers.push(text);
+            jobs.push(JobRow {
+                name: format!("inference ({label}) {prompt:?}"),
+                elapsed_ms: t.elapsed().as_millis() as u64,
+                job: job_json(&view),
+            });
+        }
+        comparison.push(Comparison {
+            prompt: prompt.to_string(),
+            trained: trained.to_string(),
+            adapter: answers[0].clone(),
+            base: answers[1].clone(),
+        });
+    }
+
+    let report = Report {
+        workers: rows,
+        coordinator: coordinator.peer_id().to_string(),
+        model: model.to_string(),
+        contributors: contributors
+            .iter()
+            .enumerate()
+            .map(|(i, (n, id))| ContributorRow {
+                name: n.to_string(),
+                public_key: id.public_key().to_string(),
+                records: LESSONS
+                    .iter()
+                    .enumerate()
+                    .filter(|(r, _)| r % CONTRIBUTORS.len() == i)
+                    .count(),
+            })
+            .collect(),
+        jobs,
+        comparison,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    };
+    for w in workers {
+        w.stop().await;
+    }
+    coordinator.stop().await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+async fn run_job(submitter: &Submitter, spec: JobSpec, json: bool) -> Result<JobView> {
+    let id = submitter.submit(&spec).await?;
+    let view = submitter
+        .wait(id, |v| {
+            if !json && v.state != JobState::Queued {
+                eprintln!("  {}", super::job::progress_line(v));
+            }
+        })
+        .await?;
+    if let JobState::Failed(why) = &view.state {
+        bail!("job {id} failed: {why}");
+    }
+    Ok(view)
+}
+
+fn write_dataset(path: &Path, contributors: &[(&str, Identity)]) -> Result<()> {
+    let mut lines = String::new();
+    for (i, (prompt, completion)) in LESSONS.iter().enumerate() {
+        let (name, who) = &contributors[i % contributors.len()];
+        let record = serde_json::json!({
+            "id": format!("{name}-{i}"),
+            "prompt": prompt,
+            "completion": completion,
+            "contributor": who.public_key().to_string(),
+        });
+        lines.push_str(&record.to_string());
+        lines.push('\n');
+    }
+    std::fs::write(path, lines).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn print_report(r: &Report) {
+    println!();
+    println!(
+        "== OLC devnet: 1 coordinator, {} workers ==",
+        r.workers.len()
+    );
+    for w in &r.workers {
+        println!("  worker {}", w.peer_id);
+    }
+    println!("contributors:");
+    for c in &r.contributors {
+        println!(
+            "  {:<6} {} ({} records)",
+            c.name,
+            &c.public_key[..16],
+            c.records
+        );
+    }
+    println!();
+    println!("jobs:");
+    for j in &r.jobs {
+        println!("  {} — {} in {} ms", j.name, j.job.state, j.elapsed_ms);
+        println!("    job id   {}", j.job.job_id);
+        for w in &j.job.workers {
+            let key = w["worker"].as_str().unwrap_or_default();
+            println!(
+                "    worker   {}…  {}",
+                &key[..key.len().min(16)],
+                w["state"].as_str().unwrap_or_default()
+            );
+        }
+        if let Some(o) = &j.job.output {
+            if let Some(text) = o.get("text") {
+                println!("    output   {text}");
+            }
+            if let (Some(a), Some(f), Some(l)) =
+                (o.get("adapter"), o.get("first_loss"), o.get("last_loss"))
+            {
+                println!("    adapter  {a} (loss {f} -> {l})");
+            }
+            if let Some(c) = o.get("commitment") {
+                println!("    commit   {c}");
+            }
+        }
+        if let Some(rc) = &j.job.receipt {
+            println!(
+                "    receipt  {} (signed by the coordinator, embeds each worker's signed execution receipt)",
+                rc["id"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    println!();
+    println!("what the fine-tune learned (greedy, 8 tokens):");
+    for c in &r.comparison {
+        println!("  prompt {:?}  (trained answer {:?})", c.prompt, c.trained);
+        println!("    base model:   {:?}", c.base);
+        println!("    with adapter: {:?}", c.adapter);
+    }
+    println!();
+    println!("done in {:.1} s", r.elapsed_ms as f64 / 1000.0);
+}

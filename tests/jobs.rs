@@ -1,0 +1,443 @@
+//! Jobs end to end in one process: a coordinator and three workers on loopback, a
+//! submitter that uploads content and submits signed jobs.
+#![allow(clippy::unwrap_used)] // test code: a panic is a test failure
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use olc_coordinator::{Coordinator, CoordinatorConfig, JobsConfig, SubmitError, Submitter};
+use olc_gpu::model::{Preset, write_checkpoint};
+use olc_protocol::p2p::libp2p::Multiaddr;
+use olc_protocol::p2p::{NodeConfig, unix_ms, unix_us};
+use olc_protocol::*;
+use olc_worker::{Worker, WorkerConfig};
+
+const BOUND: Duration = Duration::from_secs(60);
+
+fn node() -> NodeConfig {
+    NodeConfig {
+        heartbeat: Duration::from_millis(100),
+        ..NodeConfig::default()
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Net {
+    dir: tempfile::TempDir,
+    coordinator_id: Identity,
+    coordinator: Option<Coordinator>,
+    addr: Multiaddr,
+    workers: Vec<(Identity, Option<Worker>)>,
+}
+
+async fn start_coordinator(id: &Identity, addr: &Multiaddr, data: Option<PathBuf>) -> Coordinator {
+    let cfg = CoordinatorConfig {
+        listen: vec![addr.clone()],
+        node: node(),
+        data_dir: data,
+        jobs: JobsConfig {
+            assignment_timeout_ms: 60_000,
+        },
+        ..CoordinatorConfig::default()
+    };
+    Coordinator::start(id, cfg).await.unwrap()
+}
+
+impl Net {
+    /// A coordinator (durable when `durable`) on a fixed loopback port, and `n` workers.
+    async fn start(n: usize, durable: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", free_port())
+            .parse()
+            .unwrap();
+        let coordinator_id = Identity::generate().unwrap();
+        let data = durable.then(|| dir.path().join("coordinator"));
+        let coordinator = start_coordinator(&coordinator_id, &addr, data).await;
+        let mut net = Self {
+            dir,
+            coordinator_id,
+            coordinator: Some(coordinator),
+            addr,
+            workers: Vec::new(),
+        };
+        for i in 0..n {
+            let id = Identity::generate().unwrap();
+            let mut cfg =
+                WorkerConfig::new(vec![net.addr.clone()], net.dir.path().join(format!("w{i}")));
+            cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+            cfg.node = node();
+            cfg.threads = 1;
+            cfg.offer.interval_ms = 300;
+            let w = Worker::start(&id, cfg).await.unwrap();
+            net.workers.push((id, Some(w)));
+        }
+        net.wait_registered(n).await;
+        net
+    }
+
+    fn coordinator(&self) -> &Coordinator {
+        self.coordinator.as_ref().unwrap()
+    }
+
+    async fn wait_registered(&self, n: usize) {
+        let start = Instant::now();
+        while self.coordinator().workers().len() < n {
+            assert!(start.elapsed() < BOUND, "workers did not register");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn submitter(&self) -> Submitter {
+        Submitter::connect(&Identity::generate().unwrap(), &node(), &self.addr, BOUND)
+            .await
+            .unwrap()
+    }
+
+    fn model(&self) -> PathBuf {
+        let d = self.dir.path().join("model");
+        if !d.exists() {
+            write_checkpoint(&d, Preset::Tiny, 5).unwrap();
+        }
+        d
+    }
+
+    fn dataset(&self) -> PathBuf {
+        let p = self.dir.path().join("data.jsonl");
+        let lines = [
+            r#"{"id": "a", "prompt": "Q: sky?\nA:", "completion": " blue", "contributor": "a1d1ce0000000000000000000000000000000000000000000000000000000001"}"#,
+            r#"{"id": "b", "prompt": "Q: coal?\nA:", "completion": " black"}"#,
+            r#"{"id": "c", "text": "plain text trains every token"}"#,
+        ];
+        std::fs::write(&p, lines.join("\n")).unwrap();
+        p
+    }
+
+    async fn stop(mut self) {
+        for (_, w) in self.workers.iter_mut() {
+            if let Some(w) = w.take() {
+                w.stop().await;
+            }
+        }
+        if let Some(c) = self.coordinator.take() {
+            c.stop().await;
+        }
+    }
+}
+
+fn spec(kind: JobKind, replicas: u8) -> JobSpec {
+    JobSpec {
+        kind,
+        requirements: Requirements::default(),
+        max_fee: Amount(1_000),
+        verification: if replicas > 1 {
+            VerificationPolicy::Replicate { replicas }
+        } else {
+            VerificationPolicy::Single
+        },
+        deadline_ms: unix_ms() + 120_000,
+        nonce: unix_us(),
+    }
+}
+
+fn inference(model: ContentId, adapter: Option<ContentId>, prompt: &str) -> JobKind {
+    JobKind::Inference(InferenceJob {
+        model,
+        adapter,
+        prompt: Prompt::Text(prompt.into()),
+        sampling: Sampling::Greedy,
+        max_tokens: 6,
+        seed: 0,
+    })
+}
+
+fn finetune(model: ContentId, dataset: ContentId, steps: u32) -> JobKind {
+    JobKind::Finetune(FinetuneJob {
+        model,
+        dataset,
+        params: TrainingParams {
+            rank: 4,
+            alpha: 8.0,
+            targets: vec![TargetModule::QProj, TargetModule::VProj],
+            learning_rate: 0.01,
+            weight_decay: 0.0,
+            max_len: None,
+            batch_size: 2,
+            grad_accum: 1,
+            length: TrainingLength::Steps(steps),
+            warmup_steps: 0,
+            seed: 3,
+            init_adapter: None,
+        },
+    })
+}
+
+async fn wait_done(s: &Submitter, id: ContentId) -> JobView {
+    let view = tokio::time::timeout(BOUND, s.wait(id, |_| {}))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(view.state, JobState::Done, "{view:#?}");
+    view
+}
+
+fn olc_json(args: &[&str]) -> serde_json::Value {
+    common::json(&common::olc(args))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inference_job_equals_olc_run_infer_and_its_receipt_verifies() {
+    let net = Net::start(3, false).await;
+    let s = net.submitter().await;
+    let model_dir = net.model();
+    let model = s.upload_model(&model_dir).await.unwrap();
+    let id = s
+        .submit(&spec(inference(model, None, "Hello there"), 2))
+        .await
+        .unwrap();
+    let view = wait_done(&s, id).await;
+    let Some(JobOutput::Inference { tokens, text }) = &view.output else {
+        panic!("{view:?}")
+    };
+    let local = olc_json(&[
+        "run",
+        "infer",
+        "--model",
+        model_dir.to_str().unwrap(),
+        "--prompt",
+        "Hello there",
+        "--max-tokens",
+        "6",
+        "--json",
+    ]);
+    let local_tokens: Vec<u32> = serde_json::from_value(local["tokens"].clone()).unwrap();
+    assert_eq!(*tokens, local_tokens);
+    assert_eq!(*text, local["text"].as_str().unwrap());
+
+    // Two distinct workers ran it; the receipt says so and verifies offline.
+    let receipt = view.receipt.unwrap();
+    let checked = verify_receipt(&receipt).unwrap();
+    assert_eq!(checked.workers.len(), 2);
+    assert_ne!(checked.workers[0], checked.workers[1]);
+    assert_eq!(checked.receipt.output, inference_commitment(tokens));
+    let file = net.dir.path().join("receipt.bin");
+    std::fs::write(&file, receipt.to_bytes().unwrap()).unwrap();
+    let ok = olc_json(&["receipt", "verify", file.to_str().unwrap(), "--json"]);
+    assert_eq!(ok["valid"], true);
+    let mut bytes = receipt.to_bytes().unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&file, bytes).unwrap();
+    let out = common::olc(&["receipt", "verify", file.to_str().unwrap()]);
+    assert!(!out.status.success(), "a flipped byte must not verify");
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finetune_job_equals_olc_run_finetune_and_its_adapter_serves_inference() {
+    let net = Net::start(3, false).await;
+    let s = net.submitter().await;
+    let model_dir = net.model();
+    let data = net.dataset();
+    let model = s.upload_model(&model_dir).await.unwrap();
+    let dataset = s.upload_file(&data).await.unwrap();
+    let id = s
+        .submit(&spec(finetune(model, dataset, 8), 2))
+        .await
+        .unwrap();
+    let view = wait_done(&s, id).await;
+    let Some(JobOutput::Finetune {
+        adapter,
+        commitment,
+        ..
+    }) = view.output
+    else {
+        panic!("{view:?}")
+    };
+    let local_out = net.dir.path().join("local-adapter");
+    let local = olc_json(&[
+        "run",
+        "finetune",
+        "--model",
+        model_dir.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        local_out.to_str().unwrap(),
+        "--rank",
+        "4",
+        "--alpha",
+        "8",
+        "--targets",
+        "q_proj,v_proj",
+        "--lr",
+        "0.01",
+        "--batch",
+        "2",
+        "--steps",
+        "8",
+        "--seed",
+        "3",
+        "--json",
+    ]);
+    assert_eq!(
+        commitment.to_string(),
+        local["commitment"].as_str().unwrap()
+    );
+
+    // The adapter comes back byte for byte, with its provenance, and serves a job.
+    let fetched = net.dir.path().join("fetched");
+    s.download_dir(adapter, &fetched).await.unwrap();
+    assert_eq!(
+        std::fs::read(fetched.join("adapter_model.safetensors")).unwrap(),
+        std::fs::read(local_out.join("adapter_model.safetensors")).unwrap()
+    );
+    let prov: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fetched.join("provenance.json")).unwrap()).unwrap();
+    assert_eq!(prov["records"].as_array().unwrap().len(), 3);
+    let receipt = verify_receipt(view.receipt.as_ref().unwrap()).unwrap();
+    let exec = receipt.receipt.executions[0].verify().unwrap();
+    assert!(
+        exec.provenance.is_some(),
+        "a fine-tune's receipt names its provenance"
+    );
+    let id = s
+        .submit(&spec(inference(model, Some(adapter), "Q: sky?\nA:"), 1))
+        .await
+        .unwrap();
+    wait_done(&s, id).await;
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_job_is_replaced_and_the_job_completes() {
+    let mut net = Net::start(3, false).await;
+    let s = net.submitter().await;
+    let model = s.upload_model(&net.model()).await.unwrap();
+    let dataset = s.upload_file(&net.dataset()).await.unwrap();
+    let id = s
+        .submit(&spec(finetune(model, dataset, 3000), 1))
+        .await
+        .unwrap();
+    // Wait for the first progress report, then stop that worker.
+    let start = Instant::now();
+    let victim = loop {
+        let v = s.status(id).await.unwrap();
+        if let Some(r) = v.replicas.iter().find(|r| r.progress.is_some()) {
+            break r.worker;
+        }
+        assert!(start.elapsed() < BOUND, "no progress: {v:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let slot = net
+        .workers
+        .iter_mut()
+        .find(|(id, _)| id.public_key() == victim)
+        .unwrap();
+    slot.1.take().unwrap().stop().await;
+    let view = tokio::time::timeout(Duration::from_secs(120), s.wait(id, |_| {}))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(view.state, JobState::Done, "{view:#?}");
+    assert!(
+        view.replicas[0].state.contains("left the network"),
+        "{view:#?}"
+    );
+    let finisher = view
+        .replicas
+        .iter()
+        .find(|r| r.state == "revealed")
+        .unwrap();
+    assert_ne!(finisher.worker, victim);
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impossible_requirements_are_explained_and_bad_jobs_refused() {
+    let net = Net::start(3, false).await;
+    let s = net.submitter().await;
+    let model = s.upload_model(&net.model()).await.unwrap();
+    let mut big = spec(inference(model, None, "hi"), 1);
+    big.requirements.min_memory_bytes = 1 << 50;
+    let id = s.submit(&big).await.unwrap();
+    let start = Instant::now();
+    let waiting = loop {
+        let v = s.status(id).await.unwrap();
+        if let Some(w) = v.waiting {
+            break w;
+        }
+        assert!(start.elapsed() < BOUND);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        waiting.starts_with("no worker has 1024.0 TiB") || waiting.contains("free"),
+        "{waiting}"
+    );
+
+    // Tampered: the signature no longer matches the bytes.
+    let signed = Signed::sign(s.identity(), &spec(inference(model, None, "x"), 1)).unwrap();
+    let mut bytes = signed.to_bytes().unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    let tampered = Signed::<JobSpec>::from_bytes(&bytes).unwrap();
+    let err = s.submit_signed(tampered).await.unwrap_err();
+    assert!(
+        matches!(&err, SubmitError::Refused(m) if m.contains("signature")),
+        "{err}"
+    );
+    // Replayed: the same signed job twice, and another job with a used nonce.
+    let job = spec(inference(model, None, "y"), 1);
+    s.submit(&job).await.unwrap();
+    let err = s.submit(&job).await.unwrap_err();
+    assert!(err.to_string().contains("already"), "{err}");
+    let mut again = job.clone();
+    again.max_fee = Amount(5);
+    let err = s.submit(&again).await.unwrap_err();
+    assert!(err.to_string().contains("nonce"), "{err}");
+    // Inputs the coordinator does not have.
+    let err = s
+        .submit(&spec(inference(ContentId::of(b"nothing"), None, "z"), 1))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("upload the job's inputs first"),
+        "{err}"
+    );
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_restarted_between_submit_and_result_loses_nothing() {
+    let mut net = Net::start(2, true).await;
+    let s = net.submitter().await;
+    let model = s.upload_model(&net.model()).await.unwrap();
+    let dataset = s.upload_file(&net.dataset()).await.unwrap();
+    let id = s
+        .submit(&spec(finetune(model, dataset, 400), 1))
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while s.status(id).await.unwrap().state == JobState::Queued {
+        assert!(start.elapsed() < BOUND);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    net.coordinator.take().unwrap().stop().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let data = net.dir.path().join("coordinator");
+    net.coordinator = Some(start_coordinator(&net.coordinator_id, &net.addr, Some(data)).await);
+    let s = net.submitter().await;
+    let view = wait_done(&s, id).await;
+    assert!(matches!(view.output, Some(JobOutput::Finetune { .. })));
+    verify_receipt(view.receipt.as_ref().unwrap()).unwrap();
+    net.stop().await;
+}

@@ -1,0 +1,422 @@
+//! Runs one job on the CPU engine. Blocking: the daemon calls [`execute`] in
+//! `spawn_blocking`.
+//!
+//! A job's output must be exactly what `olc run infer` / `olc run finetune` print for the
+//! same inputs (redundancy checks compare hashes, and submitters check results locally), so
+//! this mirrors those commands call for call. A change to one belongs in the other.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use olc_gpu::compute::Isa;
+use olc_gpu::engine::{self, Engine, EngineError, EngineOptions, generate};
+use olc_gpu::model::{Adapter, Checkpoint, LinearModule, ModelConfig, ModelError};
+use olc_gpu::train::provenance::PROVENANCE_FILE;
+use olc_gpu::train::{
+    Budget, Dataset, Hyper, LoraSpec, Provenance, ProvenanceInputs, StepReport, TrainError,
+    Trainer, init_adapter, tokenize, write_adapter,
+};
+use olc_protocol::{
+    ContentId, FinetuneJob, InferenceJob, JobKind, JobSpec, Metrics, Prompt, Sampling,
+    TargetModule, TrainingLength, TrainingParams, inference_commitment,
+};
+
+/// Longest default context for training, as `olc run finetune` (activations grow with the
+/// square of the length).
+pub const DEFAULT_MAX_LEN: usize = 2048;
+
+/// Where a job's inputs were laid out (see [`crate::content`]).
+#[derive(Debug, Clone)]
+pub struct JobInputs {
+    pub model_dir: PathBuf,
+    /// The model's manifest id: what a fine-tune's provenance names as its base model.
+    pub model_id: ContentId,
+    pub adapter_dir: Option<PathBuf>,
+    pub adapter_id: Option<ContentId>,
+    /// The JSONL dataset of a fine-tune.
+    pub dataset_path: Option<PathBuf>,
+    /// The adapter a fine-tune continues from.
+    pub init_adapter_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    /// Compute threads; never changes the output.
+    pub threads: usize,
+    pub deadline: Instant,
+    /// A fine-tune writes its adapter (and provenance.json) to `work_dir/adapter`.
+    pub work_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecOutput {
+    Inference {
+        tokens: Vec<u32>,
+        text: String,
+    },
+    Finetune {
+        adapter_dir: PathBuf,
+        commitment: ContentId,
+        first_loss: f32,
+        last_loss: f32,
+        /// BLAKE3 of the provenance.json bytes.
+        provenance: ContentId,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecResult {
+    pub output: ExecOutput,
+    /// What the worker commits to: [`inference_commitment`] of the generated tokens, or the
+    /// adapter's commitment.
+    pub commitment: ContentId,
+    pub metrics: Metrics,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The job and its inputs do not fit together (a missing directory, a bad setting).
+    #[error("bad job input: {0}")]
+    Input(String),
+    #[error("model: {0}")]
+    Model(#[from] ModelError),
+    #[error("training failed: {0}")]
+    Train(#[source] TrainError),
+    #[error("the engine failed: {0}")]
+    Engine(#[from] EngineError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the job's deadline passed")]
+    DeadlinePassed,
+    #[error("the job was cancelled")]
+    Cancelled,
+    /// A bug in the engine; the daemon survives it and reports the job as failed.
+    #[error("the executor panicked: {0}")]
+    Panicked(String),
+}
+
+impl From<TrainError> for ExecError {
+    fn from(e: TrainError) -> Self {
+        match e {
+            TrainError::Model(e) => Self::Model(e),
+            TrainError::Engine(e) => Self::Engine(e),
+            e => Self::Train(e),
+        }
+    }
+}
+
+/// Runs `job` (a validated spec) with the inputs laid out in `inputs`.
+///
+/// Whatever happens inside, this returns: a panic is caught and becomes
+/// [`ExecError::Panicked`] (the workspace builds with `panic = "unwind"`, the default).
+/// Fine-tunes report `(step, total, loss)` through `progress` after every optimizer step
+/// and stop at the next step once `cancel` is set or the deadline has passed; inference
+/// cannot be interrupted and checks both before and after.
+pub fn execute(
+    job: &JobSpec,
+    inputs: &JobInputs,
+    opts: &ExecOptions,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(u32, u32, f32),
+) -> Result<ExecResult, ExecError> {
+    catch(|| {
+        let started = Instant::now();
+        check_stop(opts, cancel)?;
+        if opts.threads == 0 {
+            return Err(ExecError::Input("threads must be at least 1".into()));
+        }
+        let (output, commitment, tokens) = match &job.kind {
+            JobKind::Inference(job) => infer(job, inputs, opts)?,
+            JobKind::Finetune(job) => finetune(job, inputs, opts, cancel, progress)?,
+        };
+        check_stop(opts, cancel)?;
+        Ok(ExecResult {
+            output,
+            commitment,
+            metrics: Metrics {
+                tokens,
+                wall_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                peak_memory_bytes: peak_memory_bytes(),
+            },
+        })
+    })
+}
+
+/// Runs `f`, turning a panic into [`ExecError::Panicked`] so that it never unwinds into
+/// the daemon.
+pub fn catch<T>(f: impl FnOnce() -> Result<T, ExecError>) -> Result<T, ExecError> {
+    // Nothing `f` borrows is used after a panic except to be dropped, so observing it in
+    // a half-updated state is not possible.
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        Err(ExecError::Panicked(message))
+    })
+}
+
+fn check_stop(opts: &ExecOptions, cancel: &AtomicBool) -> Result<(), ExecError> {
+    if cancel.load(Ordering::Relaxed) {
+        Err(ExecError::Cancelled)
+    } else if Instant::now() >= opts.deadline {
+        Err(ExecError::DeadlinePassed)
+    } else {
+        Ok(())
+    }
+}
+
+/// The process's peak resident memory (VmHWM) in bytes, 0 where /proc is unavailable.
+/// Process-wide: with several jobs at once, or after an earlier larger one, it overstates a
+/// job's own use; it is a report, never a basis for payment.
+pub fn peak_memory_bytes() -> u64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return 0;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .and_then(|kb| kb.trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb.saturating_mul(1024))
+}
+
+fn load_checkpoint(dir: &Path) -> Result<Checkpoint, ExecError> {
+    if !dir.is_dir() {
+        return Err(ExecError::Input(format!(
+            "the model directory {} does not exist",
+            dir.display()
+        )));
+    }
+    Ok(Checkpoint::load(dir)?)
+}
+
+/// As `olc run infer`: the same sampling, engine options and calls.
+fn infer(
+    job: &InferenceJob,
+    inputs: &JobInputs,
+    opts: &ExecOptions,
+) -> Result<(ExecOutput, ContentId, u64), ExecError> {
+    job.validate()
+        .map_err(|e| ExecError::Input(e.to_string()))?;
+    let sampling = match job.sampling {
+        Sampling::Greedy => engine::Sampling::Greedy,
+        Sampling::Sample {
+            temperature,
+            top_k,
+            top_p,
+        } => engine::Sampling::Sample {
+            temperature,
+            top_k,
+            top_p,
+            seed: job.seed,
+        },
+    };
+    sampling.check().map_err(ExecError::Input)?;
+    let checkpoint = load_checkpoint(&inputs.model_dir)?;
+    let adapter = match (job.adapter, &inputs.adapter_dir) {
+        (None, _) => None,
+        (Some(_), Some(dir)) => Some(Adapter::load(dir, &checkpoint.config)?),
+        (Some(id), None) => {
+            return Err(ExecError::Input(format!(
+                "the job names adapter {id}, but no adapter directory was given"
+            )));
+        }
+    };
+    let prompt = match &job.prompt {
+        Prompt::Text(text) => checkpoint.tokenizer.encode(text)?,
+        Prompt::Tokens(tokens) => tokens.clone(),
+    };
+    let max_tokens = job.max_tokens as usize;
+    let options = EngineOptions {
+        isa: Isa::detect(),
+        threads: opts.threads,
+        max_positions: prompt.len() + max_tokens,
+    };
+    let tokenizer = checkpoint.tokenizer;
+    let engine = Engine::new(checkpoint.config, checkpoint.weights, options)?;
+    let generation = generate(&engine, adapter.as_ref(), &prompt, max_tokens, 0, &sampling)?;
+    let text = tokenizer.decode(&generation.tokens, true)?;
+    let commitment = inference_commitment(&generation.tokens);
+    let tokens = (prompt.len() + generation.tokens.len()) as u64;
+    Ok((
+        ExecOutput::Inference {
+            tokens: generation.tokens,
+            text,
+        },
+        commitment,
+        tokens,
+    ))
+}
+
+fn linear_module(t: TargetModule) -> Result<LinearModule, ExecError> {
+    LinearModule::from_name(t.hf_name())
+        .ok_or_else(|| ExecError::Input(format!("the engine cannot adapt {t}")))
+}
+
+/// The trainer's hyperparameters for `params`, as `TrainingArgs::hyper` builds them from
+/// the same flags. With an initial adapter, the adapter's own config decides rank, alpha
+/// and targets and `lora` is only checked.
+pub fn hyper(params: &TrainingParams) -> Result<Hyper, ExecError> {
+    let targets = params
+        .targets
+        .iter()
+        .map(|t| linear_module(*t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let budget = match params.length {
+        TrainingLength::Steps(s) => Budget::Steps(s),
+        TrainingLength::Epochs(e) => Budget::Epochs(e),
+    };
+    let mut hyper = Hyper {
+        lora: LoraSpec {
+            rank: params.rank as usize,
+            alpha: params.alpha,
+            targets,
+        },
+        lr: params.learning_rate,
+        batch: params.batch_size as usize,
+        grad_accum: params.grad_accum as usize,
+        budget,
+        warmup: params.warmup_steps,
+        seed: params.seed,
+        ..Hyper::default()
+    };
+    hyper.optimizer.weight_decay = params.weight_decay;
+    hyper.check().map_err(|e| ExecError::Input(e.to_string()))?;
+    Ok(hyper)
+}
+
+/// As `TrainingArgs::max_len`: the job's value, else the model's context up to 2048.
+pub fn max_len(params: &TrainingParams, config: &ModelConfig) -> Result<usize, ExecError> {
+    let context = config.max_sequence_len();
+    match params.max_len.map(|n| n as usize) {
+        Some(0) => Err(ExecError::Input("max_len must be at least 2".into())),
+        Some(n) if n > context => Err(ExecError::Input(format!(
+            "max_len {n} is longer than the model's context of {context} tokens"
+        ))),
+        Some(n) => Ok(n),
+        None => Ok(context.min(DEFAULT_MAX_LEN)),
+    }
+}
+
+/// Why the progress callback stopped training.
+#[derive(Clone, Copy)]
+enum Stop {
+    Cancelled,
+    Deadline,
+}
+
+/// As `olc run finetune`: the same hyperparameters, data handling, training and outputs.
+fn finetune(
+    job: &FinetuneJob,
+    inputs: &JobInputs,
+    opts: &ExecOptions,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(u32, u32, f32),
+) -> Result<(ExecOutput, ContentId, u64), ExecError> {
+    let params = &job.params;
+    params
+        .validate()
+        .map_err(|e| ExecError::Input(e.to_string()))?;
+    let hyper = hyper(params)?;
+    let data_path = inputs
+        .dataset_path
+        .as_deref()
+        .ok_or_else(|| ExecError::Input("a fine-tune needs its dataset".into()))?;
+    let checkpoint = load_checkpoint(&inputs.model_dir)?;
+    let max_len = max_len(params, &checkpoint.config)?;
+    let dataset = Dataset::from_file(data_path).map_err(TrainError::from)?;
+    let tokenized = tokenize(&dataset, &checkpoint.tokenizer, max_len).map_err(TrainError::from)?;
+    let initial = match (params.init_adapter, &inputs.init_adapter_dir) {
+        (None, _) => init_adapter(&hyper.lora, &checkpoint.config, hyper.seed)?,
+        (Some(_), Some(dir)) => Adapter::load(dir, &checkpoint.config)?,
+        (Some(id), None) => {
+            return Err(ExecError::Input(format!(
+                "the job continues adapter {id}, but no adapter directory was given"
+            )));
+        }
+    };
+    let model = inputs.model_id.to_string();
+
+    let options = EngineOptions {
+        isa: Isa::detect(),
+        threads: opts.threads,
+        max_positions: max_len,
+    };
+    let engine = Engine::new(checkpoint.config, checkpoint.weights, options)?;
+    let trainer = Trainer::new(&engine);
+    let mut stop = None;
+    let trained = trainer.train(
+        &tokenized.examples,
+        initial.clone(),
+        &hyper,
+        |r: &StepReport| {
+            progress(r.step, r.total, r.loss as f32);
+            stop = if cancel.load(Ordering::Relaxed) {
+                Some(Stop::Cancelled)
+            } else if Instant::now() >= opts.deadline {
+                Some(Stop::Deadline)
+            } else {
+                None
+            };
+            stop.is_none()
+        },
+    );
+    let outcome = match trained {
+        Ok(outcome) => outcome,
+        Err(TrainError::Cancelled { .. }) => {
+            return Err(match stop {
+                Some(Stop::Deadline) => ExecError::DeadlinePassed,
+                Some(Stop::Cancelled) | None => ExecError::Cancelled,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // A stop asked for at the last step does not interrupt the trainer; honour it here,
+    // before the evaluation pass and the writes.
+    check_stop(opts, cancel)?;
+    let final_losses = trainer.eval_losses(&tokenized.examples, Some(&outcome.adapter))?;
+    let provenance = Provenance::build(
+        &ProvenanceInputs {
+            base_model: &model,
+            dataset: &dataset,
+            tokenized: &tokenized,
+            hyper: &hyper,
+            max_len,
+            init_adapter: params.init_adapter.as_ref().map(|_| &initial),
+            final_losses: &final_losses,
+        },
+        &outcome,
+    );
+    let adapter_dir = opts.work_dir.join("adapter");
+    write_adapter(&adapter_dir, &outcome.adapter)?;
+    provenance.write(&adapter_dir)?;
+    let provenance_path = adapter_dir.join(PROVENANCE_FILE);
+    let provenance_bytes = std::fs::read(&provenance_path).map_err(|source| ExecError::Io {
+        path: provenance_path,
+        source,
+    })?;
+    let commitment: ContentId = outcome.commitment.parse().map_err(|e| {
+        ExecError::Train(TrainError::Invalid(format!(
+            "the trainer's commitment {:?} is not a content id: {e}",
+            outcome.commitment
+        )))
+    })?;
+    Ok((
+        ExecOutput::Finetune {
+            adapter_dir,
+            commitment,
+            first_loss: outcome.first_loss() as f32,
+            last_loss: outcome.last_loss() as f32,
+            provenance: ContentId::of(&provenance_bytes),
+        },
+        commitment,
+        outcome.tokens_processed,
+    ))
+}

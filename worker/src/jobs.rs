@@ -1,0 +1,499 @@
+//! Job intake and execution on the worker: check an assignment, fetch its inputs into the
+//! cache, run it on a blocking thread, upload what it produced, commit, and keep the
+//! reveal until the coordinator asks for it.
+//!
+//! The swarm loop only checks assignments and answers reveals (both synchronous and
+//! cheap); everything slow runs in a task per job that talks to the coordinator through
+//! its own connection, re-dialed as needed, so a coordinator restart mid-job costs a
+//! retry, not the job.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use olc_protocol::blob::CHUNK_SIZE;
+use olc_protocol::blob_store::BlobStore;
+use olc_protocol::p2p::libp2p::Multiaddr;
+use olc_protocol::p2p::{Client, NodeConfig, unix_ms};
+use olc_protocol::{
+    Assignment, BlobUpload, Commitment, ContentId, ExecutionReceipt, Identity, JobKind, JobOutput,
+    JobProgress, JobSpec, PeerId, Reveal, RpcRequest, RpcResponse, Signed,
+};
+
+use crate::content::{self, Fetch};
+use crate::executor::{self, ExecOptions, ExecOutput, JobInputs};
+
+/// Largest dataset a worker fetches.
+const MAX_DATASET_BYTES: u64 = 1 << 30;
+/// How long one attempt to reach the coordinator may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Progress reports are sent at most this often.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// Deliberately wrong behaviour, for the devnet and adversarial tests of the verifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Conduct {
+    #[default]
+    Honest,
+    /// Computes the job, then commits to a different output.
+    WrongOutput,
+    /// Skips the work and commits to garbage.
+    Lazy,
+}
+
+/// Everything a job task needs, shared by all of them.
+#[derive(Debug)]
+pub struct JobRunner {
+    pub(crate) identity: Identity,
+    pub(crate) store: Arc<BlobStore>,
+    pub(crate) dirs_root: PathBuf,
+    pub(crate) work_root: PathBuf,
+    pub(crate) threads: usize,
+    pub(crate) node: NodeConfig,
+    pub(crate) max_jobs: u32,
+    pub(crate) conduct: Conduct,
+    active: AtomicU32,
+    reveals: Mutex<HashMap<ContentId, (PeerId, Reveal)>>,
+    /// Manifests materialized here, advertised as cached.
+    cached: Mutex<BTreeSet<ContentId>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl JobRunner {
+    #[allow(clippy::too_many_arguments)] // built once, from the worker's config
+    pub fn new(
+        identity: Identity,
+        store: Arc<BlobStore>,
+        dirs_root: PathBuf,
+        work_root: PathBuf,
+        threads: usize,
+        node: NodeConfig,
+        max_jobs: u32,
+        conduct: Conduct,
+    ) -> Self {
+        Self {
+            identity,
+            store,
+            dirs_root,
+            work_root,
+            threads: threads.max(1),
+            node,
+            max_jobs,
+            conduct,
+            active: AtomicU32::new(0),
+            reveals: Mutex::new(HashMap::new()),
+            cached: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    pub fn active_jobs(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    pub fn cached(&self) -> Vec<ContentId> {
+        lock(&self.cached).iter().copied().take(256).collect()
+    }
+
+    /// Checks an assignment from `from`: both signatures, that it is for us, that the
+    /// job is valid and not past its deadline, and that we have a free slot. Takes the
+    /// slot if so.
+    pub fn accept(
+        &self,
+        signed: &Signed<Assignment>,
+        from: PeerId,
+    ) -> Result<(Assignment, JobSpec), String> {
+        let body = signed
+            .verify()
+            .map_err(|e| format!("assignment signature: {e}"))?;
+        if signed.signer().to_peer_id().ok() != Some(from) {
+            return Err("the assignment is not signed by the peer that sent it".into());
+        }
+        if body.worker != self.identity.public_key() {
+            return Err("the assignment is for another worker".into());
+        }
+        let spec = body
+            .job
+            .verify()
+            .map_err(|e| format!("job signature: {e}"))?;
+        if body.job.id() != body.job_id {
+            return Err("the assignment names another job than the one it carries".into());
+        }
+        let now = unix_ms();
+        spec.validate(now)
+            .map_err(|e| format!("invalid job: {e}"))?;
+        if body.deadline_ms <= now {
+            return Err("the assignment's deadline has passed".into());
+        }
+        let taken = self
+            .active
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.max_jobs).then_some(n + 1)
+            });
+        if taken.is_err() {
+            return Err(format!(
+                "busy: {} of {} job slots in use",
+                self.max_jobs, self.max_jobs
+            ));
+        }
+        Ok((body, spec))
+    }
+
+    /// The reveal for an assignment, once committed; only for the coordinator that
+    /// assigned it.
+    pub fn reveal(&self, assignment: &ContentId, from: PeerId) -> Option<Reveal> {
+        lock(&self.reveals)
+            .get(assignment)
+            .filter(|(p, _)| *p == from)
+            .map(|(_, r)| r.clone())
+    }
+
+    /// Runs an accepted assignment to its commitment in the background.
+    pub fn spawn(
+        self: &Arc<Self>,
+        signed: Signed<Assignment>,
+        body: Assignment,
+        spec: JobSpec,
+        coordinator: PeerId,
+        addr: Multiaddr,
+    ) {
+        let runner = self.clone();
+        tokio::spawn(async move {
+            let job = body.job_id;
+            let identity = match Identity::generate() {
+                Ok(i) => i,
+                Err(error) => {
+                    tracing::error!(%job, %error, "cannot make a connection key");
+                    runner.active.fetch_sub(1, Ordering::SeqCst);
+                    return;
+                }
+            };
+            let courier = Courier::new(addr, runner.node.clone(), body.deadline_ms, identity);
+            match runner
+                .run(&courier, &signed, &body, &spec, coordinator)
+                .await
+            {
+                Ok(()) => tracing::info!(%job, "job committed"),
+                Err(why) => tracing::warn!(%job, reason = %why, "job failed"),
+            }
+            runner.active.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+
+    async fn run(
+        self: &Arc<Self>,
+        courier: &Courier,
+        signed: &Signed<Assignment>,
+        body: &Assignment,
+        spec: &JobSpec,
+        coordinator: PeerId,
+    ) -> Result<(), String> {
+        let assignment_id = signed.id();
+        let inputs = self.fetch_inputs(courier, spec).await?;
+        let deadline =
+            Instant::now() + Duration::from_millis(body.deadline_ms.saturating_sub(unix_ms()));
+        let work_dir = self.work_root.join(assignment_id.to_string());
+        let opts = ExecOptions {
+            threads: self.threads,
+            deadline,
+            work_dir: work_dir.clone(),
+        };
+
+        let (tx, mut rx) = tokio::sync::watch::channel(None::<(u32, u32, f32)>);
+        let reporter = {
+            let courier = courier.clone();
+            let identity = self.identity.clone();
+            let job_id = body.job_id;
+            tokio::spawn(async move {
+                while rx.changed().await.is_ok() {
+                    let Some((step, total, loss)) = *rx.borrow_and_update() else {
+                        continue;
+                    };
+                    let p = JobProgress {
+                        job_id,
+                        assignment: assignment_id,
+                        step,
+                        total,
+                        loss,
+                    };
+                    if let Ok(s) = Signed::sign(&identity, &p) {
+                        let _ = courier.once(RpcRequest::Progress(s)).await;
+                    }
+                    tokio::time::sleep(PROGRESS_EVERY).await;
+                }
+            })
+        };
+        let cancel = Arc::new(AtomicBool::new(false));
+        let lazy = self.conduct == Conduct::Lazy;
+        let spec_owned = spec.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            if lazy {
+                return Err(executor::ExecError::Input(
+                    "lazy worker skipped the work".into(),
+                ));
+            }
+            executor::execute(&spec_owned, &inputs, &opts, &cancel, &mut |s, t, l| {
+                let _ = tx.send(Some((s, t, l)));
+            })
+        })
+        .await
+        .map_err(|e| format!("the job's thread died: {e}"));
+        reporter.abort();
+
+        let (output, mut commitment, metrics, adapter_manifest, provenance) = match (result, lazy) {
+            (_, true) => (
+                JobOutput::Inference {
+                    tokens: vec![0],
+                    text: String::new(),
+                },
+                olc_protocol::inference_commitment(&[0]),
+                Default::default(),
+                None,
+                None,
+            ),
+            (Ok(Ok(done)), false) => {
+                let (output, manifest, provenance) = match done.output {
+                    ExecOutput::Inference { tokens, text } => {
+                        (JobOutput::Inference { tokens, text }, None, None)
+                    }
+                    ExecOutput::Finetune {
+                        adapter_dir,
+                        commitment,
+                        first_loss,
+                        last_loss,
+                        provenance,
+                    } => {
+                        let (manifest, files) = content::publish_dir(&self.store, &adapter_dir)
+                            .map_err(|e| format!("cannot store the adapter: {e}"))?;
+                        let mut all = files;
+                        all.push(manifest);
+                        self.upload(courier, &all).await?;
+                        (
+                            JobOutput::Finetune {
+                                adapter: manifest,
+                                commitment,
+                                first_loss,
+                                last_loss,
+                            },
+                            Some(manifest),
+                            Some(provenance),
+                        )
+                    }
+                };
+                (output, done.commitment, done.metrics, manifest, provenance)
+            }
+            (Ok(Err(e)), false) => return Err(e.to_string()),
+            (Err(e), false) => return Err(e),
+        };
+        let _ = std::fs::remove_dir_all(&work_dir);
+        if self.conduct == Conduct::WrongOutput {
+            let mut bytes = commitment.as_bytes().to_vec();
+            bytes.push(1);
+            commitment = ContentId::of(&bytes);
+        }
+        let (model, adapter) = match &spec.kind {
+            JobKind::Inference(j) => (j.model, j.adapter),
+            JobKind::Finetune(j) => (j.model, adapter_manifest),
+        };
+        let receipt = ExecutionReceipt {
+            job_id: body.job_id,
+            assignment: assignment_id,
+            output: commitment,
+            model,
+            adapter,
+            metrics,
+            provenance,
+            finished_ms: unix_ms(),
+        };
+        let receipt = Signed::sign(&self.identity, &receipt).map_err(|e| e.to_string())?;
+        lock(&self.reveals).insert(assignment_id, (coordinator, Reveal { output, receipt }));
+        let c = Commitment {
+            job_id: body.job_id,
+            assignment: assignment_id,
+            output: commitment,
+        };
+        let c = Signed::sign(&self.identity, &c).map_err(|e| e.to_string())?;
+        match courier.until_deadline(RpcRequest::Commit(c)).await? {
+            RpcResponse::Ok => Ok(()),
+            RpcResponse::Refused(why) => Err(format!("commitment refused: {why}")),
+            other => Err(format!("unexpected answer to the commitment: {other:?}")),
+        }
+    }
+
+    async fn fetch_inputs(&self, courier: &Courier, spec: &JobSpec) -> Result<JobInputs, String> {
+        let fetch: &dyn Fetch = courier;
+        let dir = |id: ContentId| async move {
+            let d = content::materialize(&self.store, fetch, id, &self.dirs_root)
+                .await
+                .map_err(|e| format!("cannot fetch {id}: {e}"))?;
+            lock(&self.cached).insert(id);
+            Ok::<PathBuf, String>(d)
+        };
+        Ok(match &spec.kind {
+            JobKind::Inference(j) => JobInputs {
+                model_dir: dir(j.model).await?,
+                model_id: j.model,
+                adapter_dir: match j.adapter {
+                    Some(a) => Some(dir(a).await?),
+                    None => None,
+                },
+                adapter_id: j.adapter,
+                dataset_path: None,
+                init_adapter_dir: None,
+            },
+            JobKind::Finetune(j) => JobInputs {
+                model_dir: dir(j.model).await?,
+                model_id: j.model,
+                adapter_dir: None,
+                adapter_id: None,
+                dataset_path: Some(
+                    content::ensure_blob(&self.store, fetch, j.dataset, MAX_DATASET_BYTES)
+                        .await
+                        .map_err(|e| format!("cannot fetch the dataset: {e}"))?,
+                ),
+                init_adapter_dir: match j.params.init_adapter {
+                    Some(a) => Some(dir(a).await?),
+                    None => None,
+                },
+            },
+        })
+    }
+
+    /// Pushes blobs the coordinator lacks, in chunk-sized pieces.
+    async fn upload(&self, courier: &Courier, ids: &[ContentId]) -> Result<(), String> {
+        let missing = match courier
+            .until_deadline(RpcRequest::MissingBlobs(ids.to_vec()))
+            .await?
+        {
+            RpcResponse::Missing(m) => m,
+            other => return Err(format!("unexpected answer: {other:?}")),
+        };
+        for id in missing {
+            let bytes = self
+                .store
+                .get(&id)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("blob {id} vanished from the store"))?;
+            let total = bytes.len() as u64;
+            let mut offset = 0u64;
+            loop {
+                let end = (offset + CHUNK_SIZE).min(total);
+                let piece = BlobUpload {
+                    id,
+                    total,
+                    offset,
+                    data: bytes[offset as usize..end as usize].to_vec(),
+                };
+                match courier.until_deadline(RpcRequest::PutBlob(piece)).await? {
+                    RpcResponse::Ok => {}
+                    RpcResponse::Refused(why) => return Err(format!("upload refused: {why}")),
+                    other => return Err(format!("unexpected answer: {other:?}")),
+                }
+                offset = end;
+                if offset >= total {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A connection to one coordinator for one job, re-dialed whenever it breaks, until the
+/// job's deadline.
+#[derive(Debug, Clone)]
+struct Courier {
+    addr: Multiaddr,
+    node: NodeConfig,
+    deadline_ms: u64,
+    client: Arc<tokio::sync::Mutex<Option<Client>>>,
+    /// Requests go out under a throwaway identity: the coordinator must never route its
+    /// own requests (assignments, reveals) to this connection, which does not serve them.
+    identity: Identity,
+}
+
+impl Courier {
+    fn new(addr: Multiaddr, node: NodeConfig, deadline_ms: u64, identity: Identity) -> Self {
+        Self {
+            addr,
+            node,
+            deadline_ms,
+            client: Arc::new(tokio::sync::Mutex::new(None)),
+            identity,
+        }
+    }
+
+    async fn client(&self) -> Result<Client, String> {
+        let mut guard = self.client.lock().await;
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = Client::connect(&self.identity, &self.node, &self.addr, CONNECT_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        *guard = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn forget(&self) {
+        *self.client.lock().await = None;
+    }
+
+    /// One attempt.
+    async fn once(&self, request: RpcRequest) -> Result<RpcResponse, String> {
+        let client = self.client().await?;
+        match client.rpc(request).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.forget().await;
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Retries through connection failures until the job's deadline.
+    async fn until_deadline(&self, request: RpcRequest) -> Result<RpcResponse, String> {
+        loop {
+            match self.once(request.clone()).await {
+                Ok(r) => return Ok(r),
+                Err(e) if unix_ms() >= self.deadline_ms => {
+                    return Err(format!(
+                        "cannot reach the coordinator before the deadline: {e}"
+                    ));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "coordinator unreachable; retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        }
+    }
+}
+
+impl Fetch for Courier {
+    fn fetch(&self, id: ContentId, cap: u64) -> BoxFuture<'_, Result<Vec<u8>, String>> {
+        Box::pin(async move {
+            loop {
+                let attempt = match self.client().await {
+                    Ok(c) => c.fetch_blob(id, cap).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
+                match attempt {
+                    Ok(bytes) => return Ok(bytes),
+                    Err(e) if unix_ms() >= self.deadline_ms => return Err(e),
+                    Err(e) => {
+                        tracing::debug!(%id, error = %e, "fetch failed; retrying");
+                        self.forget().await;
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                    }
+                }
+            }
+        })
+    }
+}
