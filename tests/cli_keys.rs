@@ -159,22 +159,3 @@ fn olc_key_environment_variable_selects_the_key() {
         .unwrap();
     assert_eq!(json(&out)["public_key"], created["public_key"]);
 }
-
-#[test]
-fn groups_not_yet_built_say_so_and_fail() {
-    let dir = tempfile::tempdir().unwrap();
-    for args in [
-        &["job", "list"][..],
-        &["receipt", "verify", "x"],
-        &["devnet"],
-    ] {
-        let out = olc(dir.path(), args);
-        assert!(!out.status.success(), "olc {args:?} reported success");
-        let err = stderr(&out);
-        assert!(
-            err.contains("not implemented in this build yet"),
-            "olc {args:?}: {err}"
-        );
-        assert!(stdout(&out).is_empty(), "olc {args:?} printed a result");
-    }
-}

@@ -57,6 +57,9 @@ pub struct JobRunner {
     pub(crate) max_jobs: u32,
     pub(crate) conduct: Conduct,
     active: AtomicU32,
+    /// Set when the worker stops: running jobs end at their next step instead of
+    /// finishing work nobody will collect.
+    stopping: Arc<AtomicBool>,
     reveals: Mutex<HashMap<ContentId, (PeerId, Reveal)>>,
     /// Manifests materialized here, advertised as cached.
     cached: Mutex<BTreeSet<ContentId>>,
@@ -88,9 +91,15 @@ impl JobRunner {
             max_jobs,
             conduct,
             active: AtomicU32::new(0),
+            stopping: Arc::new(AtomicBool::new(false)),
             reveals: Mutex::new(HashMap::new()),
             cached: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    /// Cancels every running job (their fine-tunes stop at the next step).
+    pub fn cancel_all(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
     }
 
     pub fn active_jobs(&self) -> u32 {
@@ -229,7 +238,7 @@ impl JobRunner {
                 }
             })
         };
-        let cancel = Arc::new(AtomicBool::new(false));
+        let cancel = self.stopping.clone();
         let lazy = self.conduct == Conduct::Lazy;
         let spec_owned = spec.clone();
         let result = tokio::task::spawn_blocking(move || {

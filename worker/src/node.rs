@@ -182,8 +182,10 @@ impl Worker {
         self.hardware.borrow().clone()
     }
 
-    /// Stops the node and closes its connections; its coordinators see it expire.
+    /// Stops the node and closes its connections; running jobs are cancelled and its
+    /// coordinators see it expire.
     pub async fn stop(self) {
+        self.runner.cancel_all();
         self.task.stop().await;
     }
 }
