@@ -220,6 +220,14 @@ impl JobBook {
         std::mem::take(&mut self.dirty).into_iter().collect()
     }
 
+    /// Whether any open job lacks replicas: only then is the registry worth copying for
+    /// the matcher.
+    pub fn wants_workers(&self) -> bool {
+        self.jobs
+            .values()
+            .any(|j| !j.state.is_final() && j.active().count() < j.replicas_needed())
+    }
+
     /// Jobs each worker is running now (for the matcher's load).
     pub fn load_of(&self, worker: &PublicKey) -> u32 {
         self.jobs

@@ -1,6 +1,7 @@
-//! olc-coordinator: the registry of live workers (built from gossip), the job book that
-//! takes jobs from submission to a signed receipt, its durable store, and the node that
-//! serves them. The verifier, ledger and settlement arrive with the verification issue.
+//! olc-coordinator: the registry of live workers (built from gossip), the matcher, the job
+//! book that takes jobs from submission to a signed receipt, its durable store, the node
+//! that serves them, and the submitter's client. The referee, ledger and settlement
+//! arrive with the verification issue.
 
 pub mod client;
 pub mod jobs;

@@ -104,31 +104,23 @@ where
     }
     let workers = workers.into_iter();
     let excluded = Excluded::new(need.exclude);
-    let mut failed = [0usize; Stage::ALL.len()];
-    let mut total = 0usize;
     let mut cheapest = u64::MAX;
     let mut candidates = Vec::with_capacity(workers.size_hint().0);
     for (index, worker) in workers.clone().enumerate() {
-        total += 1;
-        match check(worker, need, &excluded, &stats) {
-            Ok(partial) => {
-                let price = worker.advert.price_per_ktoken.0;
-                cheapest = cheapest.min(price);
-                candidates.push(Candidate {
-                    worker,
-                    index,
-                    price,
-                    score: partial,
-                });
-            }
-            Err(stage) => failed[stage as usize] += 1,
+        if let Some(partial) = score_if_fits(worker, need, &excluded, &stats) {
+            let price = worker.advert.price_per_ktoken.0;
+            cheapest = cheapest.min(price);
+            candidates.push(Candidate {
+                worker,
+                index,
+                price,
+                score: partial,
+            });
         }
     }
     if candidates.len() < need.replicas {
         let fit = distinct_keys(&candidates);
-        return Err(explain(
-            workers, total, &failed, fit, need, &excluded, &stats,
-        ));
+        return Err(explain(workers, fit, need, &excluded, &stats));
     }
     for c in &mut candidates {
         c.score += PRICE_WEIGHT * (cheapest as f64 + 1.0) / (c.price as f64 + 1.0);
@@ -231,37 +223,31 @@ impl<'a> Excluded<'a> {
     }
 }
 
-/// Applies the fit rules to one worker: the score without its price term (which needs the
-/// cheapest fitting price, known only after every worker is seen), or the first rule it
-/// fails. Stats are looked up last, so workers the advert already rules out cost no lookup.
-fn check<'s, S>(
+/// The fit rules for the hot path: the worker's score without its price term (which
+/// needs the cheapest fitting price, known only after every worker is seen), or None if
+/// any rule fails. Rules are tried cheapest first, not in `Stage` order: fields inline in
+/// the advert before those behind a pointer, the stats lookup (a hash) last, because at
+/// ten thousand workers the matcher's time is mostly cache misses. Which rule a worker
+/// failed matters only for a refusal, and `first_failure` answers that.
+fn score_if_fits<'s, S>(
     worker: &RegisteredWorker,
     need: &Need<'_>,
     excluded: &Excluded<'_>,
     stats: &S,
-) -> Result<f64, Stage>
+) -> Option<f64>
 where
     S: Fn(&PublicKey) -> Option<&'s WorkerStats>,
 {
     let advert = &worker.advert;
-    if excluded.contains(&worker.public_key) {
-        return Err(Stage::Excluded);
-    }
-    let memory = memory_for(advert, need.backend).ok_or(Stage::Backend)?;
-    if memory < need.min_memory_bytes {
-        return Err(Stage::Memory);
-    }
-    if need
-        .max_price_per_ktoken
-        .is_some_and(|cap| advert.price_per_ktoken > cap)
+    if !price_fits(advert, need)
+        || advert.active_jobs >= advert.max_concurrent_jobs
+        || excluded.contains(&worker.public_key)
+        || !memory_fits(memory_for(advert, need.backend)?, need)
     {
-        return Err(Stage::Price);
+        return None;
     }
     let known = stats(&worker.public_key).unwrap_or(&UNKNOWN);
-    let used = advert.active_jobs.max(known.load);
-    if used >= advert.max_concurrent_jobs {
-        return Err(Stage::Busy);
-    }
+    let used = jobs_in_use(advert, known)?;
 
     let reputation = if known.reputation.is_nan() {
         0.0
@@ -279,7 +265,52 @@ where
         hits as f64 / need.content.len() as f64
     };
     let free = f64::from(advert.max_concurrent_jobs - used) / f64::from(advert.max_concurrent_jobs);
-    Ok(REPUTATION_WEIGHT * reputation + CACHE_WEIGHT * cached + LOAD_WEIGHT * free)
+    Some(REPUTATION_WEIGHT * reputation + CACHE_WEIGHT * cached + LOAD_WEIGHT * free)
+}
+
+/// The same rules as `score_if_fits`, in `Stage` order: the first one the worker fails,
+/// or None if it fits. Used only to explain a refusal.
+fn first_failure<'s, S>(
+    worker: &RegisteredWorker,
+    need: &Need<'_>,
+    excluded: &Excluded<'_>,
+    stats: &S,
+) -> Option<Stage>
+where
+    S: Fn(&PublicKey) -> Option<&'s WorkerStats>,
+{
+    let advert = &worker.advert;
+    if excluded.contains(&worker.public_key) {
+        return Some(Stage::Excluded);
+    }
+    let Some(memory) = memory_for(advert, need.backend) else {
+        return Some(Stage::Backend);
+    };
+    if !memory_fits(memory, need) {
+        return Some(Stage::Memory);
+    }
+    if !price_fits(advert, need) {
+        return Some(Stage::Price);
+    }
+    let known = stats(&worker.public_key).unwrap_or(&UNKNOWN);
+    jobs_in_use(advert, known).is_none().then_some(Stage::Busy)
+}
+
+fn memory_fits(memory: u64, need: &Need<'_>) -> bool {
+    memory >= need.min_memory_bytes
+}
+
+fn price_fits(advert: &HardwareAdvert, need: &Need<'_>) -> bool {
+    need.max_price_per_ktoken
+        .is_none_or(|cap| advert.price_per_ktoken <= cap)
+}
+
+/// Job slots in use, or None if none is free. The advert and the coordinator each see
+/// jobs the other does not yet (an advert lags by up to an interval; the worker may run
+/// jobs from elsewhere), so the larger count is the safe one.
+fn jobs_in_use(advert: &HardwareAdvert, known: &WorkerStats) -> Option<u32> {
+    let used = advert.active_jobs.max(known.load);
+    (used < advert.max_concurrent_jobs).then_some(used)
 }
 
 /// Memory the job can use on this worker: for a CPU backend its available RAM, for a GPU
@@ -336,17 +367,23 @@ fn distinct_keys(candidates: &[Candidate<'_>]) -> usize {
 /// second time to gather the figures the message quotes, keeping the hot path lean.
 fn explain<'w, 's, I, S>(
     workers: I,
-    total: usize,
-    failed: &[usize; Stage::ALL.len()],
     fit: usize,
     need: &Need<'_>,
     excluded: &Excluded<'_>,
     stats: &S,
 ) -> NoFit
 where
-    I: Iterator<Item = &'w RegisteredWorker>,
+    I: Iterator<Item = &'w RegisteredWorker> + Clone,
     S: Fn(&PublicKey) -> Option<&'s WorkerStats>,
 {
+    let mut total = 0usize;
+    let mut failed = [0usize; Stage::ALL.len()];
+    for w in workers.clone() {
+        total += 1;
+        if let Some(stage) = first_failure(w, need, excluded, stats) {
+            failed[stage as usize] += 1;
+        }
+    }
     if total == 0 {
         return NoFit("no worker is registered".into());
     }
@@ -358,9 +395,8 @@ where
         return only_fit(fit, need.replicas);
     };
     // The workers that got as far as `stage`: they passed every earlier rule.
-    let reached = workers.filter(|w| match check(w, need, excluded, stats) {
-        Ok(_) => true,
-        Err(s) => s >= stage,
+    let reached = workers.filter(|w| {
+        first_failure(w, need, excluded, stats).is_none_or(|failed_at| failed_at >= stage)
     });
     // Earlier rules dropped someone other than excluded workers: the message then speaks
     // of the workers that fit so far, not of every worker, to stay true.
@@ -790,6 +826,64 @@ mod tests {
             .unwrap(),
             Vec::<PublicKey>::new()
         );
+    }
+
+    #[test]
+    fn the_fast_and_the_ordered_rules_agree() {
+        let backends = [
+            vec![],
+            vec![Backend::Cpu],
+            vec![Backend::Cuda],
+            vec![Backend::Cpu, Backend::Cuda],
+        ];
+        let mut workers = Vec::new();
+        let mut known = HashMap::new();
+        let mut n = 0u8;
+        for b in &backends {
+            for gpu in [None, Some(4 * GIB), Some(30 * GIB)] {
+                for ram in [4 * GIB, 30 * GIB] {
+                    for price in [5, 50] {
+                        for (active, load, max) in [(0, 0, 2), (2, 0, 2), (0, 2, 2), (1, 0, 0)] {
+                            n = n.wrapping_add(1);
+                            workers.push(with(n, |a| {
+                                a.backends = b.clone();
+                                match gpu {
+                                    Some(free) => a.hardware.gpus[0].memory_free_bytes = free,
+                                    None => a.hardware.gpus.clear(),
+                                }
+                                a.hardware.ram_available_bytes = ram;
+                                a.price_per_ktoken = Amount(price);
+                                a.active_jobs = active;
+                                a.max_concurrent_jobs = max;
+                            }));
+                            known.insert(key(n), stats(0.5, load, vec![]));
+                        }
+                    }
+                }
+            }
+        }
+        let exclude: Vec<_> = (0..=255).step_by(5).map(key).collect();
+        let excluded = Excluded::new(&exclude);
+        let lookup = |k: &PublicKey| known.get(k);
+        for backend in [None, Some(Backend::Cpu), Some(Backend::Cuda)] {
+            for min_memory_bytes in [GIB, 10 * GIB, 100 * GIB] {
+                for cap in [None, Some(Amount(10))] {
+                    let n = Need {
+                        backend,
+                        min_memory_bytes,
+                        max_price_per_ktoken: cap,
+                        ..need()
+                    };
+                    for w in &workers {
+                        assert_eq!(
+                            score_if_fits(w, &n, &excluded, &lookup).is_some(),
+                            first_failure(w, &n, &excluded, &lookup).is_none(),
+                            "{w:?} {n:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     // --- refusals ---

@@ -233,7 +233,12 @@ impl Node {
 
     /// Runs the book's clock and carries out what it decided.
     fn advance(&mut self) {
-        let workers = lock(&self.registry).workers();
+        let wanted = lock(&self.book).wants_workers();
+        let workers = if wanted {
+            lock(&self.registry).workers()
+        } else {
+            Vec::new()
+        };
         let actions = {
             let mut book = lock(&self.book);
             let stats: HashMap<PublicKey, WorkerStats> = workers

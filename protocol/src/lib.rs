@@ -1,6 +1,8 @@
-//! olc-protocol: what two OLC peers must agree on. Identities, content ids, the wire
-//! codec, signed envelopes and the message types. Pure: no async, no network; the only
-//! I/O is the key file, whose permissions are part of the security story.
+//! olc-protocol: what two OLC peers must agree on. Identities, content ids, manifests, the
+//! wire codec, signed envelopes and the message types. No async and no network outside
+//! the `p2p` feature; the only file I/O is the key file (whose permissions are part of the
+//! security story), manifests of local files, and the content-addressed blob store that
+//! coordinators and workers both keep.
 
 pub mod amount;
 pub mod blob;

@@ -219,6 +219,10 @@ fn infer(
         },
     };
     sampling.check().map_err(ExecError::Input)?;
+    same_id("model", job.model, Some(inputs.model_id))?;
+    if let Some(adapter) = job.adapter {
+        same_id("adapter", adapter, inputs.adapter_id)?;
+    }
     let checkpoint = load_checkpoint(&inputs.model_dir)?;
     let adapter = match (job.adapter, &inputs.adapter_dir) {
         (None, _) => None,
@@ -253,6 +257,17 @@ fn infer(
         commitment,
         tokens,
     ))
+}
+
+/// Refuses inputs laid out for another job: the ids end up in receipts and provenance, so
+/// a mix-up in the daemon must fail loudly rather than be signed.
+fn same_id(what: &str, job: ContentId, given: Option<ContentId>) -> Result<(), ExecError> {
+    match given {
+        Some(given) if given != job => Err(ExecError::Input(format!(
+            "the job names {what} {job}, but the inputs are {what} {given}"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn linear_module(t: TargetModule) -> Result<LinearModule, ExecError> {
@@ -324,6 +339,7 @@ fn finetune(
     params
         .validate()
         .map_err(|e| ExecError::Input(e.to_string()))?;
+    same_id("model", job.model, Some(inputs.model_id))?;
     let hyper = hyper(params)?;
     let data_path = inputs
         .dataset_path
@@ -332,6 +348,14 @@ fn finetune(
     let checkpoint = load_checkpoint(&inputs.model_dir)?;
     let max_len = max_len(params, &checkpoint.config)?;
     let dataset = Dataset::from_file(data_path).map_err(TrainError::from)?;
+    if dataset.content_id != job.dataset.to_string() {
+        return Err(ExecError::Input(format!(
+            "the job names dataset {}, but {} is {}",
+            job.dataset,
+            data_path.display(),
+            dataset.content_id
+        )));
+    }
     let tokenized = tokenize(&dataset, &checkpoint.tokenizer, max_len).map_err(TrainError::from)?;
     let initial = match (params.init_adapter, &inputs.init_adapter_dir) {
         (None, _) => init_adapter(&hyper.lora, &checkpoint.config, hyper.seed)?,
