@@ -66,13 +66,25 @@ pub fn matmul(
         return Ok(());
     }
     let per = cols.div_ceil(chunks).div_ceil(COL_ALIGN) * COL_ALIGN;
+    let pool = pool(threads)?;
+    if rows == 1 {
+        // A one-token decode: each thread's columns are a contiguous piece of `out`, so it
+        // writes them in place, with no allocation or copy on this ~200-calls-per-token path.
+        pool.install(|| {
+            out.par_chunks_mut(per).enumerate().for_each(|(i, o)| {
+                let c0 = i * per;
+                m.block(isa, c0..c0 + o.len(), o, o.len());
+            })
+        });
+        return Ok(());
+    }
     let ranges: Vec<Range<usize>> = (0..cols)
         .step_by(per)
         .map(|c0| c0..(c0 + per).min(cols))
         .collect();
     // Each thread fills its own [rows, width] buffer: columns are not contiguous in the
     // row-major output, and a copy is cheap next to rows*cols*k FMAs (and keeps this safe).
-    let parts: Vec<Vec<f32>> = pool(threads)?.install(|| {
+    let parts: Vec<Vec<f32>> = pool.install(|| {
         ranges
             .par_iter()
             .map(|r| {
@@ -88,6 +100,20 @@ pub fn matmul(
         }
     }
     Ok(())
+}
+
+/// Runs `f` on a worker of the `threads`-thread pool that [`matmul`] uses.
+///
+/// A caller that makes many small matmuls (a decode step makes ~200) should wrap them in
+/// this: from outside, every call hands its work to the pool and sleeps until a worker
+/// wakes it, which on a VM costs tens of µs per call; from inside, the calling worker takes
+/// its share itself and the other workers, still spinning from the previous call, pick up
+/// the rest.
+pub(crate) fn in_pool<R: Send>(
+    threads: usize,
+    f: impl FnOnce() -> R + Send,
+) -> Result<R, ComputeError> {
+    Ok(pool(threads.max(1))?.install(f))
 }
 
 /// Rayon pools by thread count, built once: building one per call would cost more than a

@@ -107,6 +107,7 @@ pub(crate) use dot::tree16;
 pub use dot::{dot, sum};
 pub use exp::{EXP_POLY, LN2_HI, LN2_LO, LOG2E, exp, exp_inplace};
 pub use isa::Isa;
+pub(crate) use matmul::in_pool;
 pub use matmul::matmul;
 pub use ops::{rmsnorm, silu, silu_inplace, softmax_inplace, swiglu};
 pub use rope::{Llama3RopeScaling, RopeTable, rope_inv_freq};

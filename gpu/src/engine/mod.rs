@@ -16,7 +16,11 @@ pub use cache::KvCache;
 pub use generate::{Generation, Request, StopReason, generate, generate_batch, generate_greedy};
 pub use sample::{Sampling, argmax};
 
-use crate::compute::{self, ComputeError, Isa, RopeTable};
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use crate::compute::{self, AlignedVec, ComputeError, Isa, RopeTable};
 use crate::model::{Adapter, LinearModule, LlamaWeights, LoraWeights, ModelConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -66,15 +70,73 @@ impl Default for EngineOptions {
 #[derive(Debug)]
 pub struct Engine {
     config: ModelConfig,
+    /// Norms, biases and untied input embeddings; the matmul weights moved to `packed`.
     weights: LlamaWeights,
+    packed: Packed,
     rope: RopeTable,
     options: EngineOptions,
+}
+
+/// Every matmul weight (each layer's seven projections, then the LM head) in one arena,
+/// each matrix starting on a 64-byte boundary and the whole backed by huge pages where
+/// possible (see [`AlignedVec`]): loaded `Vec`s start 16 bytes past a cache line and sit
+/// on 4 KiB pages, which costs prefill split loads and decode TLB misses. Same values, so
+/// same bits.
+#[derive(Debug)]
+struct Packed {
+    arena: AlignedVec,
+    /// Per layer, each projection's place in `arena`, indexed by `LinearModule as usize`.
+    layers: Vec<[Range<usize>; 7]>,
+    /// `[vocab, hidden]`; with tied embeddings also the input embedding table.
+    head: Range<usize>,
+}
+
+impl Packed {
+    /// Moves the matrices' data out of `weights` one by one (leaving them empty, shapes
+    /// intact), so that at most one matrix exists twice at any moment.
+    fn take(weights: &mut LlamaWeights) -> Self {
+        let head = match weights.lm_head.as_mut() {
+            Some(m) => m,
+            None => &mut weights.embed_tokens,
+        };
+        let total: usize = weights
+            .layers
+            .iter()
+            .flat_map(|l| LinearModule::ALL.map(|m| l.linear(m).data.len()))
+            .chain([head.data.len()])
+            .map(|n| n.next_multiple_of(16))
+            .sum();
+        let mut arena = AlignedVec::with_capacity(total);
+        let mut put = |m: &mut Vec<f32>| arena.push_aligned(&std::mem::take(m));
+        let layers = weights
+            .layers
+            .iter_mut()
+            .map(|l| {
+                [
+                    &mut l.q_proj,
+                    &mut l.k_proj,
+                    &mut l.v_proj,
+                    &mut l.o_proj,
+                    &mut l.gate_proj,
+                    &mut l.up_proj,
+                    &mut l.down_proj,
+                ]
+                .map(|m| put(&mut m.data))
+            })
+            .collect();
+        let head = put(&mut head.data);
+        Packed {
+            arena,
+            layers,
+            head,
+        }
+    }
 }
 
 impl Engine {
     pub fn new(
         config: ModelConfig,
-        weights: LlamaWeights,
+        mut weights: LlamaWeights,
         mut options: EngineOptions,
     ) -> Result<Self, EngineError> {
         options.max_positions = options.max_positions.min(config.max_sequence_len()).max(1);
@@ -94,9 +156,11 @@ impl Engine {
             options.max_positions,
             scaling.as_ref(),
         )?;
+        let packed = Packed::take(&mut weights);
         Ok(Self {
             config,
             weights,
+            packed,
             rope,
             options,
         })
@@ -110,8 +174,32 @@ impl Engine {
         &self.options
     }
 
+    /// Norms, biases and every matrix's shape. The matmul weights' values live in the
+    /// engine's aligned arena: read them through [`Engine::linear_weight`],
+    /// [`Engine::head_weight`] and [`Engine::embeddings`].
     pub fn weights(&self) -> &LlamaWeights {
         &self.weights
+    }
+
+    /// One projection's `[out, in]` weight values.
+    pub fn linear_weight(&self, layer: usize, m: LinearModule) -> &[f32] {
+        self.packed
+            .layers
+            .get(layer)
+            .map_or(&[], |l| &self.packed.arena[l[m as usize].clone()])
+    }
+
+    /// The LM head `[vocab, hidden]`.
+    pub fn head_weight(&self) -> &[f32] {
+        &self.packed.arena[self.packed.head.clone()]
+    }
+
+    /// The input embedding table `[vocab, hidden]` (the LM head's values when tied).
+    pub fn embeddings(&self) -> &[f32] {
+        match self.weights.lm_head {
+            Some(_) => &self.weights.embed_tokens.data,
+            None => self.head_weight(),
+        }
     }
 
     pub fn rope(&self) -> &RopeTable {
@@ -155,10 +243,21 @@ impl Engine {
         batch: &mut [BatchItem<'_>],
         all_logits: bool,
     ) -> Result<Vec<Vec<f32>>, EngineError> {
+        // One hand-off to the thread pool per pass, not one per matmul: see `in_pool`.
+        compute::in_pool(self.options.threads, || {
+            self.forward_in_pool(batch, all_logits)
+        })?
+    }
+
+    fn forward_in_pool(
+        &self,
+        batch: &mut [BatchItem<'_>],
+        all_logits: bool,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
         let c = &self.config;
         let (isa, threads) = (self.options.isa, self.options.threads);
         let hidden = c.hidden_size;
-        let (hd, q_dim, kv_dim) = (c.head_dim, c.q_dim(), c.num_key_value_heads * c.head_dim);
+        let (q_dim, kv_dim) = (c.q_dim(), c.num_key_value_heads * c.head_dim);
         let eps = c.rms_norm_eps as f32;
         let limit = self.options.max_positions;
 
@@ -187,6 +286,7 @@ impl Engine {
             return Ok(Vec::new());
         }
 
+        let embeddings = self.embeddings();
         let mut x = vec![0.0f32; t * hidden];
         let all_tokens = batch.iter().flat_map(|item| item.tokens.iter());
         for (row, &tok) in x.chunks_exact_mut(hidden).zip(all_tokens) {
@@ -197,7 +297,7 @@ impl Engine {
                     vocab: c.vocab_size,
                 });
             }
-            row.copy_from_slice(&self.weights.embed_tokens.data[id * hidden..][..hidden]);
+            row.copy_from_slice(&embeddings[id * hidden..][..hidden]);
         }
         let mut xn = vec![0.0f32; t * hidden];
         let mut q = vec![0.0f32; t * q_dim];
@@ -208,13 +308,13 @@ impl Engine {
         let mut gate = vec![0.0f32; t * c.intermediate_size];
         let mut up = vec![0.0f32; t * c.intermediate_size];
         let mut act = vec![0.0f32; t * c.intermediate_size];
-        let mut scores = vec![0.0f32; longest];
         let adapters: Vec<Option<&Adapter>> = batch.iter().map(|item| item.adapter).collect();
 
         for (l, layer) in self.weights.layers.iter().enumerate() {
             let lin = |m: LinearModule, input: &[f32], bias: Option<&[f32]>, out: &mut [f32]| {
                 let w = layer.linear(m);
-                compute::matmul(isa, threads, input, t, w.cols, &w.data, w.rows, bias, out)?;
+                let data = self.linear_weight(l, m);
+                compute::matmul(isa, threads, input, t, w.cols, data, w.rows, bias, out)?;
                 for (adapter, &(row0, rows, _)) in adapters.iter().zip(&spans) {
                     if let Some(lora) = adapter.and_then(|a| a.modules.get(&(l, m))) {
                         let inp = &input[row0 * w.cols..(row0 + rows) * w.cols];
@@ -236,26 +336,8 @@ impl Engine {
                 }
                 let span = row0 * kv_dim..(row0 + rows) * kv_dim;
                 item.cache.write(l, start, &k[span.clone()], &v[span]);
-                let (kc, vc) = item.cache.layer(l);
-                for i in 0..rows {
-                    let r = row0 + i;
-                    let visible = start + i + 1;
-                    for h in 0..c.num_attention_heads {
-                        let kvh =
-                            compute::kv_head(h, c.num_attention_heads, c.num_key_value_heads)?;
-                        compute::attention(
-                            isa,
-                            &q[r * q_dim + h * hd..][..hd],
-                            &kc[kvh * hd..],
-                            &vc[kvh * hd..],
-                            visible,
-                            kv_dim,
-                            &mut scores,
-                            &mut attn[r * q_dim + h * hd..][..hd],
-                        )?;
-                    }
-                }
             }
+            self.attend(l, batch, &spans, longest, &q, &mut attn)?;
             lin(LinearModule::OProj, &attn, None, &mut proj)?;
             add_in_place(&mut x, &proj);
 
@@ -303,7 +385,7 @@ impl Engine {
             &normed,
             n,
             hidden,
-            &head.data,
+            self.head_weight(),
             head.rows,
             None,
             &mut logits,
@@ -315,6 +397,49 @@ impl Engine {
             at += rows;
         }
         Ok(out)
+    }
+
+    /// Attention of every row of the batch at layer `l`, in parallel over (row, head):
+    /// each task writes its own `head_dim` slice of `attn` and reads only its sequence's
+    /// cache, so who runs it does not matter. Rows are `[row, head, head_dim]` in `attn`.
+    fn attend(
+        &self,
+        l: usize,
+        batch: &[BatchItem<'_>],
+        spans: &[(usize, usize, usize)],
+        longest: usize,
+        q: &[f32],
+        attn: &mut [f32],
+    ) -> Result<(), EngineError> {
+        let c = &self.config;
+        let (hd, heads, kv_heads) = (c.head_dim, c.num_attention_heads, c.num_key_value_heads);
+        let caches: Vec<(&[f32], &[f32])> = batch.iter().map(|item| item.cache.layer(l)).collect();
+        // Each row's sequence and position.
+        let rows: Vec<(usize, usize)> = spans
+            .iter()
+            .enumerate()
+            .flat_map(|(s, &(_, n, start))| (start..start + n).map(move |pos| (s, pos)))
+            .collect();
+        attn.par_chunks_mut(hd).enumerate().try_for_each_init(
+            || vec![0.0f32; longest],
+            |scores, (g, out)| {
+                let (r, h) = (g / heads, g % heads);
+                let (s, pos) = rows[r];
+                let (kc, vc) = caches[s];
+                let kvh = compute::kv_head(h, heads, kv_heads)?;
+                compute::attention(
+                    self.options.isa,
+                    &q[g * hd..][..hd],
+                    &kc[kvh * hd..],
+                    &vc[kvh * hd..],
+                    pos + 1,
+                    kv_heads * hd,
+                    scores,
+                    out,
+                )
+            },
+        )?;
+        Ok(())
     }
 
     /// Adds an adapter's `(input · Aᵀ · Bᵀ) · scale` to `out`, after the base product, as

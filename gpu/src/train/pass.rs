@@ -23,12 +23,13 @@ impl Transposed {
         let layers = w
             .layers
             .iter()
-            .map(|layer| {
+            .enumerate()
+            .map(|(l, layer)| {
                 LinearModule::ALL
                     .iter()
                     .map(|&m| {
                         let mat = layer.linear(m);
-                        (m, transpose(&mat.data, mat.rows, mat.cols))
+                        (m, transpose(engine.linear_weight(l, m), mat.rows, mat.cols))
                     })
                     .collect()
             })
@@ -36,7 +37,7 @@ impl Transposed {
         let head = w.lm_head();
         Self {
             layers,
-            head: transpose(&head.data, head.rows, head.cols),
+            head: transpose(engine.head_weight(), head.rows, head.cols),
         }
     }
 
@@ -145,9 +146,8 @@ impl Pass<'_> {
         for &tok in seqs.iter().flat_map(|s| s.tokens) {
             let start = tok as usize * h;
             let row =
-                weights
-                    .embed_tokens
-                    .data
+                self.engine
+                    .embeddings()
                     .get(start..start + h)
                     .ok_or(ComputeError::Invalid {
                         op: "train",
@@ -186,7 +186,7 @@ impl Pass<'_> {
             &xf,
             np,
             h,
-            &head.data,
+            self.engine.head_weight(),
             vocab,
             None,
             &mut logits,
@@ -254,7 +254,8 @@ impl Pass<'_> {
             _ => None,
         };
         let mut y = vec![0.0f32; rows * w.rows];
-        compute::matmul(isa, threads, x, rows, w.cols, &w.data, w.rows, bias, &mut y)?;
+        let data = self.engine.linear_weight(l, m);
+        compute::matmul(isa, threads, x, rows, w.cols, data, w.rows, bias, &mut y)?;
         let Some(lora) = self.adapter.modules.get(&(l, m)) else {
             return Ok((y, None));
         };

@@ -242,7 +242,11 @@ impl<'e> Trainer<'e> {
                     base_t: &self.base_t,
                     adapter: &adapter,
                 };
-                let seq_losses = pass.run(&seqs, rows, n as f32, &mut grads)?;
+                // One hand-off to the thread pool per micro-batch, not one per matmul.
+                let threads = self.engine.options().threads;
+                let seq_losses = crate::compute::in_pool(threads, || {
+                    pass.run(&seqs, rows, n as f32, &mut grads)
+                })??;
                 loss_sum += seq_losses.iter().map(|l| l.sum).sum::<f64>();
                 rows += seqs.iter().map(|s| s.tokens.len()).sum::<usize>();
             }
