@@ -5,9 +5,11 @@
 
 pub mod client;
 pub mod jobs;
+pub mod ledger;
 pub mod matcher;
 pub mod node;
 pub mod registry;
+pub mod rules;
 pub mod store;
 
 pub use client::{SubmitError, Submitter};
