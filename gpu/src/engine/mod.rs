@@ -315,13 +315,21 @@ impl Engine {
                 let w = layer.linear(m);
                 let data = self.linear_weight(l, m);
                 compute::matmul(isa, threads, input, t, w.cols, data, w.rows, bias, out)?;
+                // Each sequence's low-rank product writes only its own rows, so they run
+                // in parallel (a decode batch with many adapters would otherwise leave all
+                // threads but one idle); who computes a row never changes its bits.
+                let mut work = Vec::with_capacity(spans.len());
+                let mut rest = &mut out[..];
                 for (adapter, &(row0, rows, _)) in adapters.iter().zip(&spans) {
+                    let (mine, tail) = std::mem::take(&mut rest).split_at_mut(rows * w.rows);
+                    rest = tail;
                     if let Some(lora) = adapter.and_then(|a| a.modules.get(&(l, m))) {
                         let inp = &input[row0 * w.cols..(row0 + rows) * w.cols];
-                        let o = &mut out[row0 * w.rows..(row0 + rows) * w.rows];
-                        self.add_lora(lora, inp, rows, o)?;
+                        work.push((lora, inp, rows, mine));
                     }
                 }
+                work.into_par_iter()
+                    .try_for_each(|(lora, inp, rows, o)| self.add_lora(lora, inp, rows, o))?;
                 Ok::<(), EngineError>(())
             };
             rmsnorm_rows(isa, &x, &layer.input_layernorm, eps, &mut xn)?;
