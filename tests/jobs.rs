@@ -350,8 +350,11 @@ async fn a_worker_killed_mid_job_is_replaced_and_the_job_completes() {
         .unwrap()
         .unwrap();
     assert_eq!(view.state, JobState::Done, "{view:#?}");
+    // Stopped mid-run, the worker cancels its job and says so (or, if it cannot, the
+    // coordinator sees it leave the network): either way its replica no longer counts.
+    let first = &view.replicas[0].state;
     assert!(
-        view.replicas[0].state.contains("left the network"),
+        first.contains("left the network") || first.contains("cancelled"),
         "{view:#?}"
     );
     let finisher = view
@@ -440,5 +443,28 @@ async fn a_coordinator_restarted_between_submit_and_result_loses_nothing() {
     let view = wait_done(&s, id).await;
     assert!(matches!(view.output, Some(JobOutput::Finetune { .. })));
     verify_receipt(view.receipt.as_ref().unwrap()).unwrap();
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_no_worker_can_run_fails_quickly_with_the_workers_reason() {
+    let net = Net::start(3, false).await;
+    let s = net.submitter().await;
+    let model = s.upload_model(&net.model()).await.unwrap();
+    let dataset = s.upload_file(&net.dataset()).await.unwrap();
+    let JobKind::Finetune(mut ft) = finetune(model, dataset, 5) else {
+        unreachable!()
+    };
+    ft.params.max_len = Some(3); // every record is longer
+    let id = s.submit(&spec(JobKind::Finetune(ft), 1)).await.unwrap();
+    let view = tokio::time::timeout(BOUND, s.wait(id, |_| {}))
+        .await
+        .unwrap()
+        .unwrap();
+    match &view.state {
+        JobState::Failed(why) => assert!(why.contains("longer than"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(view.replicas.len(), 3, "each worker tried once: {view:#?}");
     net.stop().await;
 }

@@ -443,3 +443,152 @@ fn devnet_fine_tunes_then_shows_the_adapter_beside_the_base_model() {
             .starts_with(c["trained"].as_str().unwrap())
     }));
 }
+
+#[test]
+fn a_worker_process_killed_mid_job_is_replaced_and_the_job_completes() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let coordinator = spawn(
+        &[
+            "coordinator",
+            "start",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--data",
+            h.join("c").to_str().unwrap(),
+        ],
+        h,
+    );
+    line_after(&coordinator, "coordinator ");
+    let addr = line_after(&coordinator, "listening on ");
+    let mut workers = Vec::new();
+    for i in 0..2 {
+        let dir = h.join(format!("w{i}"));
+        let w = spawn(
+            &[
+                "worker",
+                "start",
+                "--coordinator",
+                &addr,
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--data",
+                dir.to_str().unwrap(),
+                "--advert-interval",
+                "300ms",
+            ],
+            h,
+        );
+        line_after(&w, "listening on ");
+        let key = run_json(
+            &[
+                "keys",
+                "show",
+                "--key",
+                dir.join("key.pem").to_str().unwrap(),
+                "--json",
+            ],
+            h,
+        );
+        workers.push((key["public_key"].as_str().unwrap().to_string(), Some(w)));
+    }
+    wait_for_count(&addr, 2);
+    let model = h.join("model");
+    run_json(
+        &["model", "init", "--out", model.to_str().unwrap(), "--json"],
+        h,
+    );
+    let data = h.join("d.jsonl");
+    std::fs::write(&data, "{\"text\": \"a few words to learn by heart\"}\n{\"prompt\": \"Q\", \"completion\": \" A\"}\n").unwrap();
+    let key = h.join("me.pem");
+    run_json(
+        &["keys", "new", "--out", key.to_str().unwrap(), "--json"],
+        h,
+    );
+    let k = key.to_str().unwrap();
+    let submitted = run_json(
+        &[
+            "job",
+            "submit",
+            "finetune",
+            "--coordinator",
+            &addr,
+            "--key",
+            k,
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--steps",
+            "4000",
+            "--lr",
+            "0.001",
+            "--json",
+        ],
+        h,
+    );
+    let id = submitted["job_id"].as_str().unwrap().to_string();
+    // Find the worker running it, then SIGKILL that process: it cannot say goodbye.
+    let start = Instant::now();
+    let victim = loop {
+        let s = run_json(
+            &[
+                "job",
+                "status",
+                &id,
+                "--coordinator",
+                &addr,
+                "--key",
+                k,
+                "--json",
+            ],
+            h,
+        );
+        if let Some(w) = s["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["state"] == "running")
+        {
+            break w["worker"].as_str().unwrap().to_string();
+        }
+        assert!(start.elapsed() < BOUND, "never running: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let slot = workers.iter_mut().find(|(k, _)| *k == victim).unwrap();
+    let mut d = slot.1.take().unwrap();
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    let start = Instant::now();
+    let done = loop {
+        let s = run_json(
+            &[
+                "job",
+                "status",
+                &id,
+                "--coordinator",
+                &addr,
+                "--key",
+                k,
+                "--json",
+            ],
+            h,
+        );
+        if s["state"] == "done" || s["state"] == "failed" {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(300), "not done: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(done["state"], "done", "{done}");
+    let replicas = done["workers"].as_array().unwrap();
+    assert!(
+        replicas[0]["state"]
+            .as_str()
+            .unwrap()
+            .contains("left the network"),
+        "{done}"
+    );
+    assert_ne!(replicas.last().unwrap()["worker"].as_str().unwrap(), victim);
+    drop(coordinator);
+}

@@ -11,8 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bincode::{Decode, Encode};
 use olc_protocol::{
-    Amount, Assignment, Commitment, ContentId, Identity, JobKind, JobOutput, JobProgress, JobSpec,
-    JobState, JobView, Message, PublicKey, ReplicaView, Reveal, SettlementReceipt, Signed,
+    Amount, Assignment, Commitment, ContentId, Identity, JobFailure, JobKind, JobOutput,
+    JobProgress, JobSpec, JobState, JobView, Message, PublicKey, ReplicaView, Reveal,
+    SettlementReceipt, Signed,
 };
 
 /// Tunables of the job flow.
@@ -468,6 +469,49 @@ impl JobBook {
                 self.dirty.insert(job.job_id);
             }
         }
+    }
+
+    /// A worker gave up its replica. The slot goes back to the matcher with that worker
+    /// excluded; after more failures than the job could need (replicas + 2), the job fails
+    /// with the last reason: one worker's word cannot fail a job (it may be lazy), but a
+    /// job that nobody can run must not cycle until its deadline.
+    pub fn on_failure(&mut self, signed: &Signed<JobFailure>, now_ms: u64) -> Result<(), Refusal> {
+        let f = signed
+            .verify()
+            .map_err(|e| Refusal::Signature(e.to_string()))?;
+        let (job, i) = self.replica_mut(&f.job_id, &f.assignment)?;
+        let r = &mut job.replicas[i];
+        if r.worker != signed.signer() {
+            return Err(Refusal::BadAnswer(
+                "failure reported by another worker".into(),
+            ));
+        }
+        if !matches!(r.state, ReplicaState::Offered | ReplicaState::Running) {
+            return Ok(());
+        }
+        let reason: String = f.reason.chars().take(500).collect();
+        r.state = ReplicaState::Dropped(format!("failed: {reason}"));
+        let w = r.worker;
+        job.excluded.push(w);
+        let failures = job
+            .replicas
+            .iter()
+            .filter(
+                |r| matches!(&r.state, ReplicaState::Dropped(why) if why.starts_with("failed: ")),
+            )
+            .count();
+        if failures >= job.replicas_needed() + 2 {
+            fail(
+                job,
+                &format!("{failures} workers could not run it; the last said: {reason}"),
+                now_ms,
+            );
+        } else {
+            job.state = derive_state(job);
+            job.updated_ms = now_ms;
+        }
+        self.dirty.insert(f.job_id);
+        Ok(())
     }
 
     pub fn on_progress(

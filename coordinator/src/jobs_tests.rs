@@ -338,3 +338,63 @@ fn a_restored_book_keeps_jobs_and_nonces() {
         Err(Refusal::Duplicate(_))
     ));
 }
+
+fn failure(a: &Signed<Assignment>, reason: &str) -> Signed<JobFailure> {
+    let body = a.verify().unwrap();
+    Signed::sign(
+        &who(&body.worker),
+        &JobFailure {
+            job_id: body.job_id,
+            assignment: a.id(),
+            reason: reason.into(),
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_reported_failure_reassigns_at_once_and_enough_of_them_fail_the_job() {
+    let mut book = JobBook::new(JobsConfig::default());
+    let id = book
+        .submit(job(1, VerificationPolicy::Single), NOW)
+        .unwrap();
+    let mut seen = Vec::new();
+    for round in 0..3 {
+        let a = assigned(&book.tick(&coordinator(), NOW, &mut pool(5)));
+        assert_eq!(a.len(), 1, "round {round}: reassigned at once");
+        assert!(
+            !seen.contains(&a[0].0),
+            "a failed worker is not asked again"
+        );
+        seen.push(a[0].0);
+        // Only the assigned worker can give up its replica.
+        let other = (0..5)
+            .map(worker)
+            .find(|w| w.public_key() != a[0].0)
+            .unwrap();
+        let forged = Signed::sign(
+            &other,
+            &JobFailure {
+                job_id: id,
+                assignment: a[0].1.id(),
+                reason: "x".into(),
+            },
+        )
+        .unwrap();
+        assert!(book.on_failure(&forged, NOW).is_err());
+        book.on_failure(
+            &failure(&a[0].1, "every record is longer than the context"),
+            NOW,
+        )
+        .unwrap();
+    }
+    match &book.get(&id).unwrap().state {
+        JobState::Failed(why) => {
+            assert!(
+                why.contains("3 workers could not run it") && why.contains("longer"),
+                "{why}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}

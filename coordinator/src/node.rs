@@ -396,6 +396,14 @@ impl Node {
                 Ok(()) => RpcResponse::Ok,
                 Err(e) => RpcResponse::Refused(e.to_string()),
             },
+            RpcRequest::Failed(f) => {
+                let result = lock(&self.book).on_failure(&f, now);
+                self.persist();
+                match result {
+                    Ok(()) => RpcResponse::Ok,
+                    Err(e) => RpcResponse::Refused(e.to_string()),
+                }
+            }
             RpcRequest::Commit(c) => {
                 let result = lock(&self.book).on_commit(c, now);
                 self.persist();

@@ -33,7 +33,7 @@ pub use messages::job::{
     TargetModule, TrainingLength, TrainingParams, VerificationPolicy,
 };
 pub use messages::jobs_api::{
-    BlobUpload, JobOutput, JobProgress, JobState, JobView, ReplicaView, Reveal,
+    BlobUpload, JobFailure, JobOutput, JobProgress, JobState, JobView, ReplicaView, Reveal,
     inference_commitment,
 };
 pub use messages::rpc::{

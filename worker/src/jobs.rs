@@ -19,8 +19,8 @@ use olc_protocol::blob_store::BlobStore;
 use olc_protocol::p2p::libp2p::Multiaddr;
 use olc_protocol::p2p::{Client, NodeConfig, unix_ms};
 use olc_protocol::{
-    Assignment, BlobUpload, Commitment, ContentId, ExecutionReceipt, Identity, JobKind, JobOutput,
-    JobProgress, JobSpec, PeerId, Reveal, RpcRequest, RpcResponse, Signed,
+    Assignment, BlobUpload, Commitment, ContentId, ExecutionReceipt, Identity, JobFailure, JobKind,
+    JobOutput, JobProgress, JobSpec, PeerId, Reveal, RpcRequest, RpcResponse, Signed,
 };
 
 use crate::content::{self, Fetch};
@@ -189,7 +189,18 @@ impl JobRunner {
                 .await
             {
                 Ok(()) => tracing::info!(%job, "job committed"),
-                Err(why) => tracing::warn!(%job, reason = %why, "job failed"),
+                Err(why) => {
+                    tracing::warn!(%job, reason = %why, "job failed");
+                    // Tell the coordinator, so the job is reassigned now, not at its deadline.
+                    let failure = JobFailure {
+                        job_id: job,
+                        assignment: signed.id(),
+                        reason: why,
+                    };
+                    if let Ok(f) = Signed::sign(&runner.identity, &failure) {
+                        let _ = courier.once(RpcRequest::Failed(f)).await;
+                    }
+                }
             }
             runner.active.fetch_sub(1, Ordering::SeqCst);
         });

@@ -22,6 +22,21 @@ impl Message for JobProgress {
     const MAX_SIZE: usize = 512;
 }
 
+/// A worker's report that it could not run its assignment (bad inputs, an error inside
+/// the engine, a cancelled run), so the coordinator can reassign at once instead of
+/// waiting for the deadline. Signed: only the assigned worker can give up its replica.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize)]
+pub struct JobFailure {
+    pub job_id: ContentId,
+    pub assignment: ContentId,
+    pub reason: String,
+}
+
+impl Message for JobFailure {
+    const NAME: &'static str = "olc/job-failure";
+    const MAX_SIZE: usize = 8 * 1024;
+}
+
 /// One piece of a blob pushed to a coordinator (the submitter's inputs, a worker's
 /// fine-tuned adapter). The receiver checks the whole against `id` when the last piece
 /// arrives and keeps nothing that does not hash to it.

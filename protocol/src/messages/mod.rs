@@ -11,7 +11,7 @@ pub mod settlement;
 use crate::Message;
 
 /// Every message type's name (the domain tag of signed ones); tests check they are distinct.
-pub const ALL_NAMES: [&str; 12] = [
+pub const ALL_NAMES: [&str; 13] = [
     advert::HardwareAdvert::NAME,
     job::JobSpec::NAME,
     execution::Assignment::NAME,
@@ -23,5 +23,6 @@ pub const ALL_NAMES: [&str; 12] = [
     rpc::BlobRequest::NAME,
     rpc::BlobResponse::NAME,
     jobs_api::JobProgress::NAME,
+    jobs_api::JobFailure::NAME,
     crate::manifest::Manifest::NAME,
 ];

@@ -6,7 +6,7 @@ use bincode::{Decode, Encode};
 use serde::Serialize;
 
 use crate::blob::{BlobOutline, CHUNK_SIZE};
-use crate::messages::jobs_api::{BlobUpload, JobProgress, JobView, Reveal};
+use crate::messages::jobs_api::{BlobUpload, JobFailure, JobProgress, JobView, Reveal};
 use crate::{
     Assignment, Commitment, ContentId, HardwareAdvert, JobSpec, Message, PublicKey, Signed,
 };
@@ -26,6 +26,7 @@ pub enum RpcRequest {
     /// Worker to coordinator while a job runs.
     Progress(Signed<JobProgress>),
     Commit(Signed<Commitment>),
+    Failed(Signed<JobFailure>),
     /// Coordinator to worker.
     Assign(Signed<Assignment>),
     /// Coordinator to worker, once every replica has committed: the assignment's id.
