@@ -119,29 +119,64 @@ pub struct SubmitCommon {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "tokens"])))]
 pub struct SubmitInference {
+    #[command(flatten)]
+    pub generate: GenerateArgs,
+    #[command(flatten)]
+    pub common: SubmitCommon,
+}
+
+/// What to generate from, and how: shared by `olc run infer` and `olc job submit
+/// inference`, so a job and a local run with the same flags compute the same thing.
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "tokens"])))]
+pub struct GenerateArgs {
+    /// Checkpoint directory (config.json, model.safetensors, tokenizer.json).
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
+    /// PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors).
     #[arg(long, value_name = "DIR")]
     pub adapter: Option<PathBuf>,
+    /// Prompt text, tokenized with the model's tokenizer.json.
     #[arg(long)]
     pub prompt: Option<String>,
+    /// Prompt as token ids, e.g. 1,2,3.
     #[arg(long, value_delimiter = ',')]
     pub tokens: Option<Vec<u32>>,
     #[arg(long, default_value_t = 32)]
     pub max_tokens: u32,
-    /// Sample at this temperature (without it and --top-k/--top-p, greedy).
+    /// Sample at this temperature [default when sampling: 1]. Without any sampling flag,
+    /// decoding is greedy.
     #[arg(long)]
     pub temperature: Option<f32>,
+    /// Keep only the K most likely tokens [default when sampling: all].
     #[arg(long)]
     pub top_k: Option<u32>,
+    /// Keep the smallest set of tokens with this much probability [default when sampling: 1].
     #[arg(long)]
     pub top_p: Option<f32>,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    #[command(flatten)]
-    pub common: SubmitCommon,
+    /// Seed of the sampling stream: the same seed gives the same tokens on every worker
+    /// [default when sampling: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl GenerateArgs {
+    /// `(temperature, top_k, top_p, seed)` when any sampling flag is given; greedy if not.
+    pub fn sampling(&self) -> Option<(f32, u32, f32, u64)> {
+        let any = self.temperature.is_some()
+            || self.top_k.is_some()
+            || self.top_p.is_some()
+            || self.seed.is_some();
+        any.then(|| {
+            (
+                self.temperature.unwrap_or(1.0),
+                self.top_k.unwrap_or(0),
+                self.top_p.unwrap_or(1.0),
+                self.seed.unwrap_or(0),
+            )
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -457,36 +492,9 @@ pub struct TrainingArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "tokens"])))]
 pub struct RunInfer {
-    /// Checkpoint directory (config.json, model.safetensors, tokenizer.json).
-    #[arg(long, value_name = "DIR")]
-    pub model: PathBuf,
-    /// PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors).
-    #[arg(long, value_name = "DIR")]
-    pub adapter: Option<PathBuf>,
-    /// Prompt text, tokenized with the model's tokenizer.json.
-    #[arg(long)]
-    pub prompt: Option<String>,
-    /// Prompt as token ids, e.g. 1,2,3.
-    #[arg(long, value_delimiter = ',')]
-    pub tokens: Option<Vec<u32>>,
-    #[arg(long, default_value_t = 32)]
-    pub max_tokens: usize,
-    /// Sample at this temperature [default when sampling: 1]. Without any sampling flag,
-    /// decoding is greedy.
-    #[arg(long)]
-    pub temperature: Option<f32>,
-    /// Keep only the K most likely tokens [default when sampling: all].
-    #[arg(long)]
-    pub top_k: Option<u32>,
-    /// Keep the smallest set of tokens with this much probability [default when sampling: 1].
-    #[arg(long)]
-    pub top_p: Option<f32>,
-    /// Seed of the sampling stream: the same seed gives the same tokens on every worker
-    /// [default when sampling: 0].
-    #[arg(long)]
-    pub seed: Option<u64>,
+    #[command(flatten)]
+    pub generate: GenerateArgs,
     /// Compute threads [default: all cores]. Never changes the output.
     #[arg(long)]
     pub threads: Option<usize>,

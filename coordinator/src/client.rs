@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use olc_gpu::model::Checkpoint;
-use olc_protocol::blob::CHUNK_SIZE;
 use olc_protocol::p2p::libp2p::Multiaddr;
 use olc_protocol::p2p::{Client, ClientError, NodeConfig};
 use olc_protocol::{
@@ -151,22 +150,10 @@ impl Submitter {
     }
 
     async fn put(&self, id: ContentId, data: &[u8]) -> Result<(), SubmitError> {
-        let total = data.len() as u64;
-        let mut offset = 0u64;
-        loop {
-            let end = (offset + CHUNK_SIZE).min(total);
-            let piece = BlobUpload {
-                id,
-                total,
-                offset,
-                data: data[offset as usize..end as usize].to_vec(),
-            };
+        for piece in BlobUpload::pieces(id, data) {
             self.rpc(RpcRequest::PutBlob(piece)).await?;
-            offset = end;
-            if offset >= total {
-                return Ok(());
-            }
         }
+        Ok(())
     }
 
     /// Signs and submits a job; returns its id once the coordinator has stored it.

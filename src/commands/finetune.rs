@@ -8,17 +8,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use olc_gpu::engine::{Engine, EngineOptions};
 use olc_gpu::model::{Adapter, Checkpoint, LinearModule, ModelConfig};
 use olc_gpu::train::{
-    Budget, Dataset, Hyper, LoraSpec, Provenance, ProvenanceInputs, StepReport, Trainer,
-    init_adapter, tokenize, write_adapter,
+    Budget, Dataset, FinishInputs, Hyper, LoraSpec, StepReport, Trainer, finish, init_adapter,
+    resolve_max_len, tokenize,
 };
 use olc_protocol::Manifest;
 use serde::Serialize;
 
 use super::run::parse_isa;
 use crate::cli::{RunFinetune, TrainingArgs};
-
-/// Longest default context for training: activations grow with the square of the length.
-const DEFAULT_MAX_LEN: usize = 2048;
 
 impl TrainingArgs {
     /// The hyperparameters these flags ask for, checked.
@@ -83,15 +80,7 @@ impl TrainingArgs {
     }
 
     pub fn max_len(&self, config: &ModelConfig) -> Result<usize> {
-        let context = config.max_sequence_len();
-        match self.max_len {
-            Some(0) => bail!("--max-len must be at least 2"),
-            Some(n) if n > context => {
-                bail!("--max-len {n} is longer than the model's context of {context} tokens")
-            }
-            Some(n) => Ok(n),
-            None => Ok(context.min(DEFAULT_MAX_LEN)),
-        }
+        resolve_max_len(self.max_len, config).map_err(|e| anyhow::anyhow!("--max-len: {e}"))
     }
 }
 
@@ -182,21 +171,19 @@ pub fn finetune(args: RunFinetune) -> Result<()> {
         },
     )?;
     bar.finish_and_clear();
-    let final_losses = trainer.eval_losses(&tokenized.examples, Some(&outcome.adapter))?;
-    let provenance = Provenance::build(
-        &ProvenanceInputs {
+    let provenance = finish(
+        &trainer,
+        &FinishInputs {
             base_model: &model,
             dataset: &dataset,
             tokenized: &tokenized,
             hyper: &hyper,
             max_len,
             init_adapter: args.training.init_adapter.as_ref().map(|_| &initial),
-            final_losses: &final_losses,
         },
         &outcome,
-    );
-    write_adapter(&args.out, &outcome.adapter)?;
-    provenance.write(&args.out)?;
+        &args.out,
+    )?;
 
     let secs = outcome.elapsed.as_secs_f64().max(1e-9);
     let out = Output {

@@ -90,18 +90,6 @@ fn spec(kind: JobKind, common: &SubmitCommon) -> Result<JobSpec> {
     })
 }
 
-pub fn sampling(temperature: Option<f32>, top_k: Option<u32>, top_p: Option<f32>) -> Sampling {
-    if temperature.is_none() && top_k.is_none() && top_p.is_none() {
-        Sampling::Greedy
-    } else {
-        Sampling::Sample {
-            temperature: temperature.unwrap_or(1.0),
-            top_k: top_k.unwrap_or(0),
-            top_p: top_p.unwrap_or(1.0),
-        }
-    }
-}
-
 /// The job form of the training flags, converted exactly as `olc run finetune` reads
 /// them, so both train the same adapter.
 pub fn training_params(
@@ -135,12 +123,13 @@ pub fn training_params(
 }
 
 async fn submit_inference(args: SubmitInference) -> Result<()> {
+    let g = &args.generate;
     let submitter = connect(&args.common.coordinator).await?;
     let model = submitter
-        .upload_model(&args.model)
+        .upload_model(&g.model)
         .await
         .context("uploading the model")?;
-    let adapter = match &args.adapter {
+    let adapter = match &g.adapter {
         Some(dir) => Some(
             submitter
                 .upload_adapter(dir)
@@ -149,7 +138,7 @@ async fn submit_inference(args: SubmitInference) -> Result<()> {
         ),
         None => None,
     };
-    let prompt = match (&args.prompt, &args.tokens) {
+    let prompt = match (&g.prompt, &g.tokens) {
         (Some(t), _) => Prompt::Text(t.clone()),
         (None, Some(t)) => Prompt::Tokens(t.clone()),
         (None, None) => bail!("give --prompt TEXT or --tokens 1,2,3"),
@@ -158,9 +147,16 @@ async fn submit_inference(args: SubmitInference) -> Result<()> {
         model,
         adapter,
         prompt,
-        sampling: sampling(args.temperature, args.top_k, args.top_p),
-        max_tokens: args.max_tokens,
-        seed: args.seed,
+        sampling: match g.sampling() {
+            Some((temperature, top_k, top_p, _)) => Sampling::Sample {
+                temperature,
+                top_k,
+                top_p,
+            },
+            None => Sampling::Greedy,
+        },
+        max_tokens: g.max_tokens,
+        seed: g.sampling().map_or(0, |s| s.3),
     });
     let spec = spec(kind, &args.common)?;
     spec.validate(unix_ms()).map_err(anyhow::Error::msg)?;

@@ -44,30 +44,27 @@ struct Output {
 }
 
 fn infer(args: RunInfer) -> Result<()> {
-    let sampling = if args.temperature.is_some()
-        || args.top_k.is_some()
-        || args.top_p.is_some()
-        || args.seed.is_some()
-    {
-        Sampling::Sample {
-            temperature: args.temperature.unwrap_or(1.0),
-            top_k: args.top_k.unwrap_or(0),
-            top_p: args.top_p.unwrap_or(1.0),
-            seed: args.seed.unwrap_or(0),
-        }
-    } else {
-        Sampling::Greedy
+    let g = &args.generate;
+    let sampling = match g.sampling() {
+        Some((temperature, top_k, top_p, seed)) => Sampling::Sample {
+            temperature,
+            top_k,
+            top_p,
+            seed,
+        },
+        None => Sampling::Greedy,
     };
     if let Err(why) = sampling.check() {
         bail!("{why}");
     }
-    if args.max_tokens == 0 {
+    let max_tokens = g.max_tokens as usize;
+    if max_tokens == 0 {
         bail!("--max-tokens must be at least 1");
     }
     let isa = parse_isa(&args.isa)?;
-    let checkpoint = Checkpoint::load(&args.model)
-        .with_context(|| format!("cannot load the model in {}", args.model.display()))?;
-    let adapter = args
+    let checkpoint = Checkpoint::load(&g.model)
+        .with_context(|| format!("cannot load the model in {}", g.model.display()))?;
+    let adapter = g
         .adapter
         .as_ref()
         .map(|dir| {
@@ -75,7 +72,7 @@ fn infer(args: RunInfer) -> Result<()> {
                 .with_context(|| format!("cannot load the adapter in {}", dir.display()))
         })
         .transpose()?;
-    let prompt = match (&args.prompt, &args.tokens) {
+    let prompt = match (&g.prompt, &g.tokens) {
         (Some(text), _) => checkpoint.tokenizer.encode(text)?,
         (None, Some(tokens)) => tokens.clone(),
         (None, None) => bail!("give --prompt TEXT or --tokens 1,2,3"),
@@ -90,7 +87,7 @@ fn infer(args: RunInfer) -> Result<()> {
         }
         options.threads = threads;
     }
-    options.max_positions = prompt.len() + args.max_tokens;
+    options.max_positions = prompt.len() + max_tokens;
     let tokenizer = checkpoint.tokenizer;
     let engine = Engine::new(checkpoint.config, checkpoint.weights, options)?;
 
@@ -99,7 +96,7 @@ fn infer(args: RunInfer) -> Result<()> {
         &engine,
         adapter.as_ref(),
         &prompt,
-        args.max_tokens,
+        max_tokens,
         args.prefill_chunk,
         &sampling,
     )?;

@@ -15,17 +15,13 @@ use olc_gpu::engine::{self, Engine, EngineError, EngineOptions, generate};
 use olc_gpu::model::{Adapter, Checkpoint, LinearModule, ModelConfig, ModelError};
 use olc_gpu::train::provenance::PROVENANCE_FILE;
 use olc_gpu::train::{
-    Budget, Dataset, Hyper, LoraSpec, Provenance, ProvenanceInputs, StepReport, TrainError,
-    Trainer, init_adapter, tokenize, write_adapter,
+    Budget, Dataset, FinishInputs, Hyper, LoraSpec, StepReport, TrainError, Trainer, finish,
+    init_adapter, resolve_max_len, tokenize,
 };
 use olc_protocol::{
     ContentId, FinetuneJob, InferenceJob, JobKind, JobSpec, Metrics, Prompt, Sampling,
     TargetModule, TrainingLength, TrainingParams, inference_commitment,
 };
-
-/// Longest default context for training, as `olc run finetune` (activations grow with the
-/// square of the length).
-pub const DEFAULT_MAX_LEN: usize = 2048;
 
 /// Where a job's inputs were laid out (see [`crate::content`]).
 #[derive(Debug, Clone)]
@@ -309,15 +305,8 @@ pub fn hyper(params: &TrainingParams) -> Result<Hyper, ExecError> {
 
 /// As `TrainingArgs::max_len`: the job's value, else the model's context up to 2048.
 pub fn max_len(params: &TrainingParams, config: &ModelConfig) -> Result<usize, ExecError> {
-    let context = config.max_sequence_len();
-    match params.max_len.map(|n| n as usize) {
-        Some(0) => Err(ExecError::Input("max_len must be at least 2".into())),
-        Some(n) if n > context => Err(ExecError::Input(format!(
-            "max_len {n} is longer than the model's context of {context} tokens"
-        ))),
-        Some(n) => Ok(n),
-        None => Ok(context.min(DEFAULT_MAX_LEN)),
-    }
+    resolve_max_len(params.max_len.map(|n| n as usize), config)
+        .map_err(|e| ExecError::Input(e.to_string()))
 }
 
 /// Why the progress callback stopped training.
@@ -405,22 +394,20 @@ fn finetune(
     // A stop asked for at the last step does not interrupt the trainer; honour it here,
     // before the evaluation pass and the writes.
     check_stop(opts, cancel)?;
-    let final_losses = trainer.eval_losses(&tokenized.examples, Some(&outcome.adapter))?;
-    let provenance = Provenance::build(
-        &ProvenanceInputs {
+    let adapter_dir = opts.work_dir.join("adapter");
+    finish(
+        &trainer,
+        &FinishInputs {
             base_model: &model,
             dataset: &dataset,
             tokenized: &tokenized,
             hyper: &hyper,
             max_len,
             init_adapter: params.init_adapter.as_ref().map(|_| &initial),
-            final_losses: &final_losses,
         },
         &outcome,
-    );
-    let adapter_dir = opts.work_dir.join("adapter");
-    write_adapter(&adapter_dir, &outcome.adapter)?;
-    provenance.write(&adapter_dir)?;
+        &adapter_dir,
+    )?;
     let provenance_path = adapter_dir.join(PROVENANCE_FILE);
     let provenance_bytes = std::fs::read(&provenance_path).map_err(|source| ExecError::Io {
         path: provenance_path,

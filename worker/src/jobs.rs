@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use olc_protocol::blob::CHUNK_SIZE;
 use olc_protocol::blob_store::BlobStore;
 use olc_protocol::p2p::libp2p::Multiaddr;
 use olc_protocol::p2p::{Client, NodeConfig, unix_ms};
@@ -400,24 +399,11 @@ impl JobRunner {
                 .get(&id)
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("blob {id} vanished from the store"))?;
-            let total = bytes.len() as u64;
-            let mut offset = 0u64;
-            loop {
-                let end = (offset + CHUNK_SIZE).min(total);
-                let piece = BlobUpload {
-                    id,
-                    total,
-                    offset,
-                    data: bytes[offset as usize..end as usize].to_vec(),
-                };
+            for piece in BlobUpload::pieces(id, &bytes) {
                 match courier.until_deadline(RpcRequest::PutBlob(piece)).await? {
                     RpcResponse::Ok => {}
                     RpcResponse::Refused(why) => return Err(format!("upload refused: {why}")),
                     other => return Err(format!("unexpected answer: {other:?}")),
-                }
-                offset = end;
-                if offset >= total {
-                    break;
                 }
             }
         }

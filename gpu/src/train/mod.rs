@@ -72,6 +72,7 @@ pub mod error;
 mod grad_ops;
 mod lanes;
 pub mod lora;
+pub mod output;
 mod pass;
 pub mod provenance;
 pub mod trainer;
@@ -80,6 +81,7 @@ pub use adamw::AdamW;
 pub use data::{Content, DataError, Dataset, Example, Record, Tokenized, tokenize};
 pub use error::TrainError;
 pub use lora::{LoraSpec, adapter_commitment, init_adapter, write_adapter};
+pub use output::{DEFAULT_MAX_LEN, FinishInputs, finish, resolve_max_len};
 pub use provenance::{Provenance, ProvenanceInputs, RecordProvenance};
 pub use trainer::{Budget, Hyper, StepReport, TrainOutcome, Trainer, plan};
 

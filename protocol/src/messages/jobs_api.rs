@@ -48,6 +48,26 @@ pub struct BlobUpload {
     pub data: Vec<u8>,
 }
 
+impl BlobUpload {
+    /// The pieces that push `data` (whose id is `id`), one chunk each, in order. An empty
+    /// blob is one empty piece, so the receiver still sees it complete.
+    pub fn pieces(id: ContentId, data: &[u8]) -> impl Iterator<Item = BlobUpload> + '_ {
+        let total = data.len() as u64;
+        let step = crate::blob::CHUNK_SIZE as usize;
+        let count = data.len().div_ceil(step).max(1);
+        (0..count).map(move |i| {
+            let start = (i * step).min(data.len());
+            let end = (start + step).min(data.len());
+            BlobUpload {
+                id,
+                total,
+                offset: start as u64,
+                data: data[start..end].to_vec(),
+            }
+        })
+    }
+}
+
 /// What a job produced, as revealed after every replica has committed.
 #[derive(Debug, Clone, PartialEq, Encode, Decode, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
