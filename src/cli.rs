@@ -318,6 +318,12 @@ pub struct WorkerStart {
     /// Jobs this worker runs at once [default: 1]
     #[arg(long, value_name = "N")]
     pub max_jobs: Option<u32>,
+    /// Compute threads per job [default: all cores]. Never changes a result.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Size of the model/adapter/dataset cache in GiB [default: 50]
+    #[arg(long, value_name = "GIB")]
+    pub cache_gib: Option<u64>,
     #[command(flatten)]
     pub daemon: DaemonArgs,
 }

@@ -25,6 +25,8 @@ pub struct WorkerFile {
     pub advert_interval: Option<Duration>,
     pub max_jobs: Option<u32>,
     pub mdns: Option<bool>,
+    pub threads: Option<usize>,
+    pub cache_gib: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

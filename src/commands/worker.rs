@@ -45,6 +45,18 @@ fn start(args: WorkerStart) -> Result<()> {
     cfg.offer.interval_ms = interval_ms;
     cfg.offer.price_per_ktoken = Amount(pick(args.price, file.price).unwrap_or(10));
     cfg.offer.max_concurrent_jobs = pick(args.max_jobs, file.max_jobs).unwrap_or(1).max(1);
+    if let Some(threads) = pick(args.threads, file.threads) {
+        if threads == 0 {
+            bail!("--threads must be at least 1");
+        }
+        cfg.threads = threads;
+    }
+    if let Some(gib) = pick(args.cache_gib, file.cache_gib) {
+        if gib == 0 {
+            bail!("--cache-gib must be at least 1: a worker needs room for one model");
+        }
+        cfg.cache_bytes = gib.saturating_mul(1 << 30);
+    }
     cfg.node = NodeConfig {
         mdns,
         ..NodeConfig::default()
