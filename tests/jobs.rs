@@ -48,6 +48,7 @@ async fn start_coordinator(id: &Identity, addr: &Multiaddr, data: Option<PathBuf
         data_dir: data,
         jobs: JobsConfig {
             assignment_timeout_ms: 60_000,
+            ..JobsConfig::default()
         },
         ..CoordinatorConfig::default()
     };

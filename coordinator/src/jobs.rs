@@ -21,12 +21,15 @@ use olc_protocol::{
 pub struct JobsConfig {
     /// How long a worker has from assignment to commitment (capped by the job's deadline).
     pub assignment_timeout_ms: u64,
+    /// How long after the deadline committed outputs may still be revealed.
+    pub reveal_grace_ms: u64,
 }
 
 impl Default for JobsConfig {
     fn default() -> Self {
         Self {
             assignment_timeout_ms: 10 * 60 * 1000,
+            reveal_grace_ms: 60 * 1000,
         }
     }
 }
@@ -306,10 +309,19 @@ impl JobBook {
                     changed = true;
                 }
             }
-            if now_ms > spec.deadline_ms && job.state != JobState::Committed {
-                let why = match &job.waiting {
-                    Some(w) => format!("deadline passed while waiting: {w}"),
-                    None => "deadline passed before every replica committed".into(),
+            // Committed work is given a grace period to be revealed (the workers did it in
+            // time); anything else ends at the deadline.
+            let committed = job.state == JobState::Committed;
+            let limit = if committed {
+                spec.deadline_ms.saturating_add(self.config.reveal_grace_ms)
+            } else {
+                spec.deadline_ms
+            };
+            if now_ms > limit {
+                let why = match (&job.waiting, committed) {
+                    (_, true) => "the committed outputs were not revealed in time".into(),
+                    (Some(w), false) => format!("deadline passed while waiting: {w}"),
+                    (None, false) => "deadline passed before every replica committed".into(),
                 };
                 fail(job, &why, now_ms);
                 self.dirty.insert(id);

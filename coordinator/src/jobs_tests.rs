@@ -189,6 +189,7 @@ fn replicas_go_to_distinct_workers_and_outputs_are_asked_only_after_all_commit()
 fn a_declined_or_lost_or_late_replica_is_reassigned_to_another_worker() {
     let mut book = JobBook::new(JobsConfig {
         assignment_timeout_ms: 1_000,
+        ..JobsConfig::default()
     });
     let id = book
         .submit(job(1, VerificationPolicy::Single), NOW)
@@ -395,6 +396,27 @@ fn a_reported_failure_reassigns_at_once_and_enough_of_them_fail_the_job() {
                 "{why}"
             )
         }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn committed_outputs_that_are_never_revealed_fail_the_job_after_a_grace_period() {
+    let mut book = JobBook::new(JobsConfig::default());
+    let id = book
+        .submit(job(1, VerificationPolicy::Single), NOW)
+        .unwrap();
+    let a = assigned(&book.tick(&coordinator(), NOW, &mut pool(2)));
+    let (c, _) = answer(&a[0].1, &[1]);
+    book.on_commit(c, NOW).unwrap();
+    book.tick(&coordinator(), NOW, &mut pool(2));
+    assert_eq!(book.get(&id).unwrap().state, JobState::Committed);
+    // Past the deadline but within the grace period: still waiting for the reveal.
+    book.tick(&coordinator(), NOW + 61_000, &mut pool(2));
+    assert_eq!(book.get(&id).unwrap().state, JobState::Committed);
+    book.tick(&coordinator(), NOW + 60_000 + 61_000, &mut pool(2));
+    match &book.get(&id).unwrap().state {
+        JobState::Failed(why) => assert!(why.contains("not revealed"), "{why}"),
         other => panic!("{other:?}"),
     }
 }

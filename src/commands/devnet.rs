@@ -120,6 +120,7 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
             node: node.clone(),
             jobs: JobsConfig {
                 assignment_timeout_ms: 60_000,
+                ..JobsConfig::default()
             },
             ..CoordinatorConfig::default()
         },
