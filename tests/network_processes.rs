@@ -592,3 +592,97 @@ fn a_worker_process_killed_mid_job_is_replaced_and_the_job_completes() {
     assert_ne!(replicas.last().unwrap()["worker"].as_str().unwrap(), victim);
     drop(coordinator);
 }
+
+#[test]
+fn a_job_that_outgrows_its_memory_limit_is_stopped() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let coordinator = spawn(
+        &[
+            "coordinator",
+            "start",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--data",
+            h.join("c").to_str().unwrap(),
+        ],
+        h,
+    );
+    line_after(&coordinator, "coordinator ");
+    let addr = line_after(&coordinator, "listening on ");
+    let worker = spawn(
+        &[
+            "worker",
+            "start",
+            "--coordinator",
+            &addr,
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--data",
+            h.join("w").to_str().unwrap(),
+            "--advert-interval",
+            "300ms",
+        ],
+        h,
+    );
+    line_after(&worker, "listening on ");
+    wait_for_count(&addr, 1);
+    let model = h.join("model");
+    run_json(
+        &[
+            "model",
+            "init",
+            "--out",
+            model.to_str().unwrap(),
+            "--preset",
+            "small",
+            "--json",
+        ],
+        h,
+    );
+    let data = h.join("d.jsonl");
+    std::fs::write(
+        &data,
+        "{\"text\": \"enough words to need some activations\"}\n",
+    )
+    .unwrap();
+    let key = h.join("me.pem");
+    run_json(
+        &["keys", "new", "--out", key.to_str().unwrap(), "--json"],
+        h,
+    );
+    let k = key.to_str().unwrap();
+    // 64 KiB: far less than loading a model and training it takes.
+    let out = olc()
+        .args([
+            "job",
+            "submit",
+            "finetune",
+            "--coordinator",
+            &addr,
+            "--key",
+            k,
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--steps",
+            "50",
+            "--min-memory",
+            "65536",
+            "--deadline",
+            "8s",
+            "--wait",
+            "--json",
+        ])
+        .env("HOME", h)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the job should fail");
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(view["state"], "failed", "{view}");
+    let first = view["workers"][0]["state"].as_str().unwrap();
+    assert!(first.contains("memory"), "{view}");
+    drop(worker);
+    drop(coordinator);
+}

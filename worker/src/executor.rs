@@ -172,12 +172,22 @@ fn check_stop(opts: &ExecOptions, cancel: &AtomicBool) -> Result<(), ExecError> 
 /// Process-wide: with several jobs at once, or after an earlier larger one, it overstates a
 /// job's own use; it is a report, never a basis for payment.
 pub fn peak_memory_bytes() -> u64 {
+    proc_status_bytes("VmHWM:")
+}
+
+/// The process's resident memory now (`VmRSS`), for the per-job memory limit; 0 where
+/// `/proc` is not available.
+pub fn current_memory_bytes() -> u64 {
+    proc_status_bytes("VmRSS:")
+}
+
+fn proc_status_bytes(field: &str) -> u64 {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
         return 0;
     };
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.trim().strip_suffix("kB"))
         .and_then(|kb| kb.trim().parse::<u64>().ok())
         .map_or(0, |kb| kb.saturating_mul(1024))

@@ -248,21 +248,51 @@ impl JobRunner {
                 }
             })
         };
-        let cancel = self.stopping.clone();
+        // The job's declared memory is its limit: a run that grows the process by more is
+        // cancelled at its next step (fine-tunes) or failed when it ends (inference).
+        // Process-wide figures, so concurrent jobs on one worker are measured together.
+        let limit = spec.requirements.min_memory_bytes;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let over = Arc::new(AtomicBool::new(false));
         let lazy = self.conduct == Conduct::Lazy;
         let spec_owned = spec.clone();
+        let (stopping, job_cancel, job_over) =
+            (self.stopping.clone(), cancel.clone(), over.clone());
         let result = tokio::task::spawn_blocking(move || {
             if lazy {
                 return Err(executor::ExecError::Input(
                     "lazy worker skipped the work".into(),
                 ));
             }
-            executor::execute(&spec_owned, &inputs, &opts, &cancel, &mut |s, t, l| {
-                let _ = tx.send(Some((s, t, l)));
-            })
+            let (rss0, peak0) = (
+                executor::current_memory_bytes(),
+                executor::peak_memory_bytes(),
+            );
+            let grew_too_much = |now: u64, base: u64| limit > 0 && now.saturating_sub(base) > limit;
+            let result =
+                executor::execute(&spec_owned, &inputs, &opts, &job_cancel, &mut |s, t, l| {
+                    if stopping.load(Ordering::Relaxed) {
+                        job_cancel.store(true, Ordering::Relaxed);
+                    }
+                    if grew_too_much(executor::current_memory_bytes(), rss0) {
+                        job_over.store(true, Ordering::Relaxed);
+                        job_cancel.store(true, Ordering::Relaxed);
+                    }
+                    let _ = tx.send(Some((s, t, l)));
+                });
+            if grew_too_much(executor::peak_memory_bytes(), peak0) {
+                job_over.store(true, Ordering::Relaxed);
+            }
+            result
         })
         .await
         .map_err(|e| format!("the job's thread died: {e}"));
+        if over.load(Ordering::Relaxed) {
+            reporter.abort();
+            return Err(format!(
+                "the job grew the worker's memory by more than its limit of {limit} bytes"
+            ));
+        }
         reporter.abort();
 
         let (output, mut commitment, metrics, adapter_manifest, provenance) = match (result, lazy) {
