@@ -13,7 +13,7 @@ use olc_gpu::model::{Preset, write_checkpoint};
 use olc_protocol::p2p::libp2p::Multiaddr;
 use olc_protocol::p2p::{NodeConfig, unix_ms, unix_us};
 use olc_protocol::*;
-use olc_worker::{Worker, WorkerConfig};
+use olc_worker::{Conduct, Worker, WorkerConfig};
 
 /// Generous: CI machines have two cores and run other tests alongside.
 const BOUND: Duration = Duration::from_secs(120);
@@ -58,6 +58,11 @@ async fn start_coordinator(id: &Identity, addr: &Multiaddr, data: Option<PathBuf
 impl Net {
     /// A coordinator (durable when `durable`) on a fixed loopback port, and `n` workers.
     async fn start(n: usize, durable: bool) -> Self {
+        Self::start_with(n, durable, &[]).await
+    }
+
+    /// As `start`, with worker `i` behaving as `conducts[i]` (honest beyond the list).
+    async fn start_with(n: usize, durable: bool, conducts: &[Conduct]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", free_port())
             .parse()
@@ -80,6 +85,7 @@ impl Net {
             cfg.node = node();
             cfg.threads = 1;
             cfg.offer.interval_ms = 300;
+            cfg.conduct = conducts.get(i).copied().unwrap_or_default();
             let w = Worker::start(&id, cfg).await.unwrap();
             net.workers.push((id, Some(w)));
         }
@@ -467,5 +473,30 @@ async fn a_job_no_worker_can_run_fails_quickly_with_the_workers_reason() {
         other => panic!("{other:?}"),
     }
     assert_eq!(view.replicas.len(), 3, "each worker tried once: {view:#?}");
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_that_disagree_fail_the_job_instead_of_returning_either_answer() {
+    // Two workers, one of which commits to a wrong output: replicate:2 must notice.
+    let net = Net::start_with(2, false, &[Conduct::WrongOutput]).await;
+    let s = net.submitter().await;
+    let model = s.upload_model(&net.model()).await.unwrap();
+    let id = s
+        .submit(&spec(inference(model, None, "Hello"), 2))
+        .await
+        .unwrap();
+    let view = tokio::time::timeout(BOUND, s.wait(id, |_| {}))
+        .await
+        .unwrap()
+        .unwrap();
+    match &view.state {
+        JobState::Failed(why) => assert!(why.contains("disagree"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(view.output.is_none() && view.receipt.is_none());
+    let commitments: Vec<_> = view.replicas.iter().map(|r| r.commitment).collect();
+    assert_eq!(commitments.len(), 2);
+    assert_ne!(commitments[0], commitments[1]);
     net.stop().await;
 }

@@ -295,56 +295,71 @@ impl JobRunner {
         }
         reporter.abort();
 
-        let (output, mut commitment, metrics, adapter_manifest, provenance) = match (result, lazy) {
-            (_, true) => (
-                JobOutput::Inference {
-                    tokens: vec![0],
-                    text: String::new(),
-                },
-                olc_protocol::inference_commitment(&[0]),
-                Default::default(),
-                None,
-                None,
-            ),
-            (Ok(Ok(done)), false) => {
-                let (output, manifest, provenance) = match done.output {
-                    ExecOutput::Inference { tokens, text } => {
-                        (JobOutput::Inference { tokens, text }, None, None)
-                    }
-                    ExecOutput::Finetune {
-                        adapter_dir,
-                        commitment,
-                        first_loss,
-                        last_loss,
-                        provenance,
-                    } => {
-                        let (manifest, files) = content::publish_dir(&self.store, &adapter_dir)
-                            .map_err(|e| format!("cannot store the adapter: {e}"))?;
-                        let mut all = files;
-                        all.push(manifest);
-                        self.upload(courier, &all).await?;
-                        (
-                            JobOutput::Finetune {
-                                adapter: manifest,
-                                commitment,
-                                first_loss,
-                                last_loss,
-                            },
-                            Some(manifest),
-                            Some(provenance),
-                        )
-                    }
-                };
-                (output, done.commitment, done.metrics, manifest, provenance)
-            }
-            (Ok(Err(e)), false) => return Err(e.to_string()),
-            (Err(e), false) => return Err(e),
-        };
+        let (mut output, mut commitment, metrics, adapter_manifest, provenance) =
+            match (result, lazy) {
+                (_, true) => (
+                    JobOutput::Inference {
+                        tokens: vec![0],
+                        text: String::new(),
+                    },
+                    olc_protocol::inference_commitment(&[0]),
+                    Default::default(),
+                    None,
+                    None,
+                ),
+                (Ok(Ok(done)), false) => {
+                    let (output, manifest, provenance) = match done.output {
+                        ExecOutput::Inference { tokens, text } => {
+                            (JobOutput::Inference { tokens, text }, None, None)
+                        }
+                        ExecOutput::Finetune {
+                            adapter_dir,
+                            commitment,
+                            first_loss,
+                            last_loss,
+                            provenance,
+                        } => {
+                            let (manifest, files) = content::publish_dir(&self.store, &adapter_dir)
+                                .map_err(|e| format!("cannot store the adapter: {e}"))?;
+                            let mut all = files;
+                            all.push(manifest);
+                            self.upload(courier, &all).await?;
+                            (
+                                JobOutput::Finetune {
+                                    adapter: manifest,
+                                    commitment,
+                                    first_loss,
+                                    last_loss,
+                                },
+                                Some(manifest),
+                                Some(provenance),
+                            )
+                        }
+                    };
+                    (output, done.commitment, done.metrics, manifest, provenance)
+                }
+                (Ok(Err(e)), false) => return Err(e.to_string()),
+                (Err(e), false) => return Err(e),
+            };
         let _ = std::fs::remove_dir_all(&work_dir);
         if self.conduct == Conduct::WrongOutput {
-            let mut bytes = commitment.as_bytes().to_vec();
-            bytes.push(1);
-            commitment = ContentId::of(&bytes);
+            // A consistent liar: the wrong output, its commitment and its reveal all agree,
+            // so only comparison with other replicas (or a referee) can catch it.
+            match &mut output {
+                JobOutput::Inference { tokens, .. } => {
+                    tokens.push(1);
+                    commitment = olc_protocol::inference_commitment(tokens);
+                }
+                JobOutput::Finetune {
+                    commitment: claimed,
+                    ..
+                } => {
+                    let mut bytes = claimed.as_bytes().to_vec();
+                    bytes.push(1);
+                    *claimed = ContentId::of(&bytes);
+                    commitment = *claimed;
+                }
+            }
         }
         let (model, adapter) = match &spec.kind {
             JobKind::Inference(j) => (j.model, j.adapter),
