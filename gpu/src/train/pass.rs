@@ -3,18 +3,21 @@
 
 use std::collections::BTreeMap;
 
+use rayon::prelude::*;
+
 use super::grad_ops::{cross_entropy_backward, rmsnorm_backward, rope_backward, swiglu_backward};
 use super::lanes::{LaneAcc, transpose};
-use crate::compute::{self, ComputeError, Isa};
+use crate::compute::{self, AlignedVec, ComputeError, Isa};
 use crate::engine::Engine;
 use crate::model::{Adapter, LinearModule, LoraWeights};
 
 /// The base weights transposed (`[in, out]`), built once per training run: the input
-/// gradient `g·W` is then a rule-2 matmul with contiguous operands.
+/// gradient `g·W` is then a rule-2 matmul with contiguous operands. Aligned (and on huge
+/// pages) like the engine's own weights, which the matmul streams ~1.4× faster.
 #[derive(Debug)]
 pub(crate) struct Transposed {
-    layers: Vec<BTreeMap<LinearModule, Vec<f32>>>,
-    head: Vec<f32>,
+    layers: Vec<BTreeMap<LinearModule, AlignedVec>>,
+    head: AlignedVec,
 }
 
 impl Transposed {
@@ -29,7 +32,8 @@ impl Transposed {
                     .iter()
                     .map(|&m| {
                         let mat = layer.linear(m);
-                        (m, transpose(engine.linear_weight(l, m), mat.rows, mat.cols))
+                        let t = transpose(engine.linear_weight(l, m), mat.rows, mat.cols);
+                        (m, AlignedVec::from_slice(&t))
                     })
                     .collect()
             })
@@ -37,7 +41,7 @@ impl Transposed {
         let head = w.lm_head();
         Self {
             layers,
-            head: transpose(engine.head_weight(), head.rows, head.cols),
+            head: AlignedVec::from_slice(&transpose(engine.head_weight(), head.rows, head.cols)),
         }
     }
 
@@ -45,7 +49,7 @@ impl Transposed {
         self.layers
             .get(layer)
             .and_then(|l| l.get(&m))
-            .map_or(&[], Vec::as_slice)
+            .map_or(&[], |v| &v[..])
     }
 }
 
@@ -325,24 +329,37 @@ impl Pass<'_> {
                 rope.apply(i, &mut q[r * q_dim..][..q_dim])?;
                 rope.apply(i, &mut k[r * kv_dim..][..kv_dim])?;
             }
+            // Heads in parallel, each into its own buffers, scattered in head order: who
+            // computes a head never changes its bits.
+            let per_head: Vec<(Vec<f32>, Vec<f32>)> = (0..c.num_attention_heads)
+                .into_par_iter()
+                .map(|hh| {
+                    let kvh = compute::kv_head(hh, c.num_attention_heads, c.num_key_value_heads)?;
+                    let mut pm = vec![0.0f32; t_len * t_len];
+                    let mut out = vec![0.0f32; t_len * hd];
+                    let mut scores = vec![0.0f32; t_len];
+                    for t in 0..t_len {
+                        let r = row0 + t;
+                        compute::attention(
+                            isa,
+                            &q[r * q_dim + hh * hd..][..hd],
+                            &k[row0 * kv_dim + kvh * hd..],
+                            &v[row0 * kv_dim + kvh * hd..],
+                            t + 1,
+                            kv_dim,
+                            &mut scores,
+                            &mut out[t * hd..][..hd],
+                        )?;
+                        pm[t * t_len..][..=t].copy_from_slice(&scores[..=t]);
+                    }
+                    Ok((pm, out))
+                })
+                .collect::<Result<_, ComputeError>>()?;
             let mut heads = Vec::with_capacity(c.num_attention_heads);
-            let mut scores = vec![0.0f32; t_len];
-            for hh in 0..c.num_attention_heads {
-                let kvh = compute::kv_head(hh, c.num_attention_heads, c.num_key_value_heads)?;
-                let mut pm = vec![0.0f32; t_len * t_len];
+            for (hh, (pm, out)) in per_head.into_iter().enumerate() {
                 for t in 0..t_len {
-                    let r = row0 + t;
-                    compute::attention(
-                        isa,
-                        &q[r * q_dim + hh * hd..][..hd],
-                        &k[row0 * kv_dim + kvh * hd..],
-                        &v[row0 * kv_dim + kvh * hd..],
-                        t + 1,
-                        kv_dim,
-                        &mut scores,
-                        &mut attn[r * q_dim + hh * hd..][..hd],
-                    )?;
-                    pm[t * t_len..][..=t].copy_from_slice(&scores[..=t]);
+                    attn[(row0 + t) * q_dim + hh * hd..][..hd]
+                        .copy_from_slice(&out[t * hd..][..hd]);
                 }
                 heads.push(pm);
             }
@@ -543,19 +560,28 @@ impl Pass<'_> {
         let scale = (1.0 / (hd as f64).sqrt()) as f32;
         for ((s, &row0), probs) in seqs.iter().zip(spans).zip(&tape.probs) {
             let t_len = s.tokens.len();
-            for (hh, pm) in probs.iter().enumerate() {
-                let kvh = compute::kv_head(hh, c.num_attention_heads, c.num_key_value_heads)?;
-                let gather = |src: &[f32], width: usize, col: usize| -> Vec<f32> {
-                    (0..t_len)
-                        .flat_map(|t| src[(row0 + t) * width + col * hd..][..hd].iter().copied())
-                        .collect()
-                };
-                let q_h = gather(&tape.q, q_dim, hh);
-                let k_h = gather(&tape.k, kv_dim, kvh);
-                let v_h = gather(&tape.v, kv_dim, kvh);
-                let g_h = gather(&d_attn, q_dim, hh);
-                let [dq_h, dk_h, dv_h] =
-                    attention_backward(isa, pm, &q_h, &k_h, &v_h, &g_h, t_len, hd, scale)?;
+            let gather = |src: &[f32], width: usize, col: usize| -> Vec<f32> {
+                (0..t_len)
+                    .flat_map(|t| src[(row0 + t) * width + col * hd..][..hd].iter().copied())
+                    .collect()
+            };
+            // Heads in parallel; their kv gradients are then added in ascending head order
+            // (rule T6), exactly as a sequential loop would.
+            let per_head: Vec<(usize, [Vec<f32>; 3])> = probs
+                .par_iter()
+                .enumerate()
+                .map(|(hh, pm)| {
+                    let kvh = compute::kv_head(hh, c.num_attention_heads, c.num_key_value_heads)?;
+                    let q_h = gather(&tape.q, q_dim, hh);
+                    let k_h = gather(&tape.k, kv_dim, kvh);
+                    let v_h = gather(&tape.v, kv_dim, kvh);
+                    let g_h = gather(&d_attn, q_dim, hh);
+                    let grads =
+                        attention_backward(isa, pm, &q_h, &k_h, &v_h, &g_h, t_len, hd, scale)?;
+                    Ok((kvh, grads))
+                })
+                .collect::<Result<_, ComputeError>>()?;
+            for (hh, (kvh, [dq_h, dk_h, dv_h])) in per_head.into_iter().enumerate() {
                 for t in 0..t_len {
                     let r = row0 + t;
                     dq[r * q_dim + hh * hd..][..hd].copy_from_slice(&dq_h[t * hd..][..hd]);

@@ -310,7 +310,7 @@ impl<'e> Trainer<'e> {
             let count = targets.len();
             for i in targets {
                 let z = &logits[(i - 1) * vocab..][..vocab];
-                sum += row_loss(z, e.tokens[i] as usize);
+                sum += row_loss(self.engine.options().isa, z, e.tokens[i] as usize)?;
             }
             out.push(sum / count.max(1) as f64);
         }
