@@ -548,3 +548,99 @@ impl Fetch for Courier {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use olc_protocol::{Amount, InferenceJob, Prompt, Requirements, Sampling, VerificationPolicy};
+
+    use super::*;
+
+    fn runner(dir: &std::path::Path, me: &Identity, max_jobs: u32) -> JobRunner {
+        let store = BlobStore::open(&dir.join("blobs"), Some(1 << 20)).unwrap();
+        JobRunner::new(
+            me.clone(),
+            Arc::new(store),
+            dir.join("dirs"),
+            dir.join("work"),
+            1,
+            NodeConfig::default(),
+            max_jobs,
+            Conduct::Honest,
+        )
+    }
+
+    fn assignment(
+        coordinator: &Identity,
+        worker: &Identity,
+        deadline_ms: u64,
+    ) -> Signed<Assignment> {
+        let spec = JobSpec {
+            kind: JobKind::Inference(InferenceJob {
+                model: ContentId::of(b"m"),
+                adapter: None,
+                prompt: Prompt::Tokens(vec![1]),
+                sampling: Sampling::Greedy,
+                max_tokens: 1,
+                seed: 0,
+            }),
+            requirements: Requirements::default(),
+            max_fee: Amount(1),
+            verification: VerificationPolicy::Single,
+            deadline_ms,
+            nonce: 1,
+        };
+        let job = Signed::sign(&Identity::from_seed(&[7; 32]), &spec).unwrap();
+        let a = Assignment {
+            job_id: job.id(),
+            job,
+            worker: worker.public_key(),
+            replica: 0,
+            fee_cap: Amount(1),
+            deadline_ms,
+            issued_ms: unix_ms(),
+        };
+        Signed::sign(coordinator, &a).unwrap()
+    }
+
+    #[test]
+    fn assignments_are_taken_only_when_both_signatures_hold_and_a_slot_is_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = Identity::from_seed(&[1; 32]);
+        let coordinator = Identity::from_seed(&[2; 32]);
+        let r = runner(dir.path(), &me, 1);
+        let later = unix_ms() + 60_000;
+        let from = coordinator.peer_id();
+
+        // Sent by a peer other than its signer.
+        let a = assignment(&coordinator, &me, later);
+        let err = r
+            .accept(&a, Identity::from_seed(&[3; 32]).peer_id())
+            .unwrap_err();
+        assert!(err.contains("not signed by the peer"), "{err}");
+        // For another worker.
+        let other = assignment(&coordinator, &Identity::from_seed(&[4; 32]), later);
+        assert!(
+            r.accept(&other, from)
+                .unwrap_err()
+                .contains("another worker")
+        );
+        // A tampered envelope no longer verifies.
+        let mut bytes = a.to_bytes().unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let tampered = Signed::<Assignment>::from_bytes(&bytes).unwrap();
+        assert!(r.accept(&tampered, from).unwrap_err().contains("signature"));
+        // Past its deadline.
+        let late = assignment(&coordinator, &me, unix_ms().saturating_sub(1));
+        assert!(r.accept(&late, from).is_err());
+        // A good one takes the only slot; the next is declined as busy.
+        r.accept(&a, from).unwrap();
+        assert_eq!(r.active_jobs(), 1);
+        let err = r.accept(&a, from).unwrap_err();
+        assert!(err.contains("busy"), "{err}");
+        // Nothing to reveal before the job committed, and never to another peer.
+        assert!(r.reveal(&a.id(), from).is_none());
+    }
+}
