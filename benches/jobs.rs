@@ -86,13 +86,14 @@ fn job(model: ContentId, i: usize) -> JobSpec {
     }
 }
 
-async fn bench() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let model_dir = tmp.path().join("model");
-    write_checkpoint(&model_dir, Preset::Tiny, 1).expect("model");
-
-    // Latency: one job at a time, 3 workers (models cached after the first job).
-    let (c, workers) = network(3, tmp.path()).await;
+/// A submitter on `c` with the model uploaded, after `warm` jobs (one per worker) so
+/// every worker has the model cached before anything is timed.
+async fn ready_submitter(
+    c: &Coordinator,
+    model_dir: &std::path::Path,
+    warm: usize,
+    first_nonce: usize,
+) -> (Submitter, ContentId) {
     let addr = c.listen_addrs()[0].clone();
     let s = Submitter::connect(
         &Identity::generate().expect("key"),
@@ -102,11 +103,25 @@ async fn bench() {
     )
     .await
     .expect("submitter");
-    let model = s.upload_model(&model_dir).await.expect("upload");
-    for i in 0..3 {
-        let id = s.submit(&job(model, i)).await.expect("submit");
+    let model = s.upload_model(model_dir).await.expect("upload");
+    for i in 0..warm {
+        let id = s
+            .submit(&job(model, first_nonce + i))
+            .await
+            .expect("submit");
         s.wait(id, |_| {}).await.expect("warm-up");
     }
+    (s, model)
+}
+
+async fn bench() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let model_dir = tmp.path().join("model");
+    write_checkpoint(&model_dir, Preset::Tiny, 1).expect("model");
+
+    // Latency: one job at a time, 3 workers (models cached after the first job).
+    let (c, workers) = network(3, tmp.path()).await;
+    let (s, model) = ready_submitter(&c, &model_dir, 3, 0).await;
     let mut ms = Vec::with_capacity(LATENCY_RUNS);
     for i in 0..LATENCY_RUNS {
         let t = Instant::now();
@@ -129,20 +144,7 @@ async fn bench() {
     // Throughput: many jobs in flight, 8 workers.
     let dir = tmp.path().join("t");
     let (c, workers) = network(8, &dir).await;
-    let addr = c.listen_addrs()[0].clone();
-    let s = Submitter::connect(
-        &Identity::generate().expect("key"),
-        &node(),
-        &addr,
-        Duration::from_secs(30),
-    )
-    .await
-    .expect("submitter");
-    let model = s.upload_model(&model_dir).await.expect("upload");
-    for i in 0..8 {
-        let id = s.submit(&job(model, 1000 + i)).await.expect("submit");
-        s.wait(id, |_| {}).await.expect("warm-up");
-    }
+    let (s, model) = ready_submitter(&c, &model_dir, 8, 1000).await;
     let t = Instant::now();
     let mut ids = Vec::with_capacity(THROUGHPUT_JOBS);
     for i in 0..THROUGHPUT_JOBS {

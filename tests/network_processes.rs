@@ -263,11 +263,18 @@ fn run_json(args: &[&str], home: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-#[test]
-fn a_job_through_real_processes_submit_wait_status_list_receipt() {
-    let home = tempfile::tempdir().unwrap();
-    let h = home.path();
-    let coord_dir = h.join("coord");
+/// A coordinator and `n` workers as real processes on loopback TCP, every worker
+/// registered, and a submitter key.
+struct JobNet {
+    /// Held so the process lives (and is killed) with the network.
+    _coordinator: Daemon,
+    addr: String,
+    /// Each worker's public key (as job views name it) and its process.
+    workers: Vec<(String, Option<Daemon>)>,
+    key: String,
+}
+
+fn job_network(h: &Path, n: usize) -> JobNet {
     let coordinator = spawn(
         &[
             "coordinator",
@@ -275,31 +282,59 @@ fn a_job_through_real_processes_submit_wait_status_list_receipt() {
             "--listen",
             "/ip4/127.0.0.1/tcp/0",
             "--data",
-            coord_dir.to_str().unwrap(),
+            h.join("coord").to_str().unwrap(),
         ],
         h,
     );
     line_after(&coordinator, "coordinator ");
     let addr = line_after(&coordinator, "listening on ");
-    let wdir = h.join("w");
-    let worker = spawn(
-        &[
-            "worker",
-            "start",
-            "--coordinator",
-            &addr,
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--data",
-            wdir.to_str().unwrap(),
-            "--advert-interval",
-            "300ms",
-        ],
+    let mut workers = Vec::new();
+    for i in 0..n {
+        let dir = h.join(format!("w{i}"));
+        let w = spawn(
+            &[
+                "worker",
+                "start",
+                "--coordinator",
+                &addr,
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--data",
+                dir.to_str().unwrap(),
+                "--advert-interval",
+                "300ms",
+            ],
+            h,
+        );
+        line_after(&w, "listening on ");
+        let shown = run_json(
+            &[
+                "keys",
+                "show",
+                "--key",
+                dir.join("key.pem").to_str().unwrap(),
+                "--json",
+            ],
+            h,
+        );
+        workers.push((shown["public_key"].as_str().unwrap().to_string(), Some(w)));
+    }
+    wait_for_count(&addr, n);
+    let key = h.join("me.pem");
+    run_json(
+        &["keys", "new", "--out", key.to_str().unwrap(), "--json"],
         h,
     );
-    line_after(&worker, "listening on ");
-    wait_for_count(&addr, 1);
+    JobNet {
+        _coordinator: coordinator,
+        addr,
+        workers,
+        key: key.to_str().unwrap().to_string(),
+    }
+}
 
+/// `olc model init` of `preset` into `<h>/model`; returns the directory.
+fn init_model(h: &Path, preset: &str) -> String {
     let model = h.join("model");
     run_json(
         &[
@@ -308,18 +343,23 @@ fn a_job_through_real_processes_submit_wait_status_list_receipt() {
             "--out",
             model.to_str().unwrap(),
             "--preset",
-            "tiny",
+            preset,
             "--json",
         ],
         h,
     );
-    let key = h.join("me.pem");
-    run_json(
-        &["keys", "new", "--out", key.to_str().unwrap(), "--json"],
-        h,
-    );
-    let m = model.to_str().unwrap();
-    let k = key.to_str().unwrap();
+    model.to_str().unwrap().to_string()
+}
+
+#[test]
+fn a_job_through_real_processes_submit_wait_status_list_receipt() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let net = job_network(h, 1);
+    let addr = net.addr.clone();
+    let model = init_model(h, "tiny");
+    let m = model.as_str();
+    let k = net.key.as_str();
     let done = run_json(
         &[
             "job",
@@ -408,8 +448,7 @@ fn a_job_through_real_processes_submit_wait_status_list_receipt() {
     let checked = run_json(&["receipt", "verify", file.to_str().unwrap(), "--json"], h);
     assert_eq!(checked["valid"], true);
     assert_eq!(checked["job_id"], id);
-    drop(worker);
-    drop(coordinator);
+    drop(net);
 }
 
 #[test]
@@ -448,64 +487,12 @@ fn devnet_fine_tunes_then_shows_the_adapter_beside_the_base_model() {
 fn a_worker_process_killed_mid_job_is_replaced_and_the_job_completes() {
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
-    let coordinator = spawn(
-        &[
-            "coordinator",
-            "start",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--data",
-            h.join("c").to_str().unwrap(),
-        ],
-        h,
-    );
-    line_after(&coordinator, "coordinator ");
-    let addr = line_after(&coordinator, "listening on ");
-    let mut workers = Vec::new();
-    for i in 0..2 {
-        let dir = h.join(format!("w{i}"));
-        let w = spawn(
-            &[
-                "worker",
-                "start",
-                "--coordinator",
-                &addr,
-                "--listen",
-                "/ip4/127.0.0.1/tcp/0",
-                "--data",
-                dir.to_str().unwrap(),
-                "--advert-interval",
-                "300ms",
-            ],
-            h,
-        );
-        line_after(&w, "listening on ");
-        let key = run_json(
-            &[
-                "keys",
-                "show",
-                "--key",
-                dir.join("key.pem").to_str().unwrap(),
-                "--json",
-            ],
-            h,
-        );
-        workers.push((key["public_key"].as_str().unwrap().to_string(), Some(w)));
-    }
-    wait_for_count(&addr, 2);
-    let model = h.join("model");
-    run_json(
-        &["model", "init", "--out", model.to_str().unwrap(), "--json"],
-        h,
-    );
+    let mut net = job_network(h, 2);
+    let addr = net.addr.clone();
+    let model = init_model(h, "tiny");
     let data = h.join("d.jsonl");
     std::fs::write(&data, "{\"text\": \"a few words to learn by heart\"}\n{\"prompt\": \"Q\", \"completion\": \" A\"}\n").unwrap();
-    let key = h.join("me.pem");
-    run_json(
-        &["keys", "new", "--out", key.to_str().unwrap(), "--json"],
-        h,
-    );
-    let k = key.to_str().unwrap();
+    let k = net.key.as_str();
     let submitted = run_json(
         &[
             "job",
@@ -516,7 +503,7 @@ fn a_worker_process_killed_mid_job_is_replaced_and_the_job_completes() {
             "--key",
             k,
             "--model",
-            model.to_str().unwrap(),
+            model.as_str(),
             "--data",
             data.to_str().unwrap(),
             "--steps",
@@ -555,7 +542,7 @@ fn a_worker_process_killed_mid_job_is_replaced_and_the_job_completes() {
         assert!(start.elapsed() < BOUND, "never running: {s}");
         std::thread::sleep(Duration::from_millis(100));
     };
-    let slot = workers.iter_mut().find(|(k, _)| *k == victim).unwrap();
+    let slot = net.workers.iter_mut().find(|(k, _)| *k == victim).unwrap();
     let mut d = slot.1.take().unwrap();
     d.child.kill().unwrap();
     d.child.wait().unwrap();
@@ -590,68 +577,23 @@ fn a_worker_process_killed_mid_job_is_replaced_and_the_job_completes() {
         "{done}"
     );
     assert_ne!(replicas.last().unwrap()["worker"].as_str().unwrap(), victim);
-    drop(coordinator);
+    drop(net);
 }
 
 #[test]
 fn a_job_that_outgrows_its_memory_limit_is_stopped() {
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
-    let coordinator = spawn(
-        &[
-            "coordinator",
-            "start",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--data",
-            h.join("c").to_str().unwrap(),
-        ],
-        h,
-    );
-    line_after(&coordinator, "coordinator ");
-    let addr = line_after(&coordinator, "listening on ");
-    let worker = spawn(
-        &[
-            "worker",
-            "start",
-            "--coordinator",
-            &addr,
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--data",
-            h.join("w").to_str().unwrap(),
-            "--advert-interval",
-            "300ms",
-        ],
-        h,
-    );
-    line_after(&worker, "listening on ");
-    wait_for_count(&addr, 1);
-    let model = h.join("model");
-    run_json(
-        &[
-            "model",
-            "init",
-            "--out",
-            model.to_str().unwrap(),
-            "--preset",
-            "small",
-            "--json",
-        ],
-        h,
-    );
+    let net = job_network(h, 1);
+    let addr = net.addr.clone();
+    let model = init_model(h, "small");
     let data = h.join("d.jsonl");
     std::fs::write(
         &data,
         "{\"text\": \"enough words to need some activations\"}\n",
     )
     .unwrap();
-    let key = h.join("me.pem");
-    run_json(
-        &["keys", "new", "--out", key.to_str().unwrap(), "--json"],
-        h,
-    );
-    let k = key.to_str().unwrap();
+    let k = net.key.as_str();
     // 64 KiB: far less than loading a model and training it takes.
     let out = olc()
         .args([
@@ -663,7 +605,7 @@ fn a_job_that_outgrows_its_memory_limit_is_stopped() {
             "--key",
             k,
             "--model",
-            model.to_str().unwrap(),
+            model.as_str(),
             "--data",
             data.to_str().unwrap(),
             "--steps",
@@ -683,6 +625,5 @@ fn a_job_that_outgrows_its_memory_limit_is_stopped() {
     assert_eq!(view["state"], "failed", "{view}");
     let first = view["workers"][0]["state"].as_str().unwrap();
     assert!(first.contains("memory"), "{view}");
-    drop(worker);
-    drop(coordinator);
+    drop(net);
 }

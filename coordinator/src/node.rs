@@ -16,7 +16,7 @@ use olc_protocol::p2p::libp2p::swarm::SwarmEvent;
 use olc_protocol::p2p::libp2p::{Multiaddr, Swarm};
 use olc_protocol::p2p::{
     AdvertObserver, AdvertSeen, Behaviour, BehaviourEvent, NodeConfig, NodeError, NodeTask,
-    handle_shared, start_swarm, unix_ms, unix_us,
+    handle_shared, reply_rpc, start_swarm, unix_ms, unix_us,
 };
 use olc_protocol::{
     ContentId, Identity, JobKind, JobSpec, Manifest, PeerId, PublicKey, RegisteredWorker,
@@ -533,15 +533,7 @@ impl Node {
                 ..
             })) => {
                 let response = self.answer(request);
-                if self
-                    .swarm
-                    .behaviour_mut()
-                    .rpc
-                    .send_response(channel, response)
-                    .is_err()
-                {
-                    tracing::debug!(%peer, "client left before its answer was sent");
-                }
+                reply_rpc(&mut self.swarm, peer, channel, response);
                 self.advance();
             }
             SwarmEvent::Behaviour(BehaviourEvent::Rpc(request_response::Event::Message {

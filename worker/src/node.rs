@@ -18,7 +18,7 @@ use olc_protocol::p2p::libp2p::swarm::{ConnectionId, SwarmEvent};
 use olc_protocol::p2p::libp2p::{Multiaddr, Swarm};
 use olc_protocol::p2p::{
     AdvertObserver, AdvertSeen, Behaviour, BehaviourEvent, NodeConfig, NodeError, NodeTask,
-    adverts_topic, handle_shared, start_swarm, unix_ms, unix_us,
+    adverts_topic, handle_shared, reply_rpc, start_swarm, unix_ms, unix_us,
 };
 use olc_protocol::{
     HardwareAdvert, Identity, PeerId, RpcRequest, RpcResponse, Signed, check_advert,
@@ -459,15 +459,7 @@ impl State {
                 ..
             })) => {
                 let response = self.answer(peer, request);
-                if self
-                    .swarm
-                    .behaviour_mut()
-                    .rpc
-                    .send_response(channel, response)
-                    .is_err()
-                {
-                    tracing::debug!(%peer, "requester left");
-                }
+                reply_rpc(&mut self.swarm, peer, channel, response);
             }
             _ => {}
         }

@@ -16,7 +16,7 @@ pub use node::{
 
 pub use client::{Client, ClientError};
 pub use listen::{listen_and_wait, start_swarm};
-pub use serve::{NodeTask, handle_shared};
+pub use serve::{NodeTask, handle_shared, reply_rpc};
 
 /// Unix time in milliseconds: what adverts and receipts carry.
 pub fn unix_ms() -> u64 {

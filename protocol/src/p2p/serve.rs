@@ -58,6 +58,23 @@ pub fn handle_shared(
     None
 }
 
+/// Answers an `/olc/rpc/1` request; a requester gone by then is only worth a debug line.
+pub fn reply_rpc(
+    swarm: &mut Swarm<Behaviour>,
+    peer: libp2p::PeerId,
+    channel: libp2p::request_response::ResponseChannel<crate::RpcResponse>,
+    response: crate::RpcResponse,
+) {
+    if swarm
+        .behaviour_mut()
+        .rpc
+        .send_response(channel, response)
+        .is_err()
+    {
+        tracing::debug!(%peer, "requester left before its answer was sent");
+    }
+}
+
 /// A node's event loop running in its own task, stoppable from outside.
 #[derive(Debug)]
 pub struct NodeTask {
