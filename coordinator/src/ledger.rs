@@ -71,8 +71,9 @@ pub enum LedgerError {
     ZeroAmount,
 }
 
-/// Who receives credits from a settlement or a slash.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, Serialize)]
+/// Who receives credits from a settlement or a slash (the fee and slash rules in
+/// [`crate::rules`] speak of the same payees).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, Serialize)]
 pub enum Payee {
     Account(PublicKey),
     Treasury,

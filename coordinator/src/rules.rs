@@ -83,13 +83,8 @@ pub enum RuleError {
     BpsOutOfRange { field: &'static str, bps: u32 },
 }
 
-/// Who receives a payout. The ledger has its own account type; this one keeps the rules
-/// independent of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Payee {
-    Account(PublicKey),
-    Treasury,
-}
+/// Who receives a payout: the ledger's own payee, so a split settles without translation.
+pub use crate::ledger::Payee;
 
 /// One worker's metered work on a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,28 +6,30 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use olc_gpu::engine::{Engine, EngineOptions};
-use olc_gpu::model::{Adapter, Checkpoint, LinearModule, ModelConfig};
+use olc_gpu::model::{Adapter, Checkpoint, ModelConfig};
 use olc_gpu::train::{
-    Budget, Dataset, FinishInputs, Hyper, LoraSpec, StepReport, Trainer, finish, init_adapter,
-    resolve_max_len, tokenize,
+    Dataset, FinishInputs, Hyper, StepReport, Trainer, finish, init_adapter, resolve_max_len,
+    tokenize,
 };
-use olc_protocol::Manifest;
+use olc_protocol::{ContentId, Manifest, TargetModule, TrainingLength, TrainingParams};
 use serde::Serialize;
 
 use super::run::parse_isa;
 use crate::cli::{RunFinetune, TrainingArgs};
 
 impl TrainingArgs {
-    /// The hyperparameters these flags ask for, checked.
-    pub fn hyper(&self) -> Result<Hyper> {
+    /// The job form of these flags. `olc run finetune` and a fine-tune job both turn it
+    /// into the trainer's settings through [`olc_worker::executor::hyper`], so the same
+    /// flags train the same adapter locally and on the network.
+    pub fn params(&self, init_adapter: Option<ContentId>) -> Result<TrainingParams> {
         let rank = self.rank.unwrap_or(8);
         let targets = match &self.targets {
-            None => vec![LinearModule::QProj, LinearModule::VProj],
+            None => vec![TargetModule::QProj, TargetModule::VProj],
             Some(names) => names
                 .iter()
                 .map(|n| {
-                    LinearModule::from_name(n.trim()).with_context(|| {
-                        format!(
+                    n.trim().parse::<TargetModule>().map_err(|_| {
+                        anyhow::anyhow!(
                             "unknown target module {n:?}: expected q_proj, k_proj, v_proj, \
                              o_proj, gate_proj, up_proj or down_proj"
                         )
@@ -35,28 +37,33 @@ impl TrainingArgs {
                 })
                 .collect::<Result<_>>()?,
         };
-        let budget = match (self.steps, self.epochs) {
-            (Some(s), None) => Budget::Steps(s),
-            (None, Some(e)) => Budget::Epochs(e),
+        let length = match (self.steps, self.epochs) {
+            (Some(s), None) => TrainingLength::Steps(s),
+            (None, Some(e)) => TrainingLength::Epochs(e),
             _ => bail!("give exactly one of --steps N and --epochs E"),
         };
-        let mut hyper = Hyper {
-            lora: LoraSpec {
-                rank,
-                alpha: self.alpha.unwrap_or(2.0 * rank as f64),
-                targets,
-            },
-            lr: self.lr,
-            batch: self.batch,
-            grad_accum: self.grad_accum,
-            budget,
-            warmup: self.warmup,
-            seed: self.seed,
-            ..Hyper::default()
+        let small = |what: &str, n: usize| {
+            u32::try_from(n).with_context(|| format!("{what} {n} is too large"))
         };
-        hyper.optimizer.weight_decay = self.weight_decay;
-        hyper.check()?;
-        Ok(hyper)
+        Ok(TrainingParams {
+            rank: small("--rank", rank)?,
+            alpha: self.alpha.unwrap_or(2.0 * rank as f64),
+            targets,
+            learning_rate: self.lr,
+            weight_decay: self.weight_decay,
+            max_len: self.max_len.map(|n| small("--max-len", n)).transpose()?,
+            batch_size: small("--batch", self.batch)?,
+            grad_accum: small("--grad-accum", self.grad_accum)?,
+            length,
+            warmup_steps: self.warmup,
+            seed: self.seed,
+            init_adapter,
+        })
+    }
+
+    /// The hyperparameters these flags ask for, checked.
+    pub fn hyper(&self) -> Result<Hyper> {
+        Ok(olc_worker::executor::hyper(&self.params(None)?)?)
     }
 
     /// The adapter training starts from: `--init-adapter`, or a new one. Shape flags that

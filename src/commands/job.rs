@@ -9,15 +9,15 @@ use olc_coordinator::Submitter;
 use olc_protocol::p2p::{NodeConfig, unix_ms};
 use olc_protocol::{
     Amount, ContentId, FinetuneJob, Identity, InferenceJob, JobKind, JobOutput, JobSpec, JobState,
-    JobView, Prompt, Requirements, Sampling, SettlementReceipt, Signed, TargetModule,
-    TrainingLength, TrainingParams, VerificationPolicy, keyfile, verify_receipt,
+    JobView, Prompt, Requirements, Sampling, SettlementReceipt, Signed, VerificationPolicy,
+    keyfile, verify_receipt,
 };
 use serde::Serialize;
 
 use super::daemon;
 use crate::cli::{
     CoordinatorArgs, JobCommand, JobIdArgs, JobList, JobResult, ReceiptCommand, ReceiptShow,
-    ReceiptVerify, SubmitCommand, SubmitCommon, SubmitFinetune, SubmitInference, TrainingArgs,
+    ReceiptVerify, SubmitCommand, SubmitCommon, SubmitFinetune, SubmitInference,
 };
 
 pub fn run(command: JobCommand) -> Result<()> {
@@ -90,38 +90,6 @@ fn spec(kind: JobKind, common: &SubmitCommon) -> Result<JobSpec> {
     })
 }
 
-/// The job form of the training flags, converted exactly as `olc run finetune` reads
-/// them, so both train the same adapter.
-pub fn training_params(
-    args: &TrainingArgs,
-    init_adapter: Option<ContentId>,
-) -> Result<TrainingParams> {
-    let hyper = args.hyper()?;
-    let targets = hyper
-        .lora
-        .targets
-        .iter()
-        .map(|m| m.name().parse::<TargetModule>().map_err(anyhow::Error::msg))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(TrainingParams {
-        rank: hyper.lora.rank as u32,
-        alpha: hyper.lora.alpha,
-        targets,
-        learning_rate: hyper.lr,
-        weight_decay: hyper.optimizer.weight_decay,
-        max_len: args.max_len.map(|n| n as u32),
-        batch_size: hyper.batch as u32,
-        grad_accum: hyper.grad_accum as u32,
-        length: match hyper.budget {
-            olc_gpu::train::Budget::Steps(n) => TrainingLength::Steps(n),
-            olc_gpu::train::Budget::Epochs(n) => TrainingLength::Epochs(n),
-        },
-        warmup_steps: hyper.warmup,
-        seed: hyper.seed,
-        init_adapter,
-    })
-}
-
 async fn submit_inference(args: SubmitInference) -> Result<()> {
     let g = &args.generate;
     let submitter = connect(&args.common.coordinator).await?;
@@ -185,7 +153,7 @@ async fn submit_finetune(args: SubmitFinetune) -> Result<()> {
     let kind = JobKind::Finetune(FinetuneJob {
         model,
         dataset,
-        params: training_params(&args.training, init)?,
+        params: args.training.params(init)?,
     });
     let spec = spec(kind, &args.common)?;
     spec.validate(unix_ms()).map_err(anyhow::Error::msg)?;

@@ -281,9 +281,9 @@ fn linear_module(t: TargetModule) -> Result<LinearModule, ExecError> {
         .ok_or_else(|| ExecError::Input(format!("the engine cannot adapt {t}")))
 }
 
-/// The trainer's hyperparameters for `params`, as `TrainingArgs::hyper` builds them from
-/// the same flags. With an initial adapter, the adapter's own config decides rank, alpha
-/// and targets and `lora` is only checked.
+/// The trainer's hyperparameters for `params`: the one conversion, used by fine-tune jobs
+/// and by `olc run finetune` alike. With an initial adapter, the adapter's own config
+/// decides rank, alpha and targets and `lora` is only checked.
 pub fn hyper(params: &TrainingParams) -> Result<Hyper, ExecError> {
     let targets = params
         .targets
