@@ -36,10 +36,12 @@ pub enum Command {
     #[command(subcommand)]
     Worker(WorkerCommand),
     /// Run a coordinator: keeps the registry of live workers, matches jobs to them,
-    /// collects commitments and outputs, signs receipts (stakes and settlement are not in
-    /// this build yet).
+    /// verifies their answers, slashes cheaters, settles fees and signs receipts.
     #[command(subcommand)]
     Coordinator(CoordinatorCommand),
+    /// Your account at a coordinator: balance, deposit (devnet faucet), stake, unstake.
+    #[command(subcommand)]
+    Account(AccountCommand),
     /// List the workers a running coordinator knows.
     Workers(WorkersArgs),
     /// Submit jobs to a coordinator and follow them.
@@ -98,9 +100,11 @@ pub enum SubmitCommand {
 pub struct SubmitCommon {
     #[command(flatten)]
     pub coordinator: CoordinatorArgs,
-    /// Distinct workers that run the job; their answers must agree.
-    #[arg(long, default_value_t = 1)]
-    pub replicas: u8,
+    /// How the answer is checked: single (one trusted worker), replicate:K (K distinct
+    /// workers must agree; a referee settles disputes), sample:P (one worker, re-run by
+    /// the referee with probability P), or default (the coordinator's choice).
+    #[arg(long, value_name = "POLICY", default_value = "default")]
+    pub verify: olc_protocol::VerificationPolicy,
     /// The most you pay, in credits.
     #[arg(long, default_value_t = 1_000_000)]
     pub max_fee: u64,
@@ -258,7 +262,44 @@ pub struct DevnetArgs {
     /// Workers to start.
     #[arg(long, default_value_t = 3)]
     pub workers: usize,
+    /// How many of the workers cheat (alternately: wrong outputs, and skipped work), so
+    /// you can watch them get caught and slashed.
+    #[arg(long, default_value_t = 0)]
+    pub cheaters: usize,
     /// Print one JSON object instead of the report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Show an account's balance, stake and standing.
+    Balance(AccountBalance),
+    /// Mint credits into your account (only coordinators started with --faucet).
+    Deposit(AccountAmount),
+    /// Bond credits as stake: workers need the coordinator's minimum to be matched.
+    Stake(AccountAmount),
+    /// Start unbonding stake; it returns to your balance after the unbonding period.
+    Unstake(AccountAmount),
+}
+
+#[derive(Debug, Args)]
+pub struct AccountBalance {
+    /// Whose account [default: your key's]; a public key in hex.
+    #[arg(long, value_name = "PUBLIC_KEY")]
+    pub of: Option<olc_protocol::PublicKey>,
+    #[command(flatten)]
+    pub coordinator: CoordinatorArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AccountAmount {
+    /// Credits.
+    pub amount: u64,
+    #[command(flatten)]
+    pub coordinator: CoordinatorArgs,
     #[arg(long)]
     pub json: bool,
 }
@@ -332,6 +373,33 @@ pub struct WorkerStart {
 pub enum CoordinatorCommand {
     /// Start the coordinator: listen, keep the registry of live workers from gossip.
     Start(CoordinatorStart),
+    /// Show a running coordinator's ledger: every account, the treasury, the totals.
+    Ledger(CoordinatorLedger),
+    /// Check a stopped coordinator's stored state: the ledger's invariant, and that every
+    /// job's escrow, payouts and receipt agree. Exits non-zero if anything is wrong.
+    Audit(CoordinatorAudit),
+}
+
+#[derive(Debug, Args)]
+pub struct CoordinatorLedger {
+    /// The coordinator, e.g. /ip4/1.2.3.4/udp/7000/quic-v1.
+    #[arg(long, value_name = "MULTIADDR", env = "OLC_COORDINATOR")]
+    pub coordinator: Multiaddr,
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CoordinatorAudit {
+    /// The coordinator's data directory [default: ~/.local/share/olc/coordinator]. The
+    /// coordinator must be stopped (its store is locked while it runs; `olc coordinator
+    /// ledger` checks the invariant live).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -343,6 +411,19 @@ pub struct CoordinatorStart {
     /// Adverts whose timestamp is further than this from our clock are refused [default: 30s]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub max_clock_skew: Option<Duration>,
+    /// Mint credits for anyone who asks (`olc account deposit`). Devnets only.
+    #[arg(long)]
+    pub faucet: bool,
+    /// Stake a worker needs to be matched [default: 100]
+    #[arg(long, value_name = "CREDITS")]
+    pub min_stake: Option<u64>,
+    /// Policy of jobs that leave it to the coordinator [default: sample:0.1]
+    #[arg(long, value_name = "POLICY")]
+    pub default_verify: Option<olc_protocol::VerificationPolicy>,
+    /// Threads the referee re-runs disputed jobs with; 0 runs no referee, and disputes
+    /// then fail the job with a full refund [default: 1]
+    #[arg(long, value_name = "N")]
+    pub referee_threads: Option<usize>,
     #[command(flatten)]
     pub daemon: DaemonArgs,
 }

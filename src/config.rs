@@ -39,6 +39,11 @@ pub struct CoordinatorFile {
     #[serde(default, with = "opt_duration")]
     pub max_clock_skew: Option<Duration>,
     pub mdns: Option<bool>,
+    pub faucet: Option<bool>,
+    pub min_stake: Option<u64>,
+    /// e.g. "replicate:2" or "sample:0.1".
+    pub default_verify: Option<String>,
+    pub referee_threads: Option<usize>,
 }
 
 /// Reads a config file, or the defaults when no file is given.

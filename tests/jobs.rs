@@ -50,9 +50,30 @@ async fn start_coordinator(id: &Identity, addr: &Multiaddr, data: Option<PathBuf
             assignment_timeout_ms: 60_000,
             ..JobsConfig::default()
         },
+        faucet: true,
         ..CoordinatorConfig::default()
     };
     Coordinator::start(id, cfg).await.unwrap()
+}
+
+/// Stake a worker puts up in these tests (the coordinator's minimum is 100).
+const STAKE: u64 = 1_000;
+
+/// Funds `id` from the faucet and, if `stake`, bonds [`STAKE`] of it.
+async fn fund(addr: &Multiaddr, id: &Identity, amount: u64, stake: bool) {
+    let s = Submitter::connect(id, &node(), addr, BOUND).await.unwrap();
+    s.account(AccountAction::Deposit {
+        amount: Amount(amount),
+    })
+    .await
+    .unwrap();
+    if stake {
+        s.account(AccountAction::Stake {
+            amount: Amount(STAKE),
+        })
+        .await
+        .unwrap();
+    }
 }
 
 impl Net {
@@ -79,6 +100,7 @@ impl Net {
         };
         for i in 0..n {
             let id = Identity::generate().unwrap();
+            fund(&net.addr, &id, 2 * STAKE, true).await;
             let mut cfg =
                 WorkerConfig::new(vec![net.addr.clone()], net.dir.path().join(format!("w{i}")));
             cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
@@ -105,8 +127,11 @@ impl Net {
         }
     }
 
+    /// A new submitter with credits for many jobs.
     async fn submitter(&self) -> Submitter {
-        Submitter::connect(&Identity::generate().unwrap(), &node(), &self.addr, BOUND)
+        let id = Identity::generate().unwrap();
+        fund(&self.addr, &id, 1_000_000_000, false).await;
+        Submitter::connect(&id, &node(), &self.addr, BOUND)
             .await
             .unwrap()
     }
@@ -477,26 +502,62 @@ async fn a_job_no_worker_can_run_fails_quickly_with_the_workers_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_that_disagree_fail_the_job_instead_of_returning_either_answer() {
-    // Two workers, one of which commits to a wrong output: replicate:2 must notice.
+async fn a_wrong_output_is_caught_by_the_referee_slashed_and_the_right_one_paid() {
+    // Two workers, one of which commits to a wrong output: replicate:2 notices, the
+    // coordinator's referee re-runs the job, and only the liar pays.
     let net = Net::start_with(2, false, &[Conduct::WrongOutput]).await;
+    let liar = net.workers[0].0.public_key();
+    let honest = net.workers[1].0.public_key();
     let s = net.submitter().await;
     let model = s.upload_model(&net.model()).await.unwrap();
     let id = s
         .submit(&spec(inference(model, None, "Hello"), 2))
         .await
         .unwrap();
-    let view = tokio::time::timeout(BOUND, s.wait(id, |_| {}))
-        .await
-        .unwrap()
-        .unwrap();
-    match &view.state {
-        JobState::Failed(why) => assert!(why.contains("disagree"), "{why}"),
+    let view = wait_done(&s, id).await;
+    let local = olc_json(&[
+        "run",
+        "infer",
+        "--model",
+        net.model().to_str().unwrap(),
+        "--prompt",
+        "Hello",
+        "--max-tokens",
+        "6",
+        "--json",
+    ]);
+    match &view.output {
+        Some(JobOutput::Inference { tokens, .. }) => {
+            assert_eq!(
+                serde_json::json!(tokens),
+                local["tokens"],
+                "the honest answer won"
+            )
+        }
         other => panic!("{other:?}"),
     }
-    assert!(view.output.is_none() && view.receipt.is_none());
-    let commitments: Vec<_> = view.replicas.iter().map(|r| r.commitment).collect();
-    assert_eq!(commitments.len(), 2);
-    assert_ne!(commitments[0], commitments[1]);
+    assert_eq!(view.slashes.len(), 1, "{view:#?}");
+    let slash = &view.slashes[0];
+    assert_eq!(slash.worker, liar);
+    assert_eq!(slash.reason, SlashReason::WrongOutput);
+    assert_eq!(slash.amount, Amount(STAKE / 2));
+    let receipt = verify_receipt(view.receipt.as_ref().unwrap()).unwrap();
+    assert_eq!(
+        receipt.workers,
+        vec![honest],
+        "only the honest execution is embedded"
+    );
+    assert_eq!(receipt.receipt.slashes, view.slashes);
+    assert!(receipt.receipt.payouts.iter().all(|p| p.to != liar));
+
+    let liar_account = s.balance(liar).await.unwrap();
+    assert_eq!(liar_account.bonded, Amount(STAKE / 2));
+    assert!(liar_account.jailed_until_ms.is_some());
+    assert!(liar_account.reputation < 0.5);
+    let honest_account = s.balance(honest).await.unwrap();
+    assert!(honest_account.reputation > 0.5);
+    assert!(honest_account.jailed_until_ms.is_none());
+    let ledger = s.ledger().await.unwrap();
+    assert!(ledger.balanced(), "{ledger:#?}");
     net.stop().await;
 }

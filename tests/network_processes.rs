@@ -283,6 +283,7 @@ fn job_network(h: &Path, n: usize) -> JobNet {
             "/ip4/127.0.0.1/tcp/0",
             "--data",
             h.join("coord").to_str().unwrap(),
+            "--faucet",
         ],
         h,
     );
@@ -317,6 +318,11 @@ fn job_network(h: &Path, n: usize) -> JobNet {
             ],
             h,
         );
+        // The coordinator matches no worker without stake.
+        let worker_key = dir.join("key.pem");
+        account(h, &addr, &worker_key, "deposit", 2_000);
+        let staked = account(h, &addr, &worker_key, "stake", 1_000);
+        assert_eq!(staked["bonded"], 1_000);
         workers.push((shown["public_key"].as_str().unwrap().to_string(), Some(w)));
     }
     wait_for_count(&addr, n);
@@ -325,12 +331,30 @@ fn job_network(h: &Path, n: usize) -> JobNet {
         &["keys", "new", "--out", key.to_str().unwrap(), "--json"],
         h,
     );
+    account(h, &addr, &key, "deposit", 1_000_000_000);
     JobNet {
         _coordinator: coordinator,
         addr,
         workers,
         key: key.to_str().unwrap().to_string(),
     }
+}
+
+/// `olc account <action> <amount>` for the key at `key`; returns the account as JSON.
+fn account(h: &Path, addr: &str, key: &Path, action: &str, amount: u64) -> serde_json::Value {
+    run_json(
+        &[
+            "account",
+            action,
+            &amount.to_string(),
+            "--coordinator",
+            addr,
+            "--key",
+            key.to_str().unwrap(),
+            "--json",
+        ],
+        h,
+    )
 }
 
 /// `olc model init` of `preset` into `<h>/model`; returns the directory.
@@ -481,6 +505,54 @@ fn devnet_fine_tunes_then_shows_the_adapter_beside_the_base_model() {
             .unwrap()
             .starts_with(c["trained"].as_str().unwrap())
     }));
+}
+
+#[test]
+fn devnet_with_cheaters_slashes_them_and_no_one_else_and_the_ledger_balances() {
+    let home = tempfile::tempdir().unwrap();
+    let report = run_json(
+        &["devnet", "--workers", "3", "--cheaters", "1", "--json"],
+        home.path(),
+    );
+    let workers = report["workers"].as_array().unwrap();
+    let cheaters: Vec<&str> = workers
+        .iter()
+        .filter(|w| w["cheater"] == true)
+        .map(|w| w["public_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(cheaters.len(), 1, "{report}");
+    let slashes = report["slashes"].as_array().unwrap();
+    assert!(
+        !slashes.is_empty(),
+        "the cheater was never caught: {report}"
+    );
+    for s in slashes {
+        assert!(cheaters.contains(&s["worker"].as_str().unwrap()), "{s}");
+        assert!(s["amount"].as_u64().unwrap() > 0);
+        assert_eq!(s["reason"], "wrong_output");
+    }
+    let payouts = report["payouts"].as_array().unwrap();
+    for role in ["compute", "adapter_royalty", "data_contributor", "treasury"] {
+        assert!(
+            payouts
+                .iter()
+                .any(|p| p["role"] == role && p["amount"].as_u64().unwrap() > 0),
+            "nobody was paid as {role}: {report}"
+        );
+    }
+    assert!(
+        payouts
+            .iter()
+            .all(|p| !cheaters.contains(&p["to"].as_str().unwrap()))
+    );
+    assert_eq!(report["minted"], report["total"], "{report}");
+    assert!(
+        report["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["state"] == "done")
+    );
 }
 
 #[test]

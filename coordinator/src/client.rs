@@ -9,8 +9,8 @@ use olc_gpu::model::Checkpoint;
 use olc_protocol::p2p::libp2p::Multiaddr;
 use olc_protocol::p2p::{Client, ClientError, NodeConfig};
 use olc_protocol::{
-    BlobUpload, ContentId, Identity, JobSpec, JobView, Manifest, ManifestEntry, RpcRequest,
-    RpcResponse, Signed,
+    AccountAction, AccountRequest, AccountView, BlobUpload, ContentId, Identity, JobSpec, JobView,
+    LedgerView, Manifest, ManifestEntry, PublicKey, RpcRequest, RpcResponse, Signed,
 };
 
 /// Files of an adapter directory that travel with it.
@@ -86,6 +86,32 @@ impl Submitter {
             Ok(Err(e)) => Err(e.into()),
             Ok(Ok(RpcResponse::Refused(why))) => Err(SubmitError::Refused(why)),
             Ok(Ok(r)) => Ok(r),
+        }
+    }
+
+    /// Deposits (faucet), stakes or unstakes on this identity's own account. The nonce is
+    /// the clock in microseconds, so requests from one key are ordered without any state
+    /// kept on this side.
+    pub async fn account(&self, action: AccountAction) -> Result<AccountView, SubmitError> {
+        let nonce = olc_protocol::p2p::unix_us();
+        let signed = Signed::sign(&self.identity, &AccountRequest { action, nonce })?;
+        match self.rpc(RpcRequest::Account(signed)).await? {
+            RpcResponse::Account(view) => Ok(*view),
+            other => Err(SubmitError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    pub async fn balance(&self, key: PublicKey) -> Result<AccountView, SubmitError> {
+        match self.rpc(RpcRequest::Balance(key)).await? {
+            RpcResponse::Account(view) => Ok(*view),
+            other => Err(SubmitError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    pub async fn ledger(&self) -> Result<LedgerView, SubmitError> {
+        match self.rpc(RpcRequest::Ledger).await? {
+            RpcResponse::Ledger(view) => Ok(*view),
+            other => Err(SubmitError::Unexpected(format!("{other:?}"))),
         }
     }
 

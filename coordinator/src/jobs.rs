@@ -3,18 +3,27 @@
 //! returns (send an assignment, ask for a reveal). Nothing here does I/O, so every rule
 //! is tested without a network; the node persists the records it marks dirty.
 //!
-//! States: queued → assigned → running → committed → done | failed(reason). A replica
-//! whose worker declines, vanishes or misses its deadline is dropped and its slot goes
-//! back to the matcher with that worker excluded.
+//! States: queued → assigned → running → committed → (verifying) → done | failed(reason).
+//! A replica whose worker declines, vanishes or misses its deadline is dropped and its
+//! slot goes back to the matcher with that worker excluded.
+//!
+//! The book also holds the [`Economy`]: a job's escrow is taken when it is accepted, its
+//! slashes when they happen, and its payouts or refund when it ends, all in the same
+//! state that is persisted with the job (see [`crate::verify`] for the verdicts).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use bincode::{Decode, Encode};
 use olc_protocol::{
-    Amount, Assignment, Commitment, ContentId, Identity, JobFailure, JobKind, JobOutput,
-    JobProgress, JobSpec, JobState, JobView, Message, PublicKey, ReplicaView, Reveal,
-    SettlementReceipt, Signed,
+    AccountRequest, AccountView, Amount, Assignment, Commitment, ContentId, Identity, JobFailure,
+    JobKind, JobOutput, JobProgress, JobSpec, JobState, JobView, Message, PublicKey, ReplicaView,
+    Reveal, SettlementReceipt, Signed, Slash, SlashReason, VerificationPolicy,
 };
+
+use crate::economy::{AccountError, Economy};
+use crate::ledger::{LedgerConfig, Payee, Settled};
+use crate::rules::{AuditKey, Policy};
+use crate::verify;
 
 /// Tunables of the job flow.
 #[derive(Debug, Clone)]
@@ -23,6 +32,8 @@ pub struct JobsConfig {
     pub assignment_timeout_ms: u64,
     /// How long after the deadline committed outputs may still be revealed.
     pub reveal_grace_ms: u64,
+    /// The policy of jobs that ask for the coordinator's default.
+    pub default_verification: VerificationPolicy,
 }
 
 impl Default for JobsConfig {
@@ -30,6 +41,9 @@ impl Default for JobsConfig {
         Self {
             assignment_timeout_ms: 10 * 60 * 1000,
             reveal_grace_ms: 60 * 1000,
+            default_verification: VerificationPolicy::Sample {
+                probability_ppm: 100_000,
+            },
         }
     }
 }
@@ -46,6 +60,9 @@ pub enum Action {
         job_id: ContentId,
         assignment_id: ContentId,
     },
+    /// Re-execute the job on the coordinator's own engine and report the output's
+    /// commitment through [`JobBook::on_referee`].
+    Referee { job_id: ContentId },
 }
 
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
@@ -58,7 +75,15 @@ pub enum ReplicaState {
         commitment: Signed<Commitment>,
         reveal: Reveal,
     },
-    /// No longer counts: declined, timed out, lost, or a bad answer.
+    /// Committed, then revealed something that does not back the commitment (another
+    /// worker's output, a receipt signed by someone else). It no longer counts towards
+    /// the job, but its commitment is still judged: if it differs from the right output,
+    /// the worker is slashed with it as evidence.
+    Unbacked {
+        commitment: Signed<Commitment>,
+        why: String,
+    },
+    /// No longer counts: declined, timed out, lost, slashed, or a bad answer.
     Dropped(String),
 }
 
@@ -69,18 +94,27 @@ pub struct Replica {
     pub assignment: Signed<Assignment>,
     pub assignment_id: ContentId,
     pub deadline_ms: u64,
+    /// The worker's advertised price when it was matched: what its compute fee is
+    /// metered at.
+    pub price_per_ktoken: u64,
     pub state: ReplicaState,
     pub progress: Option<JobProgress>,
 }
 
 impl Replica {
-    fn active(&self) -> bool {
-        !matches!(self.state, ReplicaState::Dropped(_))
+    pub(crate) fn active(&self) -> bool {
+        !matches!(
+            self.state,
+            ReplicaState::Dropped(_) | ReplicaState::Unbacked { .. }
+        )
     }
 
-    fn commitment(&self) -> Option<&Signed<Commitment>> {
+    /// The worker's commitment, if it made one that still counts or is still to be judged.
+    pub(crate) fn commitment(&self) -> Option<&Signed<Commitment>> {
         match &self.state {
-            ReplicaState::Committed(c) | ReplicaState::Revealed { commitment: c, .. } => Some(c),
+            ReplicaState::Committed(c)
+            | ReplicaState::Revealed { commitment: c, .. }
+            | ReplicaState::Unbacked { commitment: c, .. } => Some(c),
             _ => None,
         }
     }
@@ -98,6 +132,21 @@ pub struct JobRecord {
     pub excluded: Vec<PublicKey>,
     pub output: Option<JobOutput>,
     pub receipt: Option<Signed<SettlementReceipt>>,
+    /// The job's verification policy, with "the coordinator's default" resolved when it
+    /// was accepted.
+    pub verification: VerificationPolicy,
+    /// The data contributors of the adapter the job uses, and the tokens their records
+    /// trained (from its provenance): who shares the data fee.
+    pub attribution: Vec<(PublicKey, u64)>,
+    /// Every slash made on this job, in order.
+    pub slashes: Vec<Slash>,
+    /// The referee's output, once it has re-run the job.
+    pub referee: Option<ContentId>,
+    /// For `sample:P`: whether the audit was drawn (`None` until the first commitment is
+    /// judged).
+    pub audited: Option<bool>,
+    /// What was refunded to the submitter when the job's escrow closed.
+    pub refund: Option<u64>,
     pub submitted_ms: u64,
     pub updated_ms: u64,
 }
@@ -135,6 +184,7 @@ impl JobRecord {
                         ReplicaState::Running => "running".into(),
                         ReplicaState::Committed(_) => "committed".into(),
                         ReplicaState::Revealed { .. } => "revealed".into(),
+                        ReplicaState::Unbacked { why, .. } => format!("bad reveal: {why}"),
                         ReplicaState::Dropped(why) => format!("dropped: {why}"),
                     },
                     progress: r.progress.clone(),
@@ -146,17 +196,18 @@ impl JobRecord {
                 .collect(),
             output: self.output.clone(),
             receipt: self.receipt.clone(),
+            slashes: self.slashes.clone(),
+            refund: self.refund.map(Amount),
             submitted_ms: self.submitted_ms,
             updated_ms: self.updated_ms,
         }
     }
 
-    fn replicas_needed(&self) -> usize {
-        self.spec()
-            .map_or(1, |s| usize::from(s.verification.initial_replicas()).max(1))
+    pub(crate) fn replicas_needed(&self) -> usize {
+        usize::from(self.verification.initial_replicas()).max(1)
     }
 
-    fn active(&self) -> impl Iterator<Item = &Replica> {
+    pub(crate) fn active(&self) -> impl Iterator<Item = &Replica> {
         self.replicas.iter().filter(|r| r.active())
     }
 }
@@ -174,34 +225,64 @@ pub enum Refusal {
     Replayed { nonce: u64 },
     #[error("no such job {0}")]
     UnknownJob(ContentId),
+    #[error("cannot escrow the job's max fee: {0}")]
+    Funds(String),
     #[error("{0}")]
     BadAnswer(String),
 }
 
 /// The matcher as the book sees it: `(spec, excluded workers, replicas wanted)` to
-/// distinct workers, or why none fit.
-pub type Pick<'a> = dyn FnMut(&JobSpec, &[PublicKey], usize) -> Result<Vec<PublicKey>, String> + 'a;
+/// distinct workers with their advertised prices (credits per 1000 tokens), or why none
+/// fit.
+pub type Pick<'a> = dyn FnMut(&JobSpec, &[PublicKey], usize) -> Picked + 'a;
+
+/// The matcher's answer: workers with their prices, or why none fit.
+pub type Picked = Result<Vec<(PublicKey, u64)>, String>;
+
+/// What changed since the node last persisted.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Dirty {
+    pub jobs: Vec<ContentId>,
+    pub economy: bool,
+}
 
 #[derive(Debug, Default)]
 pub struct JobBook {
     config: JobsConfig,
+    policy: Policy,
+    economy: Economy,
     jobs: BTreeMap<ContentId, JobRecord>,
     /// (submitter, nonce) of every accepted job, kept forever: replay protection.
     nonces: BTreeSet<(PublicKey, u64)>,
     dirty: BTreeSet<ContentId>,
+    economy_dirty: bool,
+    /// Derived from the coordinator's identity on first use.
+    audit_key: Option<AuditKey>,
 }
 
 impl JobBook {
-    pub fn new(config: JobsConfig) -> Self {
+    pub fn new(config: JobsConfig, policy: Policy, ledger: LedgerConfig) -> Self {
         Self {
             config,
+            policy,
+            economy: Economy::new(ledger),
             ..Self::default()
         }
     }
 
-    /// Rebuilds the book from stored records (after a restart).
-    pub fn restore(config: JobsConfig, records: Vec<JobRecord>) -> Self {
-        let mut book = Self::new(config);
+    /// Rebuilds the book from stored records and economy (after a restart).
+    pub fn restore(
+        config: JobsConfig,
+        policy: Policy,
+        ledger: LedgerConfig,
+        economy: Option<Economy>,
+        records: Vec<JobRecord>,
+    ) -> Self {
+        let mut book = Self::new(config, policy, ledger);
+        if let Some(mut economy) = economy {
+            economy.ledger_mut().set_config(ledger);
+            book.economy = economy;
+        }
         for r in records {
             if let Some(spec) = r.spec() {
                 book.nonces.insert((r.signed.signer(), spec.nonce));
@@ -219,9 +300,37 @@ impl JobBook {
         self.jobs.values()
     }
 
-    /// Records changed since the last call, for the node to persist.
-    pub fn take_dirty(&mut self) -> Vec<ContentId> {
-        std::mem::take(&mut self.dirty).into_iter().collect()
+    /// What changed since the last call, for the node to persist in one transaction.
+    pub fn take_dirty(&mut self) -> Dirty {
+        Dirty {
+            jobs: std::mem::take(&mut self.dirty).into_iter().collect(),
+            economy: std::mem::take(&mut self.economy_dirty),
+        }
+    }
+
+    pub fn economy(&self) -> &Economy {
+        &self.economy
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Why `worker` may not be matched now (too little stake, jailed), if it may not.
+    pub fn ineligible(&self, worker: &PublicKey, now_ms: u64) -> Option<String> {
+        self.economy.ineligible(&self.policy, worker, now_ms)
+    }
+
+    /// Deposit, stake or unstake, signed by the account's own key.
+    pub fn account_request(
+        &mut self,
+        signed: &Signed<AccountRequest>,
+        faucet: bool,
+        now_ms: u64,
+    ) -> Result<AccountView, AccountError> {
+        self.economy.account_request(signed, faucet, now_ms)?;
+        self.economy_dirty = true;
+        Ok(self.economy.account_view(signed.signer(), now_ms))
     }
 
     /// Whether any open job lacks replicas: only then is the registry worth copying for
@@ -245,9 +354,15 @@ impl JobBook {
             .count() as u32
     }
 
-    /// Checks and queues a signed job. The caller has already checked that its inputs are
-    /// present; it must persist the record before answering.
-    pub fn submit(&mut self, signed: Signed<JobSpec>, now_ms: u64) -> Result<ContentId, Refusal> {
+    /// Checks a signed job, escrows its max fee from the submitter's balance, and queues
+    /// it. The caller has already checked that its inputs are present and read the
+    /// `attribution` of the adapter it uses; it must persist before answering.
+    pub fn submit(
+        &mut self,
+        signed: Signed<JobSpec>,
+        attribution: Vec<(PublicKey, u64)>,
+        now_ms: u64,
+    ) -> Result<ContentId, Refusal> {
         let spec = signed
             .verify()
             .map_err(|e| Refusal::Signature(e.to_string()))?;
@@ -261,6 +376,11 @@ impl JobBook {
         if self.nonces.contains(&key) {
             return Err(Refusal::Replayed { nonce: spec.nonce });
         }
+        self.economy
+            .ledger_mut()
+            .escrow(job_id, signed.signer(), spec.max_fee.0)
+            .map_err(|e| Refusal::Funds(e.to_string()))?;
+        self.economy_dirty = true;
         self.nonces.insert(key);
         self.jobs.insert(
             job_id,
@@ -273,6 +393,15 @@ impl JobBook {
                 excluded: Vec::new(),
                 output: None,
                 receipt: None,
+                verification: match spec.verification {
+                    VerificationPolicy::Default => self.config.default_verification,
+                    chosen => chosen,
+                },
+                attribution,
+                slashes: Vec::new(),
+                referee: None,
+                audited: None,
+                refund: None,
                 submitted_ms: now_ms,
                 updated_ms: now_ms,
             },
@@ -281,121 +410,192 @@ impl JobBook {
         Ok(job_id)
     }
 
-    /// Advances every open job: deadlines, timeouts, matching. Call it often.
+    /// Advances every open job: deadlines, timeouts, matching, and settles any job that
+    /// ended without its escrow closing. Call it often.
     pub fn tick(&mut self, identity: &Identity, now_ms: u64, pick: &mut Pick<'_>) -> Vec<Action> {
+        match self.economy.ledger_mut().release_unbonded(now_ms) {
+            Ok(0) => {}
+            Ok(_) => self.economy_dirty = true,
+            Err(e) => tracing::error!(error = %e, "cannot release unbonded stake"),
+        }
         let mut actions = Vec::new();
         let ids: Vec<ContentId> = self
             .jobs
             .values()
-            .filter(|j| !j.state.is_final())
+            .filter(|j| !j.state.is_final() || !self.economy.ledger().is_settled(j.job_id))
             .map(|j| j.job_id)
             .collect();
         for id in ids {
-            let Some(job) = self.jobs.get_mut(&id) else {
-                continue;
-            };
-            let Some(spec) = job.spec() else {
-                fail(job, "the stored job no longer verifies", now_ms);
-                self.dirty.insert(id);
-                continue;
-            };
-            let mut changed = false;
-            for r in job.replicas.iter_mut() {
-                if matches!(r.state, ReplicaState::Offered | ReplicaState::Running)
-                    && now_ms > r.deadline_ms
-                {
-                    r.state = ReplicaState::Dropped("missed its deadline".into());
-                    job.excluded.push(r.worker);
-                    changed = true;
-                }
-            }
-            // Committed work is given a grace period to be revealed (the workers did it in
-            // time); anything else ends at the deadline.
-            let committed = job.state == JobState::Committed;
-            let limit = if committed {
-                spec.deadline_ms.saturating_add(self.config.reveal_grace_ms)
-            } else {
-                spec.deadline_ms
-            };
-            if now_ms > limit {
-                let why = match (&job.waiting, committed) {
-                    (_, true) => "the committed outputs were not revealed in time".into(),
-                    (Some(w), false) => format!("deadline passed while waiting: {w}"),
-                    (None, false) => "deadline passed before every replica committed".into(),
-                };
-                fail(job, &why, now_ms);
-                self.dirty.insert(id);
-                continue;
-            }
-            let missing = job.replicas_needed().saturating_sub(job.active().count());
-            if missing > 0 {
-                let mut exclude: Vec<PublicKey> = job.excluded.clone();
-                exclude.extend(job.active().map(|r| r.worker));
-                match pick(&spec, &exclude, missing) {
-                    Err(why) => {
-                        if job.waiting.as_ref() != Some(&why) {
-                            job.waiting = Some(why);
-                            changed = true;
-                        }
-                    }
-                    Ok(workers) => {
-                        job.waiting = None;
-                        let per_replica = Amount(spec.max_fee.0 / job.replicas_needed() as u64);
-                        for worker in workers.into_iter().take(missing) {
-                            let index = job.replicas.len().min(u8::MAX as usize) as u8;
-                            let deadline_ms = spec
-                                .deadline_ms
-                                .min(now_ms.saturating_add(self.config.assignment_timeout_ms));
-                            let assignment = Assignment {
-                                job_id: id,
-                                job: job.signed.clone(),
-                                worker,
-                                replica: index,
-                                fee_cap: per_replica,
-                                deadline_ms,
-                                issued_ms: now_ms,
-                            };
-                            let Ok(signed) = Signed::sign(identity, &assignment) else {
-                                continue;
-                            };
-                            job.replicas.push(Replica {
-                                index,
-                                worker,
-                                assignment_id: signed.id(),
-                                assignment: signed.clone(),
-                                deadline_ms,
-                                state: ReplicaState::Offered,
-                                progress: None,
-                            });
-                            actions.push(Action::Assign {
-                                worker,
-                                assignment: signed,
-                            });
-                        }
-                        changed = true;
-                    }
-                }
-            }
-            let new_state = derive_state(job);
-            if new_state != job.state {
-                if new_state == JobState::Committed {
-                    for r in job.active() {
-                        actions.push(Action::Reveal {
-                            worker: r.worker,
-                            job_id: id,
-                            assignment_id: r.assignment_id,
-                        });
-                    }
-                }
-                job.state = new_state;
-                changed = true;
-            }
+            let changed = self.tick_job(&id, identity, now_ms, pick, &mut actions);
             if changed {
-                job.updated_ms = now_ms;
-                self.dirty.insert(id);
+                self.touch(&id, now_ms);
             }
         }
         actions
+    }
+
+    fn tick_job(
+        &mut self,
+        id: &ContentId,
+        identity: &Identity,
+        now_ms: u64,
+        pick: &mut Pick<'_>,
+        actions: &mut Vec<Action>,
+    ) -> bool {
+        let Some(job) = self.jobs.get_mut(id) else {
+            return false;
+        };
+        if job.state.is_final() {
+            return false;
+        }
+        let Some(spec) = job.spec() else {
+            fail(job, "the stored job no longer verifies");
+            return true;
+        };
+        let mut changed = false;
+        for i in 0..job.replicas.len() {
+            let r = &mut job.replicas[i];
+            let late = now_ms > r.deadline_ms;
+            match r.state {
+                // It never said yes: nothing was promised, nothing is penalised.
+                ReplicaState::Offered if late => {
+                    r.state = ReplicaState::Dropped("never answered the assignment".into());
+                }
+                ReplicaState::Running if late => {
+                    r.state = ReplicaState::Dropped("missed its deadline".into());
+                    let worker = r.worker;
+                    let slash = self.economy.slash(
+                        &self.policy,
+                        worker,
+                        SlashReason::MissedDeadline,
+                        &[],
+                        Vec::new(),
+                        now_ms,
+                    );
+                    job.slashes.push(slash);
+                    self.economy_dirty = true;
+                }
+                _ => continue,
+            }
+            let worker = job.replicas[i].worker;
+            job.excluded.push(worker);
+            changed = true;
+        }
+        // Committed work is given a grace period to be revealed and verified (the workers
+        // did it in time); anything else ends at the deadline.
+        let committed = matches!(job.state, JobState::Committed | JobState::Verifying);
+        let limit = if committed {
+            spec.deadline_ms.saturating_add(self.config.reveal_grace_ms)
+        } else {
+            spec.deadline_ms
+        };
+        if now_ms > limit {
+            let why = match (&job.waiting, committed) {
+                (_, true) => "the committed outputs were not revealed and verified in time".into(),
+                (Some(w), false) => format!("deadline passed while waiting: {w}"),
+                (None, false) => "deadline passed before every replica committed".into(),
+            };
+            fail(job, &why);
+            return true;
+        }
+        let missing = job.replicas_needed().saturating_sub(job.active().count());
+        if missing > 0 && job.state != JobState::Verifying {
+            let mut exclude: Vec<PublicKey> = job.excluded.clone();
+            exclude.extend(job.active().map(|r| r.worker));
+            match pick(&spec, &exclude, missing) {
+                Err(why) => {
+                    if job.waiting.as_ref() != Some(&why) {
+                        job.waiting = Some(why);
+                        changed = true;
+                    }
+                }
+                Ok(workers) => {
+                    job.waiting = None;
+                    let per_replica = Amount(spec.max_fee.0 / job.replicas_needed() as u64);
+                    for (worker, price) in workers.into_iter().take(missing) {
+                        let index = job.replicas.len().min(u8::MAX as usize) as u8;
+                        let deadline_ms = spec
+                            .deadline_ms
+                            .min(now_ms.saturating_add(self.config.assignment_timeout_ms));
+                        let assignment = Assignment {
+                            job_id: *id,
+                            job: job.signed.clone(),
+                            worker,
+                            replica: index,
+                            fee_cap: per_replica,
+                            deadline_ms,
+                            issued_ms: now_ms,
+                        };
+                        let Ok(signed) = Signed::sign(identity, &assignment) else {
+                            continue;
+                        };
+                        job.replicas.push(Replica {
+                            index,
+                            worker,
+                            assignment_id: signed.id(),
+                            assignment: signed.clone(),
+                            deadline_ms,
+                            price_per_ktoken: price,
+                            state: ReplicaState::Offered,
+                            progress: None,
+                        });
+                        actions.push(Action::Assign {
+                            worker,
+                            assignment: signed,
+                        });
+                    }
+                    changed = true;
+                }
+            }
+        }
+        let new_state = derive_state(job);
+        if new_state != job.state {
+            if new_state == JobState::Committed {
+                for r in job.active() {
+                    actions.push(Action::Reveal {
+                        worker: r.worker,
+                        job_id: *id,
+                        assignment_id: r.assignment_id,
+                    });
+                }
+            }
+            job.state = new_state;
+            changed = true;
+        }
+        changed
+    }
+
+    /// Marks a job changed: persisted at the next [`JobBook::take_dirty`], and, if it has
+    /// ended, its escrow closed (paid out as its receipt says, or refunded whole) in the
+    /// same state.
+    fn touch(&mut self, id: &ContentId, now_ms: u64) {
+        let Some(job) = self.jobs.get_mut(id) else {
+            return;
+        };
+        job.updated_ms = now_ms;
+        self.dirty.insert(*id);
+        if job.state.is_final()
+            && !self.economy.ledger().is_settled(*id)
+            && self.economy.ledger().escrowed(*id).is_some()
+        {
+            let payouts: Vec<(Payee, u64)> = job
+                .receipt
+                .as_ref()
+                .and_then(|r| r.verify().ok())
+                .map(|r| {
+                    r.payouts
+                        .iter()
+                        .map(|p| (verify::payee_of(p), p.amount.0))
+                        .collect()
+                })
+                .unwrap_or_default();
+            match self.economy.ledger_mut().settle(*id, &payouts) {
+                Ok(Settled::Done { refund }) => job.refund = Some(refund),
+                Ok(Settled::Already) => {}
+                Err(e) => tracing::error!(job = %id, error = %e, "cannot settle the job"),
+            }
+            self.economy_dirty = true;
+        }
     }
 
     /// Reveal requests still owed (after a restart, or when a worker did not answer).
@@ -421,18 +621,7 @@ impl JobBook {
         job_id: &ContentId,
         assignment_id: &ContentId,
     ) -> Result<(&mut JobRecord, usize), Refusal> {
-        let job = self
-            .jobs
-            .get_mut(job_id)
-            .ok_or(Refusal::UnknownJob(*job_id))?;
-        let i = job
-            .replicas
-            .iter()
-            .position(|r| r.assignment_id == *assignment_id)
-            .ok_or_else(|| {
-                Refusal::BadAnswer(format!("no assignment {assignment_id} in job {job_id}"))
-            })?;
-        Ok((job, i))
+        replica_in(&mut self.jobs, job_id, assignment_id)
     }
 
     /// The worker's answer to an assignment: `Ok(())` accepted, `Err(reason)` declined or
@@ -460,8 +649,7 @@ impl JobBook {
             }
         }
         job.state = derive_state(job);
-        job.updated_ms = now_ms;
-        self.dirty.insert(*job_id);
+        self.touch(job_id, now_ms);
     }
 
     /// A worker left the network: its unfinished replicas go back to the matcher.
@@ -516,13 +704,11 @@ impl JobBook {
             fail(
                 job,
                 &format!("{failures} workers could not run it; the last said: {reason}"),
-                now_ms,
             );
         } else {
             job.state = derive_state(job);
-            job.updated_ms = now_ms;
         }
-        self.dirty.insert(f.job_id);
+        self.touch(&f.job_id, now_ms);
         Ok(())
     }
 
@@ -552,12 +738,13 @@ impl JobBook {
     }
 
     /// A worker's signed commitment. A second, different commitment for the same
-    /// assignment is refused (equivocation).
+    /// assignment is equivocation: both signed statements are kept as evidence, the
+    /// worker is slashed and jailed, and its replica goes back to the matcher.
     pub fn on_commit(&mut self, signed: Signed<Commitment>, now_ms: u64) -> Result<(), Refusal> {
         let c = signed
             .verify()
             .map_err(|e| Refusal::Signature(e.to_string()))?;
-        let (job, i) = self.replica_mut(&c.job_id, &c.assignment)?;
+        let (job, i) = replica_in(&mut self.jobs, &c.job_id, &c.assignment)?;
         let r = &mut job.replicas[i];
         if r.worker != signed.signer() {
             return Err(Refusal::BadAnswer(
@@ -569,14 +756,38 @@ impl JobBook {
             ReplicaState::Committed(prev)
             | ReplicaState::Revealed {
                 commitment: prev, ..
+            }
+            | ReplicaState::Unbacked {
+                commitment: prev, ..
             } => {
-                return if prev.verify().ok().map(|p| p.output) == Some(c.output) {
-                    Ok(())
-                } else {
-                    Err(Refusal::BadAnswer(
-                        "a different commitment was already made for this assignment".into(),
-                    ))
-                };
+                if prev.verify().ok().map(|p| p.output) == Some(c.output) {
+                    return Ok(());
+                }
+                if job.state.is_final() {
+                    return Err(Refusal::BadAnswer(
+                        "a different commitment for a job that has ended".into(),
+                    ));
+                }
+                let evidence = vec![prev.clone(), signed];
+                let worker = r.worker;
+                r.state = ReplicaState::Dropped("slashed: equivocation".into());
+                job.excluded.push(worker);
+                let slash = self.economy.slash(
+                    &self.policy,
+                    worker,
+                    SlashReason::Equivocation,
+                    &[],
+                    evidence,
+                    now_ms,
+                );
+                job.slashes.push(slash);
+                job.state = derive_state(job);
+                self.economy_dirty = true;
+                self.touch(&c.job_id, now_ms);
+                return Err(Refusal::BadAnswer(
+                    "a different commitment was already made for this assignment: slashed for equivocation"
+                        .into(),
+                ));
             }
             ReplicaState::Dropped(why) => {
                 return Err(Refusal::BadAnswer(format!(
@@ -585,13 +796,13 @@ impl JobBook {
             }
         }
         r.state = ReplicaState::Committed(signed);
-        job.updated_ms = now_ms;
-        self.dirty.insert(c.job_id);
+        self.touch(&c.job_id, now_ms);
         Ok(())
     }
 
-    /// A worker's reveal. Checked against its commitment and its assignment; when every
-    /// replica has revealed, the job is settled.
+    /// A worker's reveal, checked against its commitment and its assignment. Once every
+    /// replica has revealed, the job is judged: it settles, or the referee is called
+    /// (the returned action).
     pub fn on_reveal(
         &mut self,
         identity: &Identity,
@@ -599,62 +810,117 @@ impl JobBook {
         assignment_id: &ContentId,
         reveal: Reveal,
         now_ms: u64,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Vec<Action>, Refusal> {
         let (job, i) = self.replica_mut(job_id, assignment_id)?;
         let r = &mut job.replicas[i];
         let ReplicaState::Committed(commitment) = &r.state else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let committed = commitment
             .verify()
             .map_err(|e| Refusal::Signature(e.to_string()))?;
-        let check = || -> Result<(), String> {
-            if reveal.receipt.signer() != r.worker {
-                return Err("receipt signed by another key".into());
-            }
-            let receipt = reveal.receipt.verify().map_err(|e| e.to_string())?;
-            if receipt.job_id != *job_id || receipt.assignment != *assignment_id {
-                return Err("receipt is for another job or assignment".into());
-            }
-            if receipt.output != committed.output {
-                return Err("receipt's output differs from the commitment".into());
-            }
-            let output_id = match &reveal.output {
-                JobOutput::Inference { tokens, .. } => olc_protocol::inference_commitment(tokens),
-                JobOutput::Finetune { commitment, .. } => *commitment,
-            };
-            if output_id != committed.output {
-                return Err("revealed output does not match the commitment".into());
-            }
-            Ok(())
-        };
-        let verdict = check();
+        let verdict = verify::check_reveal(r.worker, job_id, assignment_id, &committed, &reveal);
         let commitment = commitment.clone();
         if let Err(why) = verdict {
-            r.state = ReplicaState::Dropped(format!("bad reveal: {why}"));
-            let w = r.worker;
-            job.excluded.push(w);
+            r.state = ReplicaState::Unbacked {
+                commitment,
+                why: why.clone(),
+            };
             job.state = derive_state(job);
-            job.updated_ms = now_ms;
-            self.dirty.insert(*job_id);
+            self.touch(job_id, now_ms);
             return Err(Refusal::BadAnswer(why));
         }
         r.state = ReplicaState::Revealed { commitment, reveal };
-        job.updated_ms = now_ms;
-        settle_if_revealed(job, identity, now_ms);
-        self.dirty.insert(*job_id);
-        Ok(())
+        let actions = self.judge(identity, job_id, now_ms);
+        Ok(actions)
+    }
+
+    /// The referee's re-execution of a job: the output's commitment, or why it could not
+    /// run. A referee that cannot run fails the job with a full refund and slashes no one:
+    /// without the right answer nobody can be shown to be wrong.
+    pub fn on_referee(
+        &mut self,
+        identity: &Identity,
+        job_id: &ContentId,
+        result: Result<ContentId, String>,
+        now_ms: u64,
+    ) -> Vec<Action> {
+        let Some(job) = self.jobs.get_mut(job_id) else {
+            return Vec::new();
+        };
+        if job.state != JobState::Verifying {
+            return Vec::new();
+        }
+        match result {
+            Ok(output) => {
+                job.referee = Some(output);
+                self.judge(identity, job_id, now_ms)
+            }
+            Err(why) => {
+                fail(job, &format!("the referee could not re-run the job: {why}"));
+                self.touch(job_id, now_ms);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Referee runs still owed (after a restart).
+    pub fn pending_referees(&self) -> Vec<Action> {
+        self.jobs
+            .values()
+            .filter(|j| j.state == JobState::Verifying)
+            .map(|j| Action::Referee { job_id: j.job_id })
+            .collect()
+    }
+
+    fn judge(&mut self, identity: &Identity, job_id: &ContentId, now_ms: u64) -> Vec<Action> {
+        let key = self
+            .audit_key
+            .get_or_insert_with(|| AuditKey::from_identity(identity))
+            .clone();
+        let Some(job) = self.jobs.get_mut(job_id) else {
+            return Vec::new();
+        };
+        let mut ctx = verify::Ctx {
+            economy: &mut self.economy,
+            policy: &self.policy,
+            identity,
+            audit_key: &key,
+            now_ms,
+        };
+        let actions = verify::judge(job, &mut ctx);
+        self.economy_dirty = true;
+        self.touch(job_id, now_ms);
+        actions
     }
 }
 
-fn fail(job: &mut JobRecord, why: &str, now_ms: u64) {
-    job.state = JobState::Failed(why.to_string());
-    job.updated_ms = now_ms;
+/// The job and the index of the replica an answer names. A free function so that callers
+/// can hold it while using the book's other fields.
+fn replica_in<'a>(
+    jobs: &'a mut BTreeMap<ContentId, JobRecord>,
+    job_id: &ContentId,
+    assignment_id: &ContentId,
+) -> Result<(&'a mut JobRecord, usize), Refusal> {
+    let job = jobs.get_mut(job_id).ok_or(Refusal::UnknownJob(*job_id))?;
+    let i = job
+        .replicas
+        .iter()
+        .position(|r| r.assignment_id == *assignment_id)
+        .ok_or_else(|| {
+            Refusal::BadAnswer(format!("no assignment {assignment_id} in job {job_id}"))
+        })?;
+    Ok((job, i))
 }
 
-/// The state implied by the replicas (never moves a final job).
-fn derive_state(job: &JobRecord) -> JobState {
-    if job.state.is_final() {
+pub(crate) fn fail(job: &mut JobRecord, why: &str) {
+    job.state = JobState::Failed(why.to_string());
+}
+
+/// The state implied by the replicas (never moves a final job, nor one the referee is
+/// checking).
+pub(crate) fn derive_state(job: &JobRecord) -> JobState {
+    if job.state.is_final() || job.state == JobState::Verifying {
         return job.state.clone();
     }
     let needed = job.replicas_needed();
@@ -669,62 +935,6 @@ fn derive_state(job: &JobRecord) -> JobState {
         JobState::Running
     } else {
         JobState::Assigned
-    }
-}
-
-/// Done when every active replica revealed and they agree; the coordinator signs a receipt
-/// embedding the job, the assignments and the workers' execution receipts.
-fn settle_if_revealed(job: &mut JobRecord, identity: &Identity, now_ms: u64) {
-    let active: Vec<&Replica> = job.active().collect();
-    if active.len() < job.replicas_needed()
-        || !active
-            .iter()
-            .all(|r| matches!(r.state, ReplicaState::Revealed { .. }))
-    {
-        return;
-    }
-    let mut outputs = Vec::new();
-    let mut executions = Vec::new();
-    let mut assignments = Vec::new();
-    let mut first_output = None;
-    for r in &active {
-        if let ReplicaState::Revealed { commitment, reveal } = &r.state {
-            if let Ok(c) = commitment.verify() {
-                outputs.push(c.output);
-            }
-            executions.push(reveal.receipt.clone());
-            assignments.push(r.assignment.clone());
-            first_output.get_or_insert_with(|| reveal.output.clone());
-        }
-    }
-    outputs.dedup();
-    if outputs.len() != 1 {
-        fail(
-            job,
-            &format!("the {} replicas disagree about the output", active.len()),
-            now_ms,
-        );
-        return;
-    }
-    let receipt = SettlementReceipt {
-        job_id: job.job_id,
-        job: job.signed.clone(),
-        assignments,
-        output: outputs[0],
-        executions,
-        payouts: Vec::new(),
-        slashes: Vec::new(),
-        refund: Amount(0),
-        settled_ms: now_ms,
-    };
-    match Signed::sign(identity, &receipt) {
-        Ok(signed) => {
-            job.receipt = Some(signed);
-            job.output = first_output;
-            job.state = JobState::Done;
-            job.updated_ms = now_ms;
-        }
-        Err(e) => fail(job, &format!("cannot sign the receipt: {e}"), now_ms),
     }
 }
 

@@ -38,12 +38,30 @@ fn job(nonce: u64, verification: VerificationPolicy) -> Signed<JobSpec> {
     Signed::sign(&submitter(), &spec).unwrap()
 }
 
+/// A book whose submitter can pay for many jobs.
+fn book() -> JobBook {
+    book_with(JobsConfig::default())
+}
+
+fn book_with(config: JobsConfig) -> JobBook {
+    let mut book = JobBook::new(config, Policy::default(), LedgerConfig::default());
+    let deposit = olc_protocol::AccountRequest {
+        action: olc_protocol::AccountAction::Deposit {
+            amount: Amount(1_000_000_000),
+        },
+        nonce: 1,
+    };
+    book.account_request(&Signed::sign(&submitter(), &deposit).unwrap(), true, NOW)
+        .unwrap();
+    book
+}
+
 /// A matcher over workers 0..n, skipping the excluded ones.
-fn pool(n: u8) -> impl FnMut(&JobSpec, &[PublicKey], usize) -> Result<Vec<PublicKey>, String> {
+fn pool(n: u8) -> impl FnMut(&JobSpec, &[PublicKey], usize) -> Picked {
     move |_, exclude, k| {
-        let free: Vec<PublicKey> = (0..n)
-            .map(|i| worker(i).public_key())
-            .filter(|w| !exclude.contains(w))
+        let free: Vec<(PublicKey, u64)> = (0..n)
+            .map(|i| (worker(i).public_key(), 10))
+            .filter(|(w, _)| !exclude.contains(w))
             .take(k)
             .collect();
         if free.len() < k {
@@ -105,15 +123,18 @@ fn answer(a: &Signed<Assignment>, out: &[u32]) -> (Signed<Commitment>, Reveal) {
 
 #[test]
 fn a_single_replica_job_goes_from_queued_to_done_with_a_verifiable_receipt() {
-    let mut book = JobBook::new(JobsConfig::default());
+    let mut book = book();
     let id = book
-        .submit(job(1, VerificationPolicy::Single), NOW)
+        .submit(job(1, VerificationPolicy::Single), vec![], NOW)
         .unwrap();
     assert_eq!(book.get(&id).unwrap().state, JobState::Queued);
     assert_eq!(
         book.take_dirty(),
-        vec![id],
-        "persisted before the submitter is answered"
+        Dirty {
+            jobs: vec![id],
+            economy: true
+        },
+        "persisted, with its escrow, before the submitter is answered"
     );
 
     let actions = book.tick(&coordinator(), NOW, &mut pool(3));
@@ -157,9 +178,13 @@ fn a_single_replica_job_goes_from_queued_to_done_with_a_verifiable_receipt() {
 
 #[test]
 fn replicas_go_to_distinct_workers_and_outputs_are_asked_only_after_all_commit() {
-    let mut book = JobBook::new(JobsConfig::default());
+    let mut book = book();
     let id = book
-        .submit(job(1, VerificationPolicy::Replicate { replicas: 3 }), NOW)
+        .submit(
+            job(1, VerificationPolicy::Replicate { replicas: 3 }),
+            vec![],
+            NOW,
+        )
         .unwrap();
     let a = assigned(&book.tick(&coordinator(), NOW, &mut pool(5)));
     assert_eq!(a.len(), 3);
@@ -187,12 +212,12 @@ fn replicas_go_to_distinct_workers_and_outputs_are_asked_only_after_all_commit()
 
 #[test]
 fn a_declined_or_lost_or_late_replica_is_reassigned_to_another_worker() {
-    let mut book = JobBook::new(JobsConfig {
+    let mut book = book_with(JobsConfig {
         assignment_timeout_ms: 1_000,
         ..JobsConfig::default()
     });
     let id = book
-        .submit(job(1, VerificationPolicy::Single), NOW)
+        .submit(job(1, VerificationPolicy::Single), vec![], NOW)
         .unwrap();
     let first = assigned(&book.tick(&coordinator(), NOW, &mut pool(4)));
     book.on_assign_answer(&id, &first[0].1.id(), Err("busy".into()), NOW);
@@ -221,11 +246,11 @@ fn a_declined_or_lost_or_late_replica_is_reassigned_to_another_worker() {
 
 #[test]
 fn when_no_worker_fits_the_submitter_is_told_why_and_the_deadline_fails_the_job() {
-    let mut book = JobBook::new(JobsConfig::default());
+    let mut book = book();
     let id = book
-        .submit(job(1, VerificationPolicy::Single), NOW)
+        .submit(job(1, VerificationPolicy::Single), vec![], NOW)
         .unwrap();
-    let mut none = |_: &JobSpec, _: &[PublicKey], _: usize| -> Result<Vec<PublicKey>, String> {
+    let mut none = |_: &JobSpec, _: &[PublicKey], _: usize| -> Picked {
         Err("no worker has 24.0 GiB free: largest is 16.0 GiB".into())
     };
     assert!(book.tick(&coordinator(), NOW, &mut none).is_empty());
@@ -244,19 +269,19 @@ fn when_no_worker_fits_the_submitter_is_told_why_and_the_deadline_fails_the_job(
 
 #[test]
 fn tampered_replayed_and_duplicate_jobs_are_refused() {
-    let mut book = JobBook::new(JobsConfig::default());
+    let mut book = book();
     let signed = job(7, VerificationPolicy::Single);
     let mut bytes = signed.to_bytes().unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     let tampered = Signed::<JobSpec>::from_bytes(&bytes).unwrap();
     assert!(matches!(
-        book.submit(tampered, NOW),
+        book.submit(tampered, vec![], NOW),
         Err(Refusal::Signature(_))
     ));
-    book.submit(signed.clone(), NOW).unwrap();
+    book.submit(signed.clone(), vec![], NOW).unwrap();
     assert!(matches!(
-        book.submit(signed, NOW),
+        book.submit(signed, vec![], NOW),
         Err(Refusal::Duplicate(_))
     ));
     // Same submitter and nonce, different job: a replay.
@@ -264,20 +289,23 @@ fn tampered_replayed_and_duplicate_jobs_are_refused() {
     spec.max_fee = Amount(1);
     let replay = Signed::sign(&submitter(), &spec).unwrap();
     assert_eq!(
-        book.submit(replay, NOW),
+        book.submit(replay, vec![], NOW),
         Err(Refusal::Replayed { nonce: 7 })
     );
     let mut old = job(8, VerificationPolicy::Single).verify().unwrap();
     old.deadline_ms = NOW - 1;
     let old = Signed::sign(&submitter(), &old).unwrap();
-    assert!(matches!(book.submit(old, NOW), Err(Refusal::Invalid(_))));
+    assert!(matches!(
+        book.submit(old, vec![], NOW),
+        Err(Refusal::Invalid(_))
+    ));
 }
 
 #[test]
 fn commitments_from_the_wrong_worker_equivocation_and_bad_reveals_are_refused() {
-    let mut book = JobBook::new(JobsConfig::default());
+    let mut book = book();
     let id = book
-        .submit(job(1, VerificationPolicy::Single), NOW)
+        .submit(job(1, VerificationPolicy::Single), vec![], NOW)
         .unwrap();
     let a = assigned(&book.tick(&coordinator(), NOW, &mut pool(3)));
     let asg = a[0].1.verify().unwrap();
@@ -298,11 +326,6 @@ fn commitments_from_the_wrong_worker_equivocation_and_bad_reveals_are_refused() 
     let (c, reveal) = answer(&a[0].1, &[3, 3]);
     book.on_commit(c.clone(), NOW).unwrap();
     book.on_commit(c, NOW).unwrap(); // the same commitment again is harmless
-    let (other, _) = answer(&a[0].1, &[4]);
-    assert!(
-        book.on_commit(other, NOW).is_err(),
-        "a second, different commitment"
-    );
     book.tick(&coordinator(), NOW, &mut pool(3));
     let mut wrong = reveal.clone();
     wrong.output = JobOutput::Inference {
@@ -313,14 +336,30 @@ fn commitments_from_the_wrong_worker_equivocation_and_bad_reveals_are_refused() 
         book.on_reveal(&coordinator(), &id, &a[0].1.id(), wrong, NOW)
             .is_err()
     );
-    assert_ne!(book.get(&id).unwrap().state, JobState::Done);
+    let job = book.get(&id).unwrap();
+    assert_ne!(job.state, JobState::Done);
+    assert!(matches!(
+        job.replicas[0].state,
+        ReplicaState::Unbacked { .. }
+    ));
+    // Its commitment still stands and is judged; a second, different one is equivocation.
+    let (other, _) = answer(&a[0].1, &[4]);
+    assert!(
+        book.on_commit(other, NOW).is_err(),
+        "a second, different commitment"
+    );
+    let job = book.get(&id).unwrap();
+    assert_eq!(job.slashes.len(), 1);
+    assert_eq!(job.slashes[0].reason, SlashReason::Equivocation);
+    assert_eq!(job.slashes[0].evidence.len(), 2);
+    assert!(job.excluded.contains(&asg.worker));
 }
 
 #[test]
 fn a_restored_book_keeps_jobs_and_nonces() {
-    let mut book = JobBook::new(JobsConfig::default());
+    let mut book = book();
     let id = book
-        .submit(job(3, VerificationPolicy::Single), NOW)
+        .submit(job(3, VerificationPolicy::Single), vec![], NOW)
         .unwrap();
     book.tick(&coordinator(), NOW, &mut pool(1));
     let records: Vec<JobRecord> = book.jobs().cloned().collect();
@@ -332,10 +371,17 @@ fn a_restored_book_keeps_jobs_and_nonces() {
         .iter()
         .map(|b| olc_protocol::codec::decode::<JobRecord>(b).unwrap())
         .collect();
-    let mut again = JobBook::restore(JobsConfig::default(), decoded);
+    let economy = book.economy().clone();
+    let mut again = JobBook::restore(
+        JobsConfig::default(),
+        Policy::default(),
+        LedgerConfig::default(),
+        Some(economy),
+        decoded,
+    );
     assert_eq!(again.get(&id).unwrap().state, JobState::Assigned);
     assert!(matches!(
-        again.submit(job(3, VerificationPolicy::Single), NOW),
+        again.submit(job(3, VerificationPolicy::Single), vec![], NOW),
         Err(Refusal::Duplicate(_))
     ));
 }
@@ -355,9 +401,9 @@ fn failure(a: &Signed<Assignment>, reason: &str) -> Signed<JobFailure> {
 
 #[test]
 fn a_reported_failure_reassigns_at_once_and_enough_of_them_fail_the_job() {
-    let mut book = JobBook::new(JobsConfig::default());
+    let mut book = book();
     let id = book
-        .submit(job(1, VerificationPolicy::Single), NOW)
+        .submit(job(1, VerificationPolicy::Single), vec![], NOW)
         .unwrap();
     let mut seen = Vec::new();
     for round in 0..3 {
@@ -402,9 +448,9 @@ fn a_reported_failure_reassigns_at_once_and_enough_of_them_fail_the_job() {
 
 #[test]
 fn committed_outputs_that_are_never_revealed_fail_the_job_after_a_grace_period() {
-    let mut book = JobBook::new(JobsConfig::default());
+    let mut book = book();
     let id = book
-        .submit(job(1, VerificationPolicy::Single), NOW)
+        .submit(job(1, VerificationPolicy::Single), vec![], NOW)
         .unwrap();
     let a = assigned(&book.tick(&coordinator(), NOW, &mut pool(2)));
     let (c, _) = answer(&a[0].1, &[1]);

@@ -1,6 +1,6 @@
 //! The coordinator's ledger: balances, stakes, escrows and the treasury, as a pure state
-//! machine so every rule is tested without a clock, a network or a disk, plus
-//! [`LedgerStore`], its durable form.
+//! machine so every rule is tested without a clock, a network or a disk. It is stored,
+//! inside [`crate::economy::Economy`], by [`crate::store::JobStore`].
 //!
 //! Amounts are integer credits (u64) and every sum is checked: an overflow is an error,
 //! never a wrap-around or a panic. Every operation either succeeds as a whole or returns
@@ -9,10 +9,9 @@
 //! holds after each one, whether it succeeded or not.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use bincode::{Decode, Encode};
-use olc_protocol::{CodecError, ContentId, MAX_MESSAGE_BYTES, Message, PublicKey, codec};
+use olc_protocol::{ContentId, MAX_MESSAGE_BYTES, Message, PublicKey};
 use serde::Serialize;
 
 /// How the ledger behaves, as opposed to what it holds.
@@ -436,6 +435,26 @@ impl Ledger {
         self.settled.contains(&job)
     }
 
+    pub fn settled_jobs(&self) -> impl Iterator<Item = ContentId> + '_ {
+        self.settled.iter().copied()
+    }
+
+    pub fn settled_count(&self) -> usize {
+        self.settled.len()
+    }
+
+    pub fn open_escrows(&self) -> usize {
+        self.escrows.len()
+    }
+
+    /// Saturates like [`Ledger::unbonding`]: escrows are part of `minted`.
+    pub fn escrowed_total(&self) -> u64 {
+        self.escrows
+            .values()
+            .try_fold(0, |acc, e| add(acc, e.amount))
+            .unwrap_or(u64::MAX)
+    }
+
     /// Everything the ledger holds, wherever it sits.
     pub fn total(&self) -> Result<u64, LedgerError> {
         let mut total = self.treasury;
@@ -463,6 +482,12 @@ impl Ledger {
                 minted: self.minted,
             })
         }
+    }
+
+    /// Breaks the invariant on purpose, for tests of the code that must catch it.
+    #[cfg(test)]
+    pub(crate) fn forge_minted(&mut self, extra: u64) {
+        self.minted += extra;
     }
 
     /// Every account with a balance or a stake, in key order.
@@ -506,71 +531,6 @@ impl Ledger {
             self.set_balance(who, balance);
         }
         self.treasury = prepared.treasury;
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LedgerStoreError {
-    #[error("ledger store at {path}: {source}")]
-    Open { path: String, source: sled::Error },
-    #[error("ledger store: {0}")]
-    Db(#[from] sled::Error),
-    #[error("ledger store: the ledger cannot be encoded ({0})")]
-    Encode(CodecError),
-    #[error(
-        "ledger store: the stored ledger does not decode ({0}); it was written by another version or is damaged"
-    )]
-    Corrupt(CodecError),
-    #[error("ledger store: refusing a ledger that breaks its invariant ({0})")]
-    Inconsistent(LedgerError),
-}
-
-/// The durable ledger: the whole ledger as one sled value, replaced and flushed after
-/// each operation. One value makes every write atomic (a crash leaves the old ledger or
-/// the new one, never half of each), which is worth rewriting it whole at a
-/// coordinator's scale.
-#[derive(Debug, Clone)]
-pub struct LedgerStore {
-    db: sled::Db,
-    tree: sled::Tree,
-}
-
-const TREE: &str = "ledger";
-const KEY: &[u8] = b"state";
-
-impl LedgerStore {
-    pub fn open(dir: &Path) -> Result<Self, LedgerStoreError> {
-        let db = sled::open(dir).map_err(|source| LedgerStoreError::Open {
-            path: dir.display().to_string(),
-            source,
-        })?;
-        let tree = db.open_tree(TREE)?;
-        Ok(Self { db, tree })
-    }
-
-    /// The saved ledger, or `None` before the first save. A stored ledger that breaks its
-    /// invariant is refused rather than served.
-    pub fn load(&self) -> Result<Option<Ledger>, LedgerStoreError> {
-        let Some(bytes) = self.tree.get(KEY)? else {
-            return Ok(None);
-        };
-        let ledger = codec::decode::<Ledger>(&bytes).map_err(LedgerStoreError::Corrupt)?;
-        ledger
-            .check_invariant()
-            .map_err(LedgerStoreError::Inconsistent)?;
-        Ok(Some(ledger))
-    }
-
-    /// Replaces the saved ledger; durable when this returns. A ledger that breaks its
-    /// invariant is refused, so a bug cannot make the damage permanent.
-    pub fn save(&self, ledger: &Ledger) -> Result<(), LedgerStoreError> {
-        ledger
-            .check_invariant()
-            .map_err(LedgerStoreError::Inconsistent)?;
-        let bytes = codec::encode(ledger).map_err(LedgerStoreError::Encode)?;
-        self.tree.insert(KEY, bytes)?;
-        self.db.flush()?;
-        Ok(())
     }
 }
 

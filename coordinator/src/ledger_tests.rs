@@ -3,6 +3,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use olc_protocol::codec;
 
 const UNBONDING_MS: u64 = 1_000;
 
@@ -574,91 +575,3 @@ proptest! {
 }
 
 // --- durable store ----------------------------------------------------------------------
-
-fn busy_ledger() -> Ledger {
-    let mut l = funded();
-    step(&mut l, |l| l.unstake(key(2), 100, 7)).unwrap();
-    step(&mut l, |l| l.escrow(job(1), key(1), 300)).unwrap();
-    step(&mut l, |l| l.escrow(job(2), key(1), 200)).unwrap();
-    step(&mut l, |l| {
-        l.settle(job(2), &[(Payee::Account(key(3)), 150)])
-    })
-    .unwrap();
-    step(&mut l, |l| {
-        l.slash(key(2), 50, &[(Payee::Account(key(4)), 1)])
-    })
-    .unwrap();
-    l
-}
-
-#[test]
-fn store_starts_empty() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LedgerStore::open(dir.path()).unwrap();
-    assert_eq!(store.load().unwrap(), None);
-}
-
-#[test]
-fn store_round_trips_and_survives_reopening() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut l = busy_ledger();
-    {
-        let store = LedgerStore::open(dir.path()).unwrap();
-        store.save(&l).unwrap();
-        assert_eq!(store.load().unwrap().as_ref(), Some(&l));
-        // Each save replaces the ledger whole.
-        step(&mut l, |l| l.settle(job(1), &[])).unwrap();
-        store.save(&l).unwrap();
-    }
-    let store = LedgerStore::open(dir.path()).unwrap();
-    let loaded = store.load().unwrap().unwrap();
-    assert_eq!(loaded, l);
-    assert!(loaded.is_settled(job(1)));
-    assert!(loaded.is_settled(job(2)));
-    assert_eq!(loaded.config(), l.config());
-    // The reloaded ledger still refuses to pay twice.
-    let mut loaded = loaded;
-    assert_eq!(
-        step(&mut loaded, |l| l.settle(job(2), &[(Payee::Treasury, 1)])),
-        Ok(Settled::Already)
-    );
-}
-
-#[test]
-fn store_refuses_an_inconsistent_ledger() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LedgerStore::open(dir.path()).unwrap();
-    let good = busy_ledger();
-    store.save(&good).unwrap();
-
-    let mut bad = good.clone();
-    bad.minted += 1;
-    assert!(matches!(
-        store.save(&bad),
-        Err(LedgerStoreError::Inconsistent(
-            LedgerError::Invariant { .. }
-        ))
-    ));
-    assert_eq!(store.load().unwrap(), Some(good));
-
-    // One written behind the store's back is refused on load.
-    store
-        .tree
-        .insert(KEY, codec::encode(&bad).unwrap())
-        .unwrap();
-    assert!(matches!(
-        store.load(),
-        Err(LedgerStoreError::Inconsistent(_))
-    ));
-}
-
-#[test]
-fn store_reports_a_damaged_value() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LedgerStore::open(dir.path()).unwrap();
-    let mut bytes = codec::encode(&busy_ledger()).unwrap();
-    bytes.truncate(bytes.len() - 3);
-    store.tree.insert(KEY, bytes).unwrap();
-    let err = store.load().unwrap_err();
-    assert!(matches!(err, LedgerStoreError::Corrupt(_)), "{err}");
-}

@@ -1,19 +1,25 @@
 //! olc-coordinator: the registry of live workers (built from gossip), the matcher, the job
-//! book that takes jobs from submission to a signed receipt, its durable store, the node
-//! that serves them, and the submitter's client. The referee, ledger and settlement
-//! arrive with the verification issue.
+//! book that takes jobs from submission to a signed receipt, the verifier and its
+//! referee, the ledger and settlement, their durable store, the node that serves them,
+//! and the submitter's client.
 
+pub mod audit;
 pub mod client;
+pub mod economy;
 pub mod jobs;
 pub mod ledger;
 pub mod matcher;
 pub mod node;
+pub mod referee;
 pub mod registry;
 pub mod rules;
 pub mod store;
+mod verify;
 
 pub use client::{SubmitError, Submitter};
-pub use jobs::{Action, JobBook, JobRecord, JobsConfig, Refusal};
+pub use economy::Economy;
+pub use jobs::{Action, Dirty, JobBook, JobRecord, JobsConfig, Pick, Picked, Refusal};
 pub use node::{Coordinator, CoordinatorConfig};
 pub use registry::{Registry, RegistryConfig};
+pub use rules::Policy;
 pub use store::JobStore;

@@ -19,14 +19,18 @@ use olc_protocol::p2p::{
     handle_shared, reply_rpc, start_swarm, unix_ms, unix_us,
 };
 use olc_protocol::{
-    ContentId, Identity, JobKind, JobSpec, Manifest, PeerId, PublicKey, RegisteredWorker,
-    RpcRequest, RpcResponse, Signed,
+    ContentId, Identity, JobKind, JobSpec, LedgerView, Manifest, PeerId, PublicKey,
+    RegisteredWorker, RpcRequest, RpcResponse, Signed,
 };
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
+use crate::audit::{AuditReport, audit};
 use crate::jobs::{Action, JobBook, JobsConfig};
+use crate::ledger::LedgerConfig;
 use crate::matcher::{self, Need, WorkerStats};
+use crate::referee::Referee;
 use crate::registry::{Admission, Registry, RegistryConfig};
+use crate::rules::Policy;
 use crate::store::JobStore;
 
 #[derive(Debug, Clone)]
@@ -42,6 +46,14 @@ pub struct CoordinatorConfig {
     pub jobs: JobsConfig,
     /// Largest blob a submitter or worker may upload.
     pub max_upload_bytes: u64,
+    /// Fees, slashes, stake and jail: the network's economics.
+    pub policy: Policy,
+    pub ledger: LedgerConfig,
+    /// Mint credits for anyone who asks (`olc account deposit`): devnets only.
+    pub faucet: bool,
+    /// Threads the referee re-runs disputed and audited jobs with. `None`: no referee, so
+    /// a disagreement fails the job with a full refund and slashes no one.
+    pub referee_threads: Option<usize>,
 }
 
 impl Default for CoordinatorConfig {
@@ -54,6 +66,10 @@ impl Default for CoordinatorConfig {
             data_dir: None,
             jobs: JobsConfig::default(),
             max_upload_bytes: 64 << 30,
+            policy: Policy::default(),
+            ledger: LedgerConfig::default(),
+            faucet: false,
+            referee_threads: Some(1),
         }
     }
 }
@@ -81,6 +97,8 @@ pub enum StartError {
     Blobs(#[from] olc_protocol::blob_store::BlobStoreError),
     #[error("cannot create a temporary data directory: {0}")]
     TempDir(std::io::Error),
+    #[error("bad policy: {0}")]
+    Policy(#[from] crate::rules::RuleError),
 }
 
 /// A running coordinator. Dropping it without [`Coordinator::stop`] leaves the task
@@ -113,14 +131,26 @@ impl Coordinator {
                 (t.path().to_path_buf(), Some(t))
             }
         };
+        config.policy.validate()?;
         let store = JobStore::open(&dir.join("jobs"))?;
         let records = store.load_all()?;
+        let economy = store.load_economy()?;
         if !records.is_empty() {
             let open = records.iter().filter(|r| !r.state.is_final()).count();
             tracing::info!(jobs = records.len(), open, "job book restored");
         }
-        let book = Arc::new(Mutex::new(JobBook::restore(config.jobs.clone(), records)));
+        let book = Arc::new(Mutex::new(JobBook::restore(
+            config.jobs.clone(),
+            config.policy.clone(),
+            config.ledger,
+            economy,
+            records,
+        )));
         let blobs = Arc::new(BlobStore::open(&dir.join("blobs"), None)?);
+        let referee = config
+            .referee_threads
+            .map(|threads| Referee::new(blobs.clone(), dir.join("referee"), threads));
+        let (referee_tx, referee_rx) = mpsc::unbounded_channel();
         let (swarm, listen_addrs) = start_swarm(identity, &config.node, &config.listen).await?;
         let registry = Arc::new(Mutex::new(Registry::new(config.registry.clone())));
         let node = Node {
@@ -133,6 +163,11 @@ impl Coordinator {
             uploads: Uploads::new(config.max_upload_bytes, 64),
             observer: config.observer.clone(),
             pending: HashMap::new(),
+            faucet: config.faucet,
+            referee,
+            refereeing: std::collections::HashSet::new(),
+            referee_tx,
+            referee_rx,
         };
         let task = NodeTask::spawn(move |rx| node.run(rx));
         Ok(Self {
@@ -169,6 +204,17 @@ impl Coordinator {
         lock(&self.book).get(id).map(|j| j.view())
     }
 
+    pub fn ledger(&self) -> LedgerView {
+        lock(&self.book).economy().ledger_view(unix_ms())
+    }
+
+    /// The same checks as `olc coordinator audit`, on the live state.
+    pub fn audit(&self) -> AuditReport {
+        let book = lock(&self.book);
+        let records: Vec<_> = book.jobs().cloned().collect();
+        audit(&records, book.economy())
+    }
+
     pub async fn stop(self) {
         self.task.stop().await;
     }
@@ -187,6 +233,9 @@ enum Pending {
     },
 }
 
+/// A referee run's answer: the job and its output's commitment, or why it could not run.
+type RefereeResult = (ContentId, Result<ContentId, String>);
+
 struct Node {
     swarm: Swarm<Behaviour>,
     identity: Identity,
@@ -197,6 +246,12 @@ struct Node {
     uploads: Uploads,
     observer: Option<AdvertObserver>,
     pending: HashMap<OutboundRequestId, Pending>,
+    faucet: bool,
+    referee: Option<Referee>,
+    /// Jobs the referee is running now, so a retry does not start a second run.
+    refereeing: std::collections::HashSet<ContentId>,
+    referee_tx: mpsc::UnboundedSender<RefereeResult>,
+    referee_rx: mpsc::UnboundedReceiver<RefereeResult>,
 }
 
 impl Node {
@@ -214,14 +269,26 @@ impl Node {
                     }
                     self.advance();
                 }
+                Some((job, result)) = self.referee_rx.recv() => {
+                    self.refereeing.remove(&job);
+                    if let Err(why) = &result {
+                        tracing::warn!(%job, reason = %why, "the referee could not re-run the job");
+                    }
+                    let actions = lock(&self.book).on_referee(&self.identity, &job, result, unix_ms());
+                    self.log_if_final(&job);
+                    self.persist();
+                    self.carry_out(actions);
+                }
                 _ = reveal_retry.tick() => {
-                    let owed = lock(&self.book).pending_reveals();
+                    let mut owed = lock(&self.book).pending_reveals();
+                    owed.extend(lock(&self.book).pending_referees());
                     let asked: Vec<ContentId> = self.pending.values().filter_map(|p| match p {
                         Pending::Reveal { assignment, .. } => Some(*assignment),
                         Pending::Assign { .. } => None,
                     }).collect();
                     let fresh: Vec<Action> = owed.into_iter().filter(|a| !matches!(a,
-                        Action::Reveal { assignment_id, .. } if asked.contains(assignment_id))).collect();
+                        Action::Reveal { assignment_id, .. } if asked.contains(assignment_id))
+                        && !matches!(a, Action::Referee { job_id } if self.refereeing.contains(job_id))).collect();
                     self.carry_out(fresh);
                 }
                 event = self.swarm.select_next_some() => self.handle(event),
@@ -239,18 +306,31 @@ impl Node {
         } else {
             Vec::new()
         };
+        let now = unix_ms();
         let actions = {
             let mut book = lock(&self.book);
+            // Workers without enough stake, or jailed, are not candidates at all.
+            let workers: Vec<RegisteredWorker> = workers
+                .into_iter()
+                .filter(|w| book.ineligible(&w.public_key, now).is_none())
+                .collect();
             let stats: HashMap<PublicKey, WorkerStats> = workers
                 .iter()
                 .map(|w| {
                     let s = WorkerStats {
                         load: book.load_of(&w.public_key),
+                        reputation: book.economy().standing(&w.public_key).reputation,
                         ..WorkerStats::default()
                     };
                     (w.public_key, s)
                 })
                 .collect();
+            let price = |k: &PublicKey| {
+                workers
+                    .iter()
+                    .find(|w| w.public_key == *k)
+                    .map_or(0, |w| w.advert.price_per_ktoken.0)
+            };
             let mut pick = |spec: &JobSpec, exclude: &[PublicKey], replicas: usize| {
                 let content = job_content(spec);
                 let need = Need {
@@ -261,9 +341,14 @@ impl Node {
                     max_price_per_ktoken: None,
                     exclude,
                 };
-                matcher::pick(workers.iter(), |k| stats.get(k), &need).map_err(|e| e.0)
+                if workers.is_empty() {
+                    return Err("no worker with enough stake and not jailed is online".into());
+                }
+                matcher::pick(workers.iter(), |k| stats.get(k), &need)
+                    .map(|picked| picked.into_iter().map(|k| (k, price(&k))).collect())
+                    .map_err(|e| e.0)
             };
-            book.tick(&self.identity, unix_ms(), &mut pick)
+            book.tick(&self.identity, now, &mut pick)
         };
         self.persist();
         self.carry_out(actions);
@@ -280,6 +365,10 @@ impl Node {
                         assignment: assignment.id(),
                     };
                     (worker, RpcRequest::Assign(assignment), p)
+                }
+                Action::Referee { job_id } => {
+                    self.start_referee(job_id);
+                    continue;
                 }
                 Action::Reveal {
                     worker,
@@ -307,22 +396,50 @@ impl Node {
         }
     }
 
-    /// Writes every record the book changed, then flushes: what a client was told is on disk.
+    /// Re-runs a job on the referee, off the event loop; the answer comes back through
+    /// `referee_rx`.
+    fn start_referee(&mut self, job_id: ContentId) {
+        if !self.refereeing.insert(job_id) {
+            return;
+        }
+        let spec = lock(&self.book).get(&job_id).and_then(|j| j.spec());
+        let tx = self.referee_tx.clone();
+        let Some(spec) = spec else {
+            let _ = tx.send((job_id, Err("the job no longer verifies".into())));
+            return;
+        };
+        let Some(referee) = self.referee.clone() else {
+            let _ = tx.send((job_id, Err("this coordinator runs no referee".into())));
+            return;
+        };
+        tracing::info!(job = %job_id, "referee re-running the job");
+        tokio::spawn(async move {
+            let result = referee.run(spec).await;
+            let _ = tx.send((job_id, result));
+        });
+    }
+
+    fn log_if_final(&self, job: &ContentId) {
+        if let Some(view) = lock(&self.book).get(job).map(|j| j.view())
+            && view.state.is_final()
+        {
+            tracing::info!(%job, state = view.state.name(), "job finished");
+        }
+    }
+
+    /// Writes every record the book changed and, if it changed, the economy, in one
+    /// transaction, then flushes: what a client was told is on disk, and a job's state
+    /// never reaches the disk without its money.
     fn persist(&mut self) {
         let mut book = lock(&self.book);
         let dirty = book.take_dirty();
-        if dirty.is_empty() {
+        if dirty.jobs.is_empty() && !dirty.economy {
             return;
         }
-        for id in &dirty {
-            if let Some(record) = book.get(id)
-                && let Err(error) = self.store.put(record)
-            {
-                tracing::error!(job = %id, %error, "cannot store job");
-            }
-        }
-        if let Err(error) = self.store.flush() {
-            tracing::error!(%error, "cannot flush the job store");
+        let records: Vec<_> = dirty.jobs.iter().filter_map(|id| book.get(id)).collect();
+        let economy = dirty.economy.then(|| book.economy());
+        if let Err(error) = self.store.commit(&records, economy) {
+            tracing::error!(%error, "cannot store the coordinator's state");
         }
     }
 
@@ -412,6 +529,20 @@ impl Node {
                     Err(e) => RpcResponse::Refused(e.to_string()),
                 }
             }
+            RpcRequest::Account(signed) => {
+                let result = lock(&self.book).account_request(&signed, self.faucet, now);
+                self.persist();
+                match result {
+                    Ok(view) => RpcResponse::Account(Box::new(view)),
+                    Err(e) => RpcResponse::Refused(e.to_string()),
+                }
+            }
+            RpcRequest::Balance(key) => {
+                RpcResponse::Account(Box::new(lock(&self.book).economy().account_view(key, now)))
+            }
+            RpcRequest::Ledger => {
+                RpcResponse::Ledger(Box::new(lock(&self.book).economy().ledger_view(now)))
+            }
             RpcRequest::Assign(_) | RpcRequest::Reveal(_) => {
                 RpcResponse::Refused("this peer is a coordinator, not a worker".into())
             }
@@ -432,7 +563,8 @@ impl Node {
                 ids.join(", ")
             ));
         }
-        let result = lock(&self.book).submit(signed, now);
+        let attribution = self.attribution(&spec);
+        let result = lock(&self.book).submit(signed, attribution, now);
         match result {
             Ok(id) => {
                 self.persist();
@@ -468,14 +600,11 @@ impl Node {
                 Ok(RpcResponse::Revealed(reveal)) => {
                     let result =
                         lock(&self.book).on_reveal(&self.identity, &job, &assignment, *reveal, now);
-                    if let Err(e) = result {
-                        tracing::warn!(%job, reason = %e, "bad reveal");
+                    match result {
+                        Ok(actions) => self.carry_out(actions),
+                        Err(e) => tracing::warn!(%job, reason = %e, "bad reveal"),
                     }
-                    if let Some(view) = lock(&self.book).get(&job).map(|j| j.view())
-                        && view.state.is_final()
-                    {
-                        tracing::info!(%job, state = view.state.name(), "job finished");
-                    }
+                    self.log_if_final(&job);
                 }
                 Ok(other) => tracing::debug!(%job, ?other, "reveal not given yet"),
                 Err(e) => tracing::debug!(%job, error = %e, "reveal request failed"),
@@ -559,6 +688,38 @@ impl Node {
             }
             _ => {}
         }
+    }
+}
+
+impl Node {
+    /// The data contributors of the adapter a job uses, with the tokens their records
+    /// trained, from the adapter's `provenance.json`. Contributors not named by a public
+    /// key cannot be paid and are left out; an adapter without provenance has none.
+    fn attribution(&self, spec: &JobSpec) -> Vec<(PublicKey, u64)> {
+        let adapter = match &spec.kind {
+            JobKind::Inference(j) => j.adapter,
+            JobKind::Finetune(j) => j.params.init_adapter,
+        };
+        let Some(adapter) = adapter else {
+            return Vec::new();
+        };
+        let read = || -> Option<Vec<(PublicKey, u64)>> {
+            let manifest = Manifest::from_bytes(&self.blobs.get(&adapter).ok()??).ok()?;
+            let entry = manifest
+                .entries()
+                .iter()
+                .find(|e| e.path == olc_gpu::train::provenance::PROVENANCE_FILE)?;
+            let bytes = self.blobs.get(&entry.id).ok()??;
+            let provenance: olc_gpu::train::Provenance = serde_json::from_slice(&bytes).ok()?;
+            Some(
+                provenance
+                    .contributors
+                    .iter()
+                    .filter_map(|c| Some((c.contributor.parse().ok()?, c.tokens_trained)))
+                    .collect(),
+            )
+        };
+        read().unwrap_or_default()
     }
 }
 

@@ -24,6 +24,7 @@ pub use content_id::{ContentHasher, ContentId, ContentIdError};
 pub use identity::{Identity, IdentityError, PublicKey, Signature};
 pub use libp2p_identity::PeerId;
 pub use manifest::{Manifest, ManifestEntry, ManifestError};
+pub use messages::account::{AccountAction, AccountRequest, AccountView, LedgerView};
 pub use messages::advert::{
     AdvertRejection, Backend, CpuInfo, GpuInfo, Hardware, HardwareAdvert, check_advert,
 };

@@ -42,15 +42,7 @@ fn nested_signatures_verify_after_decoding_the_outer_message() {
     let exec = outer.executions[0].verify().unwrap();
     assert_eq!(outer.executions[0].signer(), worker().public_key());
     assert_eq!(exec, execution_receipt());
-    assert_eq!(
-        outer.slashes[0]
-            .evidence
-            .as_ref()
-            .unwrap()
-            .verify()
-            .unwrap(),
-        commitment()
-    );
+    assert_eq!(outer.slashes[0].evidence[0].verify().unwrap(), commitment());
 }
 
 #[test]

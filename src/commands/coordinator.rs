@@ -1,16 +1,20 @@
-//! `olc coordinator start`.
+//! `olc coordinator start|ledger|audit`.
 
-use anyhow::Result;
-use olc_coordinator::{Coordinator, CoordinatorConfig, RegistryConfig};
-use olc_protocol::p2p::NodeConfig;
+use anyhow::{Context, Result, bail};
+use olc_coordinator::audit::{AuditReport, audit};
+use olc_coordinator::{Coordinator, CoordinatorConfig, JobStore, RegistryConfig};
+use olc_protocol::p2p::{Client, NodeConfig};
+use olc_protocol::{Identity, LedgerView, RpcRequest, RpcResponse, VerificationPolicy};
 
 use super::daemon;
-use crate::cli::{CoordinatorCommand, CoordinatorStart};
+use crate::cli::{CoordinatorAudit, CoordinatorCommand, CoordinatorLedger, CoordinatorStart};
 use crate::config::{self, CoordinatorFile, pick, pick_list};
 
 pub fn run(command: CoordinatorCommand) -> Result<()> {
     match command {
         CoordinatorCommand::Start(args) => start(args),
+        CoordinatorCommand::Ledger(args) => daemon::runtime()?.block_on(ledger(args)),
+        CoordinatorCommand::Audit(args) => audit_store(args),
     }
 }
 
@@ -20,6 +24,7 @@ fn start(args: CoordinatorStart) -> Result<()> {
     let key = pick(args.daemon.key, file.key).unwrap_or_else(|| data.join("key.pem"));
     let mut cfg = CoordinatorConfig {
         data_dir: Some(data.clone()),
+        faucet: args.faucet || file.faucet.unwrap_or(false),
         ..CoordinatorConfig::default()
     };
     let listen = pick_list(args.listen, file.listen);
@@ -30,6 +35,26 @@ fn start(args: CoordinatorStart) -> Result<()> {
         cfg.registry = RegistryConfig {
             max_clock_skew_ms: skew.as_millis() as u64,
         };
+    }
+    if let Some(min) = pick(args.min_stake, file.min_stake) {
+        cfg.policy.min_stake = min;
+    }
+    let file_verify = file
+        .default_verify
+        .map(|v| v.parse::<VerificationPolicy>())
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("default-verify in the config file: {e}"))?;
+    match pick(args.default_verify, file_verify) {
+        Some(VerificationPolicy::Default) => {
+            bail!("--default-verify must name a policy: single, replicate:K or sample:P")
+        }
+        Some(policy) => cfg.jobs.default_verification = policy,
+        None => {}
+    }
+    match pick(args.referee_threads, file.referee_threads) {
+        Some(0) => cfg.referee_threads = None,
+        Some(n) => cfg.referee_threads = Some(n),
+        None => {}
     }
     cfg.node = NodeConfig {
         mdns: args.daemon.mdns || file.mdns.unwrap_or(false),
@@ -48,4 +73,110 @@ fn start(args: CoordinatorStart) -> Result<()> {
         coordinator.stop().await;
         Ok(())
     })
+}
+
+async fn ledger(args: CoordinatorLedger) -> Result<()> {
+    // Reading the ledger needs no account: a throwaway key asks.
+    let client = Client::connect(
+        &Identity::generate()?,
+        &NodeConfig::default(),
+        &args.coordinator,
+        args.timeout,
+    )
+    .await
+    .with_context(|| format!("cannot reach the coordinator at {}", args.coordinator))?;
+    let view = match tokio::time::timeout(args.timeout, client.rpc(RpcRequest::Ledger)).await {
+        Err(_) => bail!("no answer from the coordinator within {:?}", args.timeout),
+        Ok(Err(e)) => return Err(e.into()),
+        Ok(Ok(RpcResponse::Ledger(view))) => *view,
+        Ok(Ok(RpcResponse::Refused(why))) => bail!("the coordinator refused: {why}"),
+        Ok(Ok(other)) => bail!("unexpected answer from the coordinator: {other:?}"),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print_ledger(&view);
+    }
+    if !view.balanced() {
+        bail!(
+            "the ledger does not balance: it holds {} but {} were minted",
+            view.total.0,
+            view.minted.0
+        );
+    }
+    Ok(())
+}
+
+fn print_ledger(view: &LedgerView) {
+    println!(
+        "minted {}  held {}  treasury {}  in escrow {} ({} jobs)  settled jobs {}",
+        view.minted.0,
+        view.total.0,
+        view.treasury.0,
+        view.escrowed.0,
+        view.open_escrows,
+        view.settled_jobs
+    );
+    println!(
+        "{:<64}  {:>12}  {:>10}  {:>10}  {:>5}  {:>7}",
+        "account", "balance", "bonded", "unbonding", "rep", "slashes"
+    );
+    for a in &view.accounts {
+        let jailed = if a.jailed_until_ms.is_some() {
+            "  jailed"
+        } else {
+            ""
+        };
+        println!(
+            "{:<64}  {:>12}  {:>10}  {:>10}  {:>5.2}  {:>7}{jailed}",
+            a.key.to_string(),
+            a.balance.0,
+            a.bonded.0,
+            a.unbonding.0,
+            a.reputation,
+            a.slashes
+        );
+    }
+}
+
+fn audit_store(args: CoordinatorAudit) -> Result<()> {
+    let data = daemon::data_dir(args.data, "coordinator")?;
+    if !data.join("jobs").is_dir() {
+        bail!(
+            "{} holds no coordinator store (give the coordinator's --data directory)",
+            data.display()
+        );
+    }
+    let store = JobStore::open(&data.join("jobs")).with_context(|| {
+        format!(
+            "cannot open the coordinator's store in {} (is the coordinator still running? \
+             `olc coordinator ledger` checks a live one)",
+            data.display()
+        )
+    })?;
+    let records = store.load_all()?;
+    let economy = store.load_economy()?.unwrap_or_default();
+    let report = audit(&records, &economy);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_audit(&report);
+    }
+    if !report.is_clean() {
+        bail!("the audit found {} problems", report.problems.len());
+    }
+    Ok(())
+}
+
+fn print_audit(r: &AuditReport) {
+    println!(
+        "minted {}  held {}  jobs {} (open {}, done {}, failed {})  settled {}",
+        r.minted, r.total, r.jobs, r.open_jobs, r.done_jobs, r.failed_jobs, r.settled_jobs
+    );
+    if r.is_clean() {
+        println!("ok: the ledger balances and every job's money matches its state");
+    }
+    for p in &r.problems {
+        println!("PROBLEM: {p}");
+    }
 }

@@ -1,6 +1,8 @@
 //! `olc devnet`: a whole network in one process on loopback — a coordinator, N workers,
 //! a small model and a dataset from several contributors — that fine-tunes an adapter and
-//! then answers prompts with and without it, so a new user sees every part work.
+//! then answers prompts with and without it, so a new user sees every part work: staking,
+//! escrow, verification, slashing (with `--cheaters`) and settlement that pays the
+//! workers, the adapter's owner and the data contributors.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -10,11 +12,11 @@ use olc_coordinator::{Coordinator, CoordinatorConfig, JobsConfig, Submitter};
 use olc_gpu::model::{Preset, write_checkpoint};
 use olc_protocol::p2p::{NodeConfig, unix_ms, unix_us};
 use olc_protocol::{
-    Amount, FinetuneJob, Identity, InferenceJob, JobKind, JobOutput, JobSpec, JobState, JobView,
-    Prompt, Requirements, Sampling, TargetModule, TrainingLength, TrainingParams,
-    VerificationPolicy,
+    AccountAction, Amount, FinetuneJob, Identity, InferenceJob, JobKind, JobOutput, JobSpec,
+    JobState, JobView, Prompt, Requirements, Sampling, TargetModule, TrainingLength,
+    TrainingParams, VerificationPolicy,
 };
-use olc_worker::{Offer, Worker, WorkerConfig};
+use olc_worker::{Conduct, Offer, Worker, WorkerConfig};
 use serde::Serialize;
 
 use super::daemon;
@@ -31,15 +33,31 @@ const LESSONS: [(&str, &str); 6] = [
     ("Q: rose?\nA:", " red"),
 ];
 const CONTRIBUTORS: [&str; 3] = ["alice", "bob", "carol"];
+/// Credits the faucet gives each worker, and how many of them it stakes.
+const WORKER_FUNDS: u64 = 10_000;
+const WORKER_STAKE: u64 = 5_000;
+/// Credits the faucet gives the submitter, and the most each job may cost.
+const SUBMITTER_FUNDS: u64 = 100_000_000;
+const MAX_FEE: u64 = 1_000_000;
 
 #[derive(Serialize)]
 struct Report {
     workers: Vec<WorkerRow>,
     coordinator: String,
     model: String,
+    verification: String,
     contributors: Vec<ContributorRow>,
     jobs: Vec<JobRow>,
     comparison: Vec<Comparison>,
+    /// Every slash of every job: `worker`, `amount`, `reason`, `job`.
+    slashes: Vec<serde_json::Value>,
+    /// Every payout of every job: `to`, `amount`, `role`, `job`.
+    payouts: Vec<serde_json::Value>,
+    /// Credits the faucet created.
+    minted: u64,
+    /// Balances + stakes + escrows + treasury at the end: equal to `minted`.
+    total: u64,
+    treasury: u64,
     elapsed_ms: u64,
 }
 
@@ -47,6 +65,14 @@ struct Report {
 struct WorkerRow {
     peer_id: String,
     public_key: String,
+    /// Set to cheat: `wrong_output` (computes, then commits to something else) or
+    /// `lazy` (skips the work and commits to garbage).
+    cheater: bool,
+    conduct: &'static str,
+    /// Stake left at the end (slashed workers have lost part of theirs).
+    bonded: u64,
+    balance: u64,
+    slashes: u64,
 }
 
 #[derive(Serialize)]
@@ -80,6 +106,15 @@ pub fn run(args: DevnetArgs) -> Result<()> {
         bail!(
             "--workers {} is more than a devnet on one machine needs (at most 64)",
             args.workers
+        );
+    }
+    if args.cheaters > 0 && args.workers < 2 * args.cheaters + 1 {
+        bail!(
+            "--cheaters {} needs at least {} workers: every job runs on one more worker than \
+             there are cheaters, so an honest one is always there to disagree, and the honest \
+             workers left once the cheaters are jailed must still fill those replicas",
+            args.cheaters,
+            2 * args.cheaters + 1
         );
     }
     daemon::runtime()?.block_on(devnet(args))
@@ -122,6 +157,7 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
                 assignment_timeout_ms: 60_000,
                 ..JobsConfig::default()
             },
+            faucet: true,
             ..CoordinatorConfig::default()
         },
     )
@@ -139,23 +175,64 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
         (std::thread::available_parallelism().map_or(1, |n| n.get()) / args.workers).max(1);
     let mut workers = Vec::new();
     let mut rows = Vec::new();
+    let mut worker_ids = Vec::new();
     for i in 0..args.workers {
         let id = Identity::generate()?;
+        // Stake first: the coordinator matches no worker with less than its minimum.
+        let account = Submitter::connect(&id, &node, &addr, Duration::from_secs(30)).await?;
+        account
+            .account(AccountAction::Deposit {
+                amount: Amount(WORKER_FUNDS),
+            })
+            .await?;
+        account
+            .account(AccountAction::Stake {
+                amount: Amount(WORKER_STAKE),
+            })
+            .await?;
+        let conduct = match i {
+            i if i >= args.cheaters => Conduct::Honest,
+            i if i % 2 == 0 => Conduct::WrongOutput,
+            _ => Conduct::Lazy,
+        };
         let mut cfg = WorkerConfig::new(vec![addr.clone()], root.join(format!("worker{i}")));
         cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
         cfg.node = node.clone();
         cfg.threads = threads;
         cfg.offer = Offer {
-            price_per_ktoken: Amount(10 + i as u64),
+            price_per_ktoken: Amount(10_000 + 100 * i as u64),
             interval_ms: 500,
             max_concurrent_jobs: 1,
         };
+        cfg.conduct = conduct;
         let w = Worker::start(&id, cfg).await?;
-        say(json, format!("worker {} started", w.peer_id()));
+        let conduct_name = match conduct {
+            Conduct::Honest => "honest",
+            Conduct::WrongOutput => "wrong_output",
+            Conduct::Lazy => "lazy",
+        };
+        say(
+            json,
+            format!(
+                "worker {} started, staked {WORKER_STAKE}{}",
+                w.peer_id(),
+                if conduct == Conduct::Honest {
+                    String::new()
+                } else {
+                    format!(" (set to cheat: {conduct_name})")
+                }
+            ),
+        );
         rows.push(WorkerRow {
             peer_id: w.peer_id().to_string(),
             public_key: id.public_key().to_string(),
+            cheater: conduct != Conduct::Honest,
+            conduct: conduct_name,
+            bonded: 0,
+            balance: 0,
+            slashes: 0,
         });
+        worker_ids.push(id.public_key());
         workers.push(w);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -174,9 +251,15 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
     let submitter_id = Identity::generate()?;
     let submitter =
         Submitter::connect(&submitter_id, &node, &addr, Duration::from_secs(30)).await?;
+    submitter
+        .account(AccountAction::Deposit {
+            amount: Amount(SUBMITTER_FUNDS),
+        })
+        .await?;
     let model = submitter.upload_model(&model_dir).await?;
     let dataset = submitter.upload_file(&data).await?;
-    let replicas = args.workers.min(2) as u8;
+    // One more replica than there are cheaters: an honest worker is always among them.
+    let replicas = args.workers.min((args.cheaters + 1).max(2)).min(16) as u8;
     let policy = if replicas > 1 {
         VerificationPolicy::Replicate { replicas }
     } else {
@@ -185,7 +268,7 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
     let spec = |kind: JobKind, nonce: u64| JobSpec {
         kind,
         requirements: Requirements::default(),
-        max_fee: Amount(1_000_000),
+        max_fee: Amount(MAX_FEE),
         verification: policy,
         deadline_ms: unix_ms() + 110_000,
         nonce,
@@ -273,10 +356,46 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
         });
     }
 
+    let ledger = coordinator.ledger();
+    for (row, key) in rows.iter_mut().zip(&worker_ids) {
+        if let Some(a) = ledger.accounts.iter().find(|a| a.key == *key) {
+            row.bonded = a.bonded.0;
+            row.balance = a.balance.0;
+            row.slashes = a.slashes;
+        }
+    }
+    let with_job = |job: &str, mut v: serde_json::Value| {
+        v["job"] = serde_json::Value::String(job.to_string());
+        v
+    };
+    let slashes = jobs
+        .iter()
+        .flat_map(|j| {
+            j.job
+                .slashes
+                .iter()
+                .map(|s| with_job(&j.job.job_id, s.clone()))
+        })
+        .collect();
+    let payouts = jobs
+        .iter()
+        .flat_map(|j| {
+            j.job
+                .payouts
+                .iter()
+                .map(|p| with_job(&j.job.job_id, p.clone()))
+        })
+        .collect();
     let report = Report {
         workers: rows,
         coordinator: coordinator.peer_id().to_string(),
         model: model.to_string(),
+        verification: policy.to_string(),
+        slashes,
+        payouts,
+        minted: ledger.minted.0,
+        total: ledger.total.0,
+        treasury: ledger.treasury.0,
         contributors: contributors
             .iter()
             .enumerate()
@@ -302,6 +421,13 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_report(&report);
+    }
+    if report.minted != report.total {
+        bail!(
+            "the ledger does not balance: it holds {} but {} were minted",
+            report.total,
+            report.minted
+        );
     }
     Ok(())
 }
@@ -344,8 +470,17 @@ fn print_report(r: &Report) {
         r.workers.len()
     );
     for w in &r.workers {
-        println!("  worker {}", w.peer_id);
+        let cheat = if w.cheater {
+            format!("  CHEATER ({})", w.conduct)
+        } else {
+            String::new()
+        };
+        println!(
+            "  worker {}  stake {:>5}  balance {:>6}  slashes {}{cheat}",
+            w.peer_id, w.bonded, w.balance, w.slashes
+        );
     }
+    println!("every job verified by {}", r.verification);
     println!("contributors:");
     for c in &r.contributors {
         println!(
@@ -388,6 +523,41 @@ fn print_report(r: &Report) {
             );
         }
     }
+    if !r.slashes.is_empty() {
+        println!();
+        println!(
+            "slashed (the referee re-ran the job; each worker's own signed commitment is the evidence):"
+        );
+        for s in &r.slashes {
+            println!(
+                "  {}…  {} credits  {}",
+                &s["worker"].as_str().unwrap_or_default()[..16],
+                s["amount"],
+                s["reason"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    println!();
+    println!("paid:");
+    let mut by_role: std::collections::BTreeMap<String, u64> = Default::default();
+    for p in &r.payouts {
+        *by_role
+            .entry(p["role"].as_str().unwrap_or_default().to_string())
+            .or_default() += p["amount"].as_u64().unwrap_or(0);
+    }
+    for (role, amount) in &by_role {
+        println!("  {role:<18} {amount}");
+    }
+    println!(
+        "ledger: minted {}, held {} (balances + stakes + escrows + treasury){}",
+        r.minted,
+        r.total,
+        if r.minted == r.total {
+            ": balanced"
+        } else {
+            ": DOES NOT BALANCE"
+        }
+    );
     println!();
     println!("what the fine-tune learned (greedy, 8 tokens):");
     for c in &r.comparison {

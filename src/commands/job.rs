@@ -9,8 +9,7 @@ use olc_coordinator::Submitter;
 use olc_protocol::p2p::{NodeConfig, unix_ms};
 use olc_protocol::{
     Amount, ContentId, FinetuneJob, Identity, InferenceJob, JobKind, JobOutput, JobSpec, JobState,
-    JobView, Prompt, Requirements, Sampling, SettlementReceipt, Signed, VerificationPolicy,
-    keyfile, verify_receipt,
+    JobView, Prompt, Requirements, Sampling, SettlementReceipt, Signed, keyfile, verify_receipt,
 };
 use serde::Serialize;
 
@@ -48,7 +47,7 @@ fn load_key(args: &CoordinatorArgs) -> Result<Identity> {
     })
 }
 
-async fn connect(args: &CoordinatorArgs) -> Result<Submitter> {
+pub(super) async fn connect(args: &CoordinatorArgs) -> Result<Submitter> {
     let identity = load_key(args)?;
     Submitter::connect(
         &identity,
@@ -65,15 +64,6 @@ fn parse_id(text: &str) -> Result<ContentId> {
         .map_err(|e| anyhow::anyhow!("{text:?} is not a job id: {e}"))
 }
 
-/// The verification policy for `--replicas K`.
-fn policy(replicas: u8) -> Result<VerificationPolicy> {
-    match replicas {
-        0 => bail!("--replicas must be at least 1"),
-        1 => Ok(VerificationPolicy::Single),
-        k => Ok(VerificationPolicy::Replicate { replicas: k }),
-    }
-}
-
 fn spec(kind: JobKind, common: &SubmitCommon) -> Result<JobSpec> {
     let now = unix_ms();
     Ok(JobSpec {
@@ -83,7 +73,7 @@ fn spec(kind: JobKind, common: &SubmitCommon) -> Result<JobSpec> {
             backend: None,
         },
         max_fee: Amount(common.max_fee),
-        verification: policy(common.replicas)?,
+        verification: common.verify,
         deadline_ms: now + common.deadline.as_millis() as u64,
         // Unique per submission: the coordinator refuses a nonce it has seen.
         nonce: olc_protocol::p2p::unix_us(),
@@ -231,6 +221,12 @@ pub struct JobJson {
     /// The coordinator's signed settlement receipt, hex of its bytes (`olc receipt verify`
     /// checks a file of these bytes).
     pub receipt: Option<serde_json::Value>,
+    /// Who was paid what, from the receipt: `to`, `amount`, `role`.
+    pub payouts: Vec<serde_json::Value>,
+    /// Workers penalised on this job: `worker`, `amount`, `reason`.
+    pub slashes: Vec<serde_json::Value>,
+    /// What went back to you when the job settled or failed.
+    pub refund: Option<u64>,
 }
 
 pub fn job_json(v: &JobView) -> JobJson {
@@ -276,6 +272,30 @@ pub fn job_json(v: &JobView) -> JobJson {
             .collect(),
         output: v.output.as_ref().map(output_json),
         receipt,
+        payouts: v
+            .receipt
+            .as_ref()
+            .and_then(|r| r.verify().ok())
+            .map(|r| {
+                r.payouts
+                    .iter()
+                    .map(|p| serde_json::json!({"to": p.to.to_string(), "amount": p.amount.0, "role": p.role}))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        slashes: v
+            .slashes
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "worker": s.worker.to_string(),
+                    "amount": s.amount.0,
+                    "reason": s.reason,
+                    "evidence": s.evidence.len(),
+                })
+            })
+            .collect(),
+        refund: v.refund.map(|a| a.0),
     }
 }
 
@@ -344,6 +364,20 @@ fn report(v: &JobView, json: bool) -> Result<()> {
     }
     if let Some(r) = &v.receipt {
         println!("  receipt: {} signed by coordinator {}", r.id(), r.signer());
+        if let Ok(body) = r.verify() {
+            for p in &body.payouts {
+                println!("  paid {:>10} to {} ({:?})", p.amount.0, p.to, p.role);
+            }
+        }
+    }
+    for s in &v.slashes {
+        println!(
+            "  slashed {:>7} from {} ({:?})",
+            s.amount.0, s.worker, s.reason
+        );
+    }
+    if let Some(refund) = v.refund {
+        println!("  refunded {refund}");
     }
     Ok(())
 }

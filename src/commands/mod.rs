@@ -1,3 +1,4 @@
+mod account;
 mod coordinator;
 mod daemon;
 mod devnet;
@@ -18,6 +19,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Keys(cmd) => keys::run(cmd),
         Command::Worker(cmd) => worker::run(cmd),
         Command::Coordinator(cmd) => coordinator::run(cmd),
+        Command::Account(cmd) => account::run(cmd),
         Command::Workers(args) => workers::run(args),
         Command::Job(cmd) => job::run(cmd),
         Command::Run(cmd) => run::run(cmd),

@@ -9,10 +9,17 @@
 use std::path::{Component, Path, PathBuf};
 
 use futures::future::BoxFuture;
-use olc_protocol::{BlobStore, BlobStoreError, ContentId, Manifest, ManifestEntry, ManifestError};
+use olc_protocol::{
+    BlobStore, BlobStoreError, ContentId, JobKind, JobSpec, Manifest, ManifestEntry, ManifestError,
+};
+
+use crate::executor::JobInputs;
 
 /// The largest manifest fetched: the codec's own limit for one.
 pub const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
+
+/// The largest fine-tune dataset fetched.
+pub const MAX_DATASET_BYTES: u64 = 1 << 30;
 
 /// Where blobs come from when the store lacks them (over the network in the daemon; a map
 /// in tests). Implementations may return wrong bytes: callers verify.
@@ -287,6 +294,54 @@ pub fn publish_dir(
         .map_err(|e| publish(ManifestError::from(e)))?;
     let id = store.put(&bytes)?;
     Ok((id, file_ids))
+}
+
+/// Fetches and lays out everything `spec` reads, for the executor: the worker does this
+/// before running a job and the coordinator's referee before re-running one. Returns the
+/// inputs and the manifests materialized (which a worker advertises as cached).
+pub async fn lay_out(
+    store: &BlobStore,
+    fetch: &dyn Fetch,
+    spec: &JobSpec,
+    dirs_root: &Path,
+) -> Result<(JobInputs, Vec<ContentId>), String> {
+    let mut manifests = Vec::new();
+    let mut dir = async |id: ContentId| {
+        let d = materialize(store, fetch, id, dirs_root)
+            .await
+            .map_err(|e| format!("cannot fetch {id}: {e}"))?;
+        manifests.push(id);
+        Ok::<PathBuf, String>(d)
+    };
+    let inputs = match &spec.kind {
+        JobKind::Inference(j) => JobInputs {
+            model_dir: dir(j.model).await?,
+            model_id: j.model,
+            adapter_dir: match j.adapter {
+                Some(a) => Some(dir(a).await?),
+                None => None,
+            },
+            adapter_id: j.adapter,
+            dataset_path: None,
+            init_adapter_dir: None,
+        },
+        JobKind::Finetune(j) => JobInputs {
+            model_dir: dir(j.model).await?,
+            model_id: j.model,
+            adapter_dir: None,
+            adapter_id: None,
+            dataset_path: Some(
+                ensure_blob(store, fetch, j.dataset, MAX_DATASET_BYTES)
+                    .await
+                    .map_err(|e| format!("cannot fetch the dataset: {e}"))?,
+            ),
+            init_adapter_dir: match j.params.init_adapter {
+                Some(a) => Some(dir(a).await?),
+                None => None,
+            },
+        },
+    };
+    Ok((inputs, manifests))
 }
 
 #[cfg(test)]

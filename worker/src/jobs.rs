@@ -26,7 +26,6 @@ use crate::content::{self, Fetch};
 use crate::executor::{self, ExecOptions, ExecOutput, JobInputs};
 
 /// Largest dataset a worker fetches.
-const MAX_DATASET_BYTES: u64 = 1 << 30;
 /// How long one attempt to reach the coordinator may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
@@ -391,42 +390,10 @@ impl JobRunner {
     }
 
     async fn fetch_inputs(&self, courier: &Courier, spec: &JobSpec) -> Result<JobInputs, String> {
-        let fetch: &dyn Fetch = courier;
-        let dir = |id: ContentId| async move {
-            let d = content::materialize(&self.store, fetch, id, &self.dirs_root)
-                .await
-                .map_err(|e| format!("cannot fetch {id}: {e}"))?;
-            lock(&self.cached).insert(id);
-            Ok::<PathBuf, String>(d)
-        };
-        Ok(match &spec.kind {
-            JobKind::Inference(j) => JobInputs {
-                model_dir: dir(j.model).await?,
-                model_id: j.model,
-                adapter_dir: match j.adapter {
-                    Some(a) => Some(dir(a).await?),
-                    None => None,
-                },
-                adapter_id: j.adapter,
-                dataset_path: None,
-                init_adapter_dir: None,
-            },
-            JobKind::Finetune(j) => JobInputs {
-                model_dir: dir(j.model).await?,
-                model_id: j.model,
-                adapter_dir: None,
-                adapter_id: None,
-                dataset_path: Some(
-                    content::ensure_blob(&self.store, fetch, j.dataset, MAX_DATASET_BYTES)
-                        .await
-                        .map_err(|e| format!("cannot fetch the dataset: {e}"))?,
-                ),
-                init_adapter_dir: match j.params.init_adapter {
-                    Some(a) => Some(dir(a).await?),
-                    None => None,
-                },
-            },
-        })
+        let (inputs, manifests) =
+            content::lay_out(&self.store, courier, spec, &self.dirs_root).await?;
+        lock(&self.cached).extend(manifests);
+        Ok(inputs)
     }
 
     /// Pushes blobs the coordinator lacks, in chunk-sized pieces.

@@ -179,6 +179,9 @@ pub struct Requirements {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
 #[serde(tag = "policy", rename_all = "lowercase")]
 pub enum VerificationPolicy {
+    /// Whatever the coordinator's operator chose (`olc coordinator start
+    /// --default-verify`); the coordinator resolves it when it accepts the job.
+    Default,
     /// One worker, trusted.
     Single,
     /// `replicas` distinct workers run the job and their commitments are compared.
@@ -192,7 +195,7 @@ impl VerificationPolicy {
     pub fn initial_replicas(self) -> u8 {
         match self {
             Self::Replicate { replicas } => replicas,
-            Self::Single | Self::Sample { .. } => 1,
+            Self::Default | Self::Single | Self::Sample { .. } => 1,
         }
     }
 }
@@ -200,6 +203,7 @@ impl VerificationPolicy {
 impl fmt::Display for VerificationPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::Default => f.write_str("default"),
             Self::Single => f.write_str("single"),
             Self::Replicate { replicas } => write!(f, "replicate:{replicas}"),
             Self::Sample { probability_ppm } => {
@@ -214,8 +218,10 @@ impl FromStr for VerificationPolicy {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let usage = "expected single, replicate:K (K from 2 to 16) or sample:P (0 < P <= 1)";
+        let usage =
+            "expected default, single, replicate:K (K from 2 to 16) or sample:P (0 < P <= 1)";
         match s.split_once(':') {
+            None if s == "default" => Ok(Self::Default),
             None if s == "single" => Ok(Self::Single),
             Some(("replicate", k)) => match k.parse::<u8>() {
                 Ok(replicas @ 2..=MAX_REPLICAS) => Ok(Self::Replicate { replicas }),
@@ -293,7 +299,7 @@ impl JobSpec {
             });
         }
         match self.verification {
-            VerificationPolicy::Single => {}
+            VerificationPolicy::Default | VerificationPolicy::Single => {}
             VerificationPolicy::Replicate { replicas } => check(
                 (2..=MAX_REPLICAS).contains(&replicas),
                 "replicas",

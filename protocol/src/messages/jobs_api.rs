@@ -4,7 +4,7 @@
 use bincode::{Decode, Encode};
 use serde::Serialize;
 
-use crate::{ContentId, Message, PublicKey, SettlementReceipt, Signed};
+use crate::{Amount, ContentId, Message, PublicKey, SettlementReceipt, Signed, Slash};
 
 /// A worker's report on a running job (fine-tune step and loss), signed so the coordinator
 /// can show it to the submitter as the worker's word.
@@ -104,6 +104,9 @@ pub enum JobState {
     Running,
     /// Every replica committed; outputs being revealed.
     Committed,
+    /// The outputs disagree, or the job was drawn for a `sample:P` audit: the
+    /// coordinator's referee is re-running it.
+    Verifying,
     Done,
     Failed(String),
 }
@@ -119,6 +122,7 @@ impl JobState {
             Self::Assigned => "assigned",
             Self::Running => "running",
             Self::Committed => "committed",
+            Self::Verifying => "verifying",
             Self::Done => "done",
             Self::Failed(_) => "failed",
         }
@@ -148,6 +152,10 @@ pub struct JobView {
     pub replicas: Vec<ReplicaView>,
     pub output: Option<JobOutput>,
     pub receipt: Option<Signed<SettlementReceipt>>,
+    /// Workers penalised on this job so far (the receipt repeats them once it settles).
+    pub slashes: Vec<Slash>,
+    /// What went back to the submitter when the job settled or failed.
+    pub refund: Option<Amount>,
     pub submitted_ms: u64,
     pub updated_ms: u64,
 }

@@ -1,6 +1,7 @@
 //! The messages of DESIGN.md's "A job's life", in their first shapes. Later protocol
 //! versions extend them; [`crate::codec`] refuses a version it does not know.
 
+pub mod account;
 pub mod advert;
 pub mod execution;
 pub mod job;
@@ -11,7 +12,7 @@ pub mod settlement;
 use crate::Message;
 
 /// Every message type's name (the domain tag of signed ones); tests check they are distinct.
-pub const ALL_NAMES: [&str; 13] = [
+pub const ALL_NAMES: [&str; 14] = [
     advert::HardwareAdvert::NAME,
     job::JobSpec::NAME,
     execution::Assignment::NAME,
@@ -25,4 +26,5 @@ pub const ALL_NAMES: [&str; 13] = [
     jobs_api::JobProgress::NAME,
     jobs_api::JobFailure::NAME,
     crate::manifest::Manifest::NAME,
+    account::AccountRequest::NAME,
 ];

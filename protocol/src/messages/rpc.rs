@@ -6,6 +6,7 @@ use bincode::{Decode, Encode};
 use serde::Serialize;
 
 use crate::blob::{BlobOutline, CHUNK_SIZE};
+use crate::messages::account::{AccountRequest, AccountView, LedgerView};
 use crate::messages::jobs_api::{BlobUpload, JobFailure, JobProgress, JobView, Reveal};
 use crate::{
     Assignment, Commitment, ContentId, HardwareAdvert, JobSpec, Message, PublicKey, Signed,
@@ -31,6 +32,12 @@ pub enum RpcRequest {
     Assign(Signed<Assignment>),
     /// Coordinator to worker, once every replica has committed: the assignment's id.
     Reveal(ContentId),
+    /// Deposit (faucet), stake or unstake, signed by the account's key.
+    Account(Signed<AccountRequest>),
+    /// One account's balance, stake and standing.
+    Balance(PublicKey),
+    /// Every account, the treasury and the ledger's totals.
+    Ledger,
 }
 
 impl Message for RpcRequest {
@@ -54,6 +61,8 @@ pub enum RpcResponse {
     /// A worker turned the assignment down; the text says why.
     Declined(String),
     Revealed(Box<Reveal>),
+    Account(Box<AccountView>),
+    Ledger(Box<LedgerView>),
 }
 
 impl Message for RpcResponse {

@@ -58,9 +58,11 @@ pub struct Slash {
     pub worker: PublicKey,
     pub amount: Amount,
     pub reason: SlashReason,
-    /// The worker's own signed commitment that contradicts the accepted output: anyone can
-    /// check it by re-running the job.
-    pub evidence: Option<Signed<Commitment>>,
+    /// The worker's own signed commitments: for a wrong output, the one that contradicts
+    /// the accepted output (anyone can check it by re-running the job); for equivocation,
+    /// two different ones for the same assignment. Empty for a missed deadline, whose
+    /// evidence is the assignment's deadline and the absence of a commitment.
+    pub evidence: Vec<Signed<Commitment>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
@@ -87,6 +89,8 @@ pub enum ReceiptError {
     Assignment { index: usize, reason: String },
     #[error("execution receipt {index}: {reason}")]
     Execution { index: usize, reason: String },
+    #[error("slash {index}: {reason}")]
+    Slash { index: usize, reason: String },
 }
 
 /// A receipt whose every signature and link was checked.
@@ -155,6 +159,9 @@ pub fn verify_receipt(signed: &Signed<SettlementReceipt>) -> Result<VerifiedRece
         }
         workers.push(*worker);
     }
+    for (index, slash) in receipt.slashes.iter().enumerate() {
+        check_evidence(slash, &receipt).map_err(|reason| ReceiptError::Slash { index, reason })?;
+    }
     Ok(VerifiedReceipt {
         coordinator,
         submitter: receipt.job.signer(),
@@ -162,4 +169,33 @@ pub fn verify_receipt(signed: &Signed<SettlementReceipt>) -> Result<VerifiedRece
         receipt,
         workers,
     })
+}
+
+/// A slash must carry the slashed worker's own signatures on commitments for this job:
+/// one that contradicts the accepted output (wrong output), or two that differ for one
+/// assignment (equivocation). A missed deadline carries none.
+fn check_evidence(slash: &Slash, receipt: &SettlementReceipt) -> Result<(), String> {
+    let mut bodies = Vec::with_capacity(slash.evidence.len());
+    for c in &slash.evidence {
+        if c.signer() != slash.worker {
+            return Err("evidence not signed by the slashed worker".into());
+        }
+        let body = c.verify().map_err(|e| format!("evidence: {e}"))?;
+        if body.job_id != receipt.job_id {
+            return Err("evidence is for another job".into());
+        }
+        bodies.push(body);
+    }
+    match slash.reason {
+        SlashReason::MissedDeadline => Ok(()),
+        SlashReason::WrongOutput => match bodies.first() {
+            Some(c) if c.output != receipt.output => Ok(()),
+            Some(_) => Err("the evidence agrees with the accepted output".into()),
+            None => Err("a wrong-output slash without the worker's commitment".into()),
+        },
+        SlashReason::Equivocation => match bodies.as_slice() {
+            [a, b] if a.assignment == b.assignment && a.output != b.output => Ok(()),
+            _ => Err("equivocation needs two different commitments for one assignment".into()),
+        },
+    }
 }
