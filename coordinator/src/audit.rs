@@ -118,3 +118,90 @@ pub fn audit(records: &[JobRecord], economy: &Economy) -> AuditReport {
     report.problems = problems;
     report
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use olc_protocol::{
+        AccountAction, AccountRequest, Amount, ContentId, Identity, InferenceJob, JobKind, JobSpec,
+        Prompt, Requirements, Sampling, Signed, VerificationPolicy,
+    };
+
+    use super::*;
+    use crate::jobs::{JobBook, JobsConfig};
+    use crate::ledger::LedgerConfig;
+    use crate::rules::Policy;
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn open_job() -> (Vec<JobRecord>, Economy) {
+        let submitter = Identity::from_seed(&[1; 32]);
+        let mut book = JobBook::new(
+            JobsConfig::default(),
+            Policy::default(),
+            LedgerConfig::default(),
+        );
+        let deposit = AccountRequest {
+            action: AccountAction::Deposit {
+                amount: Amount(5000),
+            },
+            nonce: 1,
+        };
+        book.account_request(&Signed::sign(&submitter, &deposit).unwrap(), true, NOW)
+            .unwrap();
+        let spec = JobSpec {
+            kind: JobKind::Inference(InferenceJob {
+                model: ContentId::of(b"m"),
+                adapter: None,
+                prompt: Prompt::Tokens(vec![1]),
+                sampling: Sampling::Greedy,
+                max_tokens: 1,
+                seed: 0,
+            }),
+            requirements: Requirements::default(),
+            max_fee: Amount(1000),
+            verification: VerificationPolicy::Single,
+            deadline_ms: NOW + 1000,
+            nonce: 1,
+        };
+        book.submit(Signed::sign(&submitter, &spec).unwrap(), vec![], NOW)
+            .unwrap();
+        (book.jobs().cloned().collect(), book.economy().clone())
+    }
+
+    #[test]
+    fn a_sound_state_is_clean() {
+        let (records, economy) = open_job();
+        let report = audit(&records, &economy);
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!((report.minted, report.total), (5000, 5000));
+        assert_eq!((report.jobs, report.open_jobs), (1, 1));
+    }
+
+    #[test]
+    fn money_that_does_not_match_the_jobs_is_reported() {
+        let (records, economy) = open_job();
+        // An open job paid out behind the book's back.
+        let mut paid = economy.clone();
+        paid.ledger_mut().settle(records[0].job_id, &[]).unwrap();
+        let report = audit(&records, &paid);
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.contains("holds no escrow")),
+            "{report:?}"
+        );
+        assert!(report.problems.iter().any(|p| p.contains("already paid")));
+        // Credits from nowhere.
+        let mut forged = economy;
+        forged.ledger_mut().forge_minted(7);
+        let report = audit(&records, &forged);
+        assert!(!report.is_clean());
+        assert_eq!(report.minted, 5007);
+        // A job the ledger settled but nobody recorded.
+        let report = audit(&[], &paid);
+        assert!(report.problems.iter().any(|p| p.contains("have no record")));
+    }
+}

@@ -446,7 +446,9 @@ impl JobBook {
             return false;
         };
         if job.state.is_final() {
-            return false;
+            // Ended without its escrow closing (a store written before settlement was
+            // part of every transition): touching it settles it now.
+            return self.economy.ledger().escrowed(*id).is_some();
         }
         let Some(spec) = job.spec() else {
             fail(job, "the stored job no longer verifies");

@@ -6,6 +6,9 @@ use olc_protocol::{
 };
 
 use super::*;
+use olc_protocol::{AccountAction, AccountRequest, ReceiptError};
+
+use crate::economy::AccountError;
 
 const NOW: u64 = 1_800_000_000_000;
 
@@ -173,6 +176,78 @@ fn a_single_replica_job_goes_from_queued_to_done_with_a_verifiable_receipt() {
                 "flip at byte {i} went unnoticed"
             );
         }
+    }
+}
+
+/// A coordinator cannot pin a slash on a worker without that worker's own signed words:
+/// a receipt whose slash evidence is forged, agrees with the output, or is missing is
+/// refused by the offline check, however well the coordinator signs it.
+#[test]
+fn a_receipt_with_unfounded_slash_evidence_does_not_verify() {
+    let mut book = book();
+    let id = book
+        .submit(job(1, VerificationPolicy::Single), vec![], NOW)
+        .unwrap();
+    let a = assigned(&book.tick(&coordinator(), NOW, &mut pool(3)));
+    book.on_assign_answer(&id, &a[0].1.id(), Ok(()), NOW);
+    let (c, reveal) = answer(&a[0].1, &[5, 6]);
+    book.on_commit(c, NOW).unwrap();
+    book.tick(&coordinator(), NOW, &mut pool(3));
+    book.on_reveal(&coordinator(), &id, &a[0].1.id(), reveal, NOW)
+        .unwrap();
+    let body = book
+        .get(&id)
+        .unwrap()
+        .receipt
+        .clone()
+        .unwrap()
+        .verify()
+        .unwrap();
+    let victim = worker(7);
+    let commitment = |who: &Identity, out: &[u32]| {
+        Signed::sign(
+            who,
+            &Commitment {
+                job_id: id,
+                assignment: a[0].1.id(),
+                output: inference_commitment(out),
+            },
+        )
+        .unwrap()
+    };
+    let with = |reason, evidence: Vec<Signed<Commitment>>| {
+        let mut r = body.clone();
+        r.slashes = vec![Slash {
+            worker: victim.public_key(),
+            amount: Amount(1),
+            reason,
+            evidence,
+        }];
+        olc_protocol::verify_receipt(&Signed::sign(&coordinator(), &r).unwrap())
+    };
+    // Founded: the victim's own commitment to something other than the output.
+    with(SlashReason::WrongOutput, vec![commitment(&victim, &[9])]).unwrap();
+    with(SlashReason::MissedDeadline, vec![]).unwrap();
+    with(
+        SlashReason::Equivocation,
+        vec![commitment(&victim, &[9]), commitment(&victim, &[8])],
+    )
+    .unwrap();
+    // Unfounded.
+    for (reason, evidence) in [
+        (SlashReason::WrongOutput, vec![]),
+        (SlashReason::WrongOutput, vec![commitment(&worker(8), &[9])]),
+        (SlashReason::WrongOutput, vec![commitment(&victim, &[5, 6])]),
+        (SlashReason::Equivocation, vec![commitment(&victim, &[9])]),
+        (
+            SlashReason::Equivocation,
+            vec![commitment(&victim, &[9]), commitment(&victim, &[9])],
+        ),
+    ] {
+        assert!(
+            matches!(with(reason, evidence), Err(ReceiptError::Slash { .. })),
+            "{reason:?}"
+        );
     }
 }
 
@@ -465,4 +540,106 @@ fn committed_outputs_that_are_never_revealed_fail_the_job_after_a_grace_period()
         JobState::Failed(why) => assert!(why.contains("not revealed"), "{why}"),
         other => panic!("{other:?}"),
     }
+}
+
+fn account(book: &mut JobBook, who: &Identity, action: AccountAction, nonce: u64, faucet: bool) {
+    let r = AccountRequest { action, nonce };
+    book.account_request(&Signed::sign(who, &r).unwrap(), faucet, NOW)
+        .unwrap();
+}
+
+#[test]
+fn a_job_is_refused_whole_when_its_max_fee_cannot_be_escrowed() {
+    let mut book = JobBook::new(
+        JobsConfig::default(),
+        Policy::default(),
+        LedgerConfig::default(),
+    );
+    let poor = job(1, VerificationPolicy::Single);
+    assert!(matches!(
+        book.submit(poor.clone(), vec![], NOW),
+        Err(Refusal::Funds(_))
+    ));
+    assert!(book.get(&poor.id()).is_none());
+    // Nothing was consumed: once funded, the very same signed job is accepted.
+    account(
+        &mut book,
+        &submitter(),
+        AccountAction::Deposit {
+            amount: Amount(1000),
+        },
+        1,
+        true,
+    );
+    let id = book.submit(poor, vec![], NOW).unwrap();
+    assert_eq!(book.economy().ledger().escrowed(id), Some(1000));
+    assert_eq!(book.economy().ledger().balance(submitter().public_key()), 0);
+}
+
+#[test]
+fn a_failed_job_refunds_its_whole_escrow_once() {
+    let mut book = book();
+    let before = book.economy().ledger().balance(submitter().public_key());
+    let id = book
+        .submit(job(1, VerificationPolicy::Single), vec![], NOW)
+        .unwrap();
+    let mut none = |_: &JobSpec, _: &[PublicKey], _: usize| -> Picked { Err("nobody".into()) };
+    book.tick(&coordinator(), NOW + 61_000, &mut none);
+    let job = book.get(&id).unwrap();
+    assert!(matches!(job.state, JobState::Failed(_)));
+    assert_eq!(job.refund, Some(1000));
+    assert!(book.economy().ledger().is_settled(id));
+    assert_eq!(
+        book.economy().ledger().balance(submitter().public_key()),
+        before
+    );
+    book.tick(&coordinator(), NOW + 62_000, &mut none);
+    assert_eq!(
+        book.economy().ledger().balance(submitter().public_key()),
+        before,
+        "refunded once"
+    );
+    book.economy().ledger().check_invariant().unwrap();
+}
+
+#[test]
+fn account_requests_need_the_faucet_for_deposits_and_fresh_nonces() {
+    let mut book = book();
+    let w = worker(0);
+    let r = |nonce, action| Signed::sign(&w, &AccountRequest { action, nonce }).unwrap();
+    let deposit = AccountAction::Deposit {
+        amount: Amount(500),
+    };
+    assert!(matches!(
+        book.account_request(&r(1, deposit), false, NOW),
+        Err(AccountError::NoFaucet)
+    ));
+    book.account_request(&r(2, deposit), true, NOW).unwrap();
+    assert!(matches!(
+        book.account_request(&r(2, deposit), true, NOW),
+        Err(AccountError::Nonce { got: 2, last: 2 })
+    ));
+    // Unstaked: not matched.
+    assert!(book.ineligible(&w.public_key(), NOW).is_some());
+    let stake = AccountAction::Stake {
+        amount: Amount(600),
+    };
+    assert!(matches!(
+        book.account_request(&r(3, stake), true, NOW),
+        Err(AccountError::Ledger(_))
+    ));
+    let stake = AccountAction::Stake {
+        amount: Amount(Policy::default().min_stake),
+    };
+    let view = book.account_request(&r(4, stake), true, NOW).unwrap();
+    assert_eq!(view.bonded, Amount(100));
+    assert_eq!(book.ineligible(&w.public_key(), NOW), None);
+    let unstake = AccountAction::Unstake { amount: Amount(1) };
+    let view = book.account_request(&r(5, unstake), true, NOW).unwrap();
+    assert_eq!(view.unbonding, Amount(1));
+    assert!(
+        book.ineligible(&w.public_key(), NOW).is_some(),
+        "below the minimum once unbonding"
+    );
+    book.economy().ledger().check_invariant().unwrap();
 }
