@@ -1,7 +1,7 @@
 //! Real `olc` processes on loopback: a coordinator, two workers, and `olc workers --json`.
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -29,12 +29,17 @@ fn olc() -> Command {
 }
 
 fn spawn(args: &[&str], home: &Path) -> Daemon {
+    spawn_logging(args, home, Stdio::null())
+}
+
+/// Like `spawn`, with the daemon's log (stderr) sent to `stderr`.
+fn spawn_logging(args: &[&str], home: &Path, stderr: Stdio) -> Daemon {
     let mut child = olc()
         .args(args)
         .env("HOME", home)
         .env("XDG_DATA_HOME", home.join("data"))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let out = child.stdout.take().unwrap();
@@ -275,69 +280,92 @@ struct JobNet {
 }
 
 fn job_network(h: &Path, n: usize) -> JobNet {
-    let coordinator = spawn(
+    let (coordinator, addr) =
+        start_coordinator(h, "/ip4/127.0.0.1/tcp/0", &h.join("coord"), Stdio::null());
+    let workers = (0..n)
+        .map(|i| {
+            let (public_key, w) = staked_worker(h, &addr, i, &[]);
+            (public_key, Some(w))
+        })
+        .collect();
+    wait_for_count(&addr, n);
+    let key = funded_submitter(h, &addr);
+    JobNet {
+        _coordinator: coordinator,
+        addr,
+        workers,
+        key,
+    }
+}
+
+/// `olc coordinator start --faucet` on `listen` with its store in `data`, logging to
+/// `stderr`; returns the process and the address it listens on.
+fn start_coordinator(h: &Path, listen: &str, data: &Path, stderr: Stdio) -> (Daemon, String) {
+    let coordinator = spawn_logging(
         &[
             "coordinator",
             "start",
             "--listen",
-            "/ip4/127.0.0.1/tcp/0",
+            listen,
             "--data",
-            h.join("coord").to_str().unwrap(),
+            data.to_str().unwrap(),
             "--faucet",
         ],
         h,
+        stderr,
     );
     line_after(&coordinator, "coordinator ");
     let addr = line_after(&coordinator, "listening on ");
-    let mut workers = Vec::new();
-    for i in 0..n {
-        let dir = h.join(format!("w{i}"));
-        let w = spawn(
-            &[
-                "worker",
-                "start",
-                "--coordinator",
-                &addr,
-                "--listen",
-                "/ip4/127.0.0.1/tcp/0",
-                "--data",
-                dir.to_str().unwrap(),
-                "--advert-interval",
-                "300ms",
-            ],
-            h,
-        );
-        line_after(&w, "listening on ");
-        let shown = run_json(
-            &[
-                "keys",
-                "show",
-                "--key",
-                dir.join("key.pem").to_str().unwrap(),
-                "--json",
-            ],
-            h,
-        );
-        // The coordinator matches no worker without stake.
-        let worker_key = dir.join("key.pem");
-        account(h, &addr, &worker_key, "deposit", 2_000);
-        let staked = account(h, &addr, &worker_key, "stake", 1_000);
-        assert_eq!(staked["bonded"], 1_000);
-        workers.push((shown["public_key"].as_str().unwrap().to_string(), Some(w)));
-    }
-    wait_for_count(&addr, n);
+    (coordinator, addr)
+}
+
+/// Worker `i` (data in `<h>/w<i>`, more `olc worker start` flags in `extra`) joined to
+/// `addr`, funded with 2 000 and 1 000 of it staked; returns its public key (as job views
+/// name it) and its process.
+fn staked_worker(h: &Path, addr: &str, i: usize, extra: &[&str]) -> (String, Daemon) {
+    let dir = h.join(format!("w{i}"));
+    let mut args = vec![
+        "worker",
+        "start",
+        "--coordinator",
+        addr,
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--data",
+        dir.to_str().unwrap(),
+        "--advert-interval",
+        "300ms",
+    ];
+    args.extend_from_slice(extra);
+    let w = spawn(&args, h);
+    line_after(&w, "listening on ");
+    let shown = run_json(
+        &[
+            "keys",
+            "show",
+            "--key",
+            dir.join("key.pem").to_str().unwrap(),
+            "--json",
+        ],
+        h,
+    );
+    // The coordinator matches no worker without stake.
+    let worker_key = dir.join("key.pem");
+    account(h, addr, &worker_key, "deposit", 2_000);
+    let staked = account(h, addr, &worker_key, "stake", 1_000);
+    assert_eq!(staked["bonded"], 1_000);
+    (shown["public_key"].as_str().unwrap().to_string(), w)
+}
+
+/// A new key `<h>/me.pem` with 1 000 000 000 deposited; returns the key file's path.
+fn funded_submitter(h: &Path, addr: &str) -> String {
     let key = h.join("me.pem");
     run_json(
         &["keys", "new", "--out", key.to_str().unwrap(), "--json"],
         h,
     );
-    account(h, &addr, &key, "deposit", 1_000_000_000);
-    JobNet {
-        _coordinator: coordinator,
-        addr,
-        workers,
-        key: key.to_str().unwrap().to_string(),
-    }
+    account(h, addr, &key, "deposit", 1_000_000_000);
+    key.to_str().unwrap().to_string()
 }
 
 /// `olc account <action> <amount>` for the key at `key`; returns the account as JSON.
@@ -698,4 +726,483 @@ fn a_job_that_outgrows_its_memory_limit_is_stopped() {
     let first = view["workers"][0]["state"].as_str().unwrap();
     assert!(first.contains("memory"), "{view}");
     drop(net);
+}
+
+/// SplitMix64: a tiny seeded generator, so the kill points of a failing run reproduce.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// The last `n` lines of the file at `path` (a daemon's log), for failure messages.
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The lines of the file at `path` (a daemon's log) that mention any of `needles`.
+fn lines_mentioning(path: &Path, needles: &[&str]) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| needles.iter().any(|n| l.contains(n)))
+        .collect();
+    lines.join("\n")
+}
+
+/// `olc coordinator audit --json` of the stopped coordinator whose store is in `data`;
+/// fails, with the report and the coordinator's log, unless the audit is clean.
+fn clean_audit(h: &Path, data: &Path, log: &Path, when: &str) -> serde_json::Value {
+    let out = olc()
+        .args([
+            "coordinator",
+            "audit",
+            "--data",
+            data.to_str().unwrap(),
+            "--json",
+        ])
+        .env("HOME", h)
+        .env("XDG_DATA_HOME", h.join("data"))
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{when}: the audit printed no report ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        out.status.success() && report["problems"].as_array().is_some_and(|p| p.is_empty()),
+        "{when}: the audit is not clean: {report:#}\n{}\ncoordinator log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        tail(log, 80)
+    );
+    assert_eq!(report["minted"], report["total"], "{when}: {report:#}");
+    report
+}
+
+/// A coordinator holds submitters' money in escrow and owes workers their fees, and it can
+/// die at any instant (a crash, an OOM kill, a power cut) with no chance to flush or tidy
+/// up. If a restart could lose a stored job, forget a settlement half-made or make one
+/// twice, submitters would pay for work never done, workers would be paid twice or not at
+/// all, and credits would appear or vanish. Only what the store made durable survives a
+/// SIGKILL, so killing it while jobs settle shows whether that is enough.
+#[test]
+fn a_coordinator_killed_at_random_points_twenty_times_loses_no_job_and_pays_each_once() {
+    const KILLS: usize = 20;
+    const JOBS_PER_KILL: usize = 2;
+    const MAX_FEE: u64 = 100_000;
+    const SUBMITTER_FUNDS: u64 = 1_000_000_000;
+    const WORKER_FUNDS: u64 = 2_000;
+    const SEED: u64 = 0x0c0f_fee5_eed5;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    // A fixed port, so the workers find the restarted coordinator where they left it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let data = h.join("coord");
+    let log = h.join("coordinator.log");
+    let log_to = |note: &str| {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        writeln!(f, "=== test: {note}").unwrap();
+        Stdio::from(f)
+    };
+    let (mut coordinator, addr) = start_coordinator(h, &listen, &data, log_to("start"));
+    // A price at which each job's fee is far above rounding, so a payment lost or doubled
+    // shows in the balances.
+    let workers: Vec<(String, Daemon)> = (0..2)
+        .map(|i| staked_worker(h, &addr, i, &["--price", "1000"]))
+        .collect();
+    wait_for_count(&addr, 2);
+    let key = funded_submitter(h, &addr);
+    let model = init_model(h, "small");
+
+    let mut rng = SplitMix64(SEED);
+    let mut jobs: Vec<String> = Vec::new();
+    let mut kills_with_open_jobs = 0;
+    for round in 1..=KILLS {
+        for j in 0..JOBS_PER_KILL {
+            let prompt = format!("round {round} job {j} says {}", rng.next() % 1000);
+            let submitted = run_json(
+                &[
+                    "job",
+                    "submit",
+                    "inference",
+                    "--coordinator",
+                    &addr,
+                    "--key",
+                    &key,
+                    "--model",
+                    &model,
+                    "--prompt",
+                    &prompt,
+                    "--max-tokens",
+                    "256",
+                    "--verify",
+                    "replicate:2",
+                    "--max-fee",
+                    &MAX_FEE.to_string(),
+                    "--json",
+                ],
+                h,
+            );
+            assert_eq!(submitted["state"], "queued", "{submitted}");
+            jobs.push(submitted["job_id"].as_str().unwrap().to_string());
+        }
+        let delay = rng.next() % 401;
+        std::thread::sleep(Duration::from_millis(delay));
+        coordinator.child.kill().unwrap();
+        coordinator.child.wait().unwrap();
+        let when = format!("kill {round} ({delay} ms after submitting, seed {SEED:#x})");
+        let report = clean_audit(h, &data, &log, &when);
+        if report["open_jobs"].as_u64().unwrap() > 0 {
+            kills_with_open_jobs += 1;
+        }
+        // Every job whose submission was answered is stored, and none failed.
+        assert_eq!(report["jobs"], jobs.len(), "{when}: {report:#}");
+        assert_eq!(report["failed_jobs"], 0, "{when}: {report:#}");
+        let (restarted, again) =
+            start_coordinator(h, &listen, &data, log_to(&format!("restart {round}")));
+        assert_eq!(again, addr, "the restarted coordinator changed its address");
+        coordinator = restarted;
+        // The workers come back by themselves; once both are registered again, the next
+        // jobs run (and settle) while the coordinator lives, so the next kill can hit them.
+        wait_for_count(&addr, 2);
+    }
+
+    // The kills must hit jobs in flight, or this tests nothing: jobs of a few hundred
+    // tokens on the small model last about as long as a coordinator lives here.
+    assert!(
+        kills_with_open_jobs >= KILLS / 2,
+        "only {kills_with_open_jobs} of {KILLS} kills found a job open; make the jobs longer"
+    );
+
+    // Every job ends, and ends done.
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(180);
+    loop {
+        let list = run_json(
+            &[
+                "job",
+                "list",
+                "--mine",
+                "--coordinator",
+                &addr,
+                "--key",
+                &key,
+                "--json",
+            ],
+            h,
+        );
+        let list = list.as_array().unwrap();
+        let missing: Vec<&String> = jobs
+            .iter()
+            .filter(|id| !list.iter().any(|j| j["job_id"] == id.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "jobs lost: {missing:?}");
+        // One line per unfinished job: its state, why it waits, and each replica's state;
+        // and what the coordinator's log says of these jobs, between its restarts.
+        let open: Vec<&serde_json::Value> = list.iter().filter(|j| j["state"] != "done").collect();
+        let mut needles = vec!["=== test"];
+        needles.extend(open.iter().filter_map(|j| j["job_id"].as_str()));
+        let history = || lines_mentioning(&log, &needles);
+        let unfinished: Vec<String> = open
+            .iter()
+            .map(|j| {
+                let replicas: Vec<String> = j["workers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| format!("{} {}: {}", r["replica"], r["worker"], r["state"]))
+                    .collect();
+                format!(
+                    "{} {} (waiting: {}; reason: {}) replicas [{}]",
+                    j["job_id"],
+                    j["state"],
+                    j["waiting"],
+                    j["reason"],
+                    replicas.join(", ")
+                )
+            })
+            .collect();
+        assert!(
+            !list.iter().any(|j| j["state"] == "failed"),
+            "jobs failed:\n{}\ncoordinator log of these jobs:\n{}",
+            unfinished.join("\n"),
+            history()
+        );
+        if list.len() == jobs.len() && unfinished.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} jobs are not done after {:?}:\n{}\ncoordinator log of these jobs:\n{}",
+            unfinished.len(),
+            jobs.len(),
+            started.elapsed(),
+            unfinished.join("\n"),
+            history()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // Each job paid out of its escrow once, the rest refunded, nobody slashed.
+    let mut paid_out = 0;
+    let mut earned: std::collections::HashMap<String, u64> = Default::default();
+    for id in &jobs {
+        let job = run_json(
+            &[
+                "job",
+                "status",
+                id,
+                "--coordinator",
+                &addr,
+                "--key",
+                &key,
+                "--json",
+            ],
+            h,
+        );
+        assert_eq!(job["state"], "done", "{job:#}");
+        assert!(job["receipt"].is_object(), "no receipt: {job:#}");
+        let refund = job["refund"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no refund: {job:#}"));
+        assert!(
+            job["slashes"].as_array().unwrap().is_empty(),
+            "an honest worker was slashed: {job:#}"
+        );
+        let mut paid = 0;
+        for p in job["payouts"].as_array().unwrap() {
+            let amount = p["amount"].as_u64().unwrap();
+            paid += amount;
+            *earned
+                .entry(p["to"].as_str().unwrap().to_string())
+                .or_default() += amount;
+        }
+        assert_eq!(paid + refund, MAX_FEE, "{job:#}");
+        paid_out += paid;
+    }
+    let ledger = run_json(
+        &["coordinator", "ledger", "--coordinator", &addr, "--json"],
+        h,
+    );
+    assert_eq!(ledger["minted"], ledger["total"], "{ledger:#}");
+    assert_eq!(
+        ledger["minted"],
+        SUBMITTER_FUNDS + 2 * WORKER_FUNDS,
+        "credits were minted beyond the deposits: {ledger:#}"
+    );
+    assert_eq!(ledger["settled_jobs"], jobs.len(), "{ledger:#}");
+    assert_eq!(ledger["open_escrows"], 0, "{ledger:#}");
+    assert_eq!(ledger["escrowed"], 0, "{ledger:#}");
+    let balance = |key_file: &str| {
+        run_json(
+            &[
+                "account",
+                "balance",
+                "--coordinator",
+                &addr,
+                "--key",
+                key_file,
+                "--json",
+            ],
+            h,
+        )
+    };
+    let me = balance(&key);
+    assert_eq!(
+        me["balance"],
+        SUBMITTER_FUNDS - paid_out,
+        "the submitter paid other than the {paid_out} paid out: {me:#}"
+    );
+    for (i, (public_key, _)) in workers.iter().enumerate() {
+        let key_file = h.join(format!("w{i}")).join("key.pem");
+        let w = balance(key_file.to_str().unwrap());
+        let held = ["balance", "bonded", "unbonding"]
+            .iter()
+            .map(|f| w[*f].as_u64().unwrap())
+            .sum::<u64>();
+        let due = earned.get(public_key).copied().unwrap_or(0);
+        // Both workers run every job (replicate:2 on two workers), so both earned.
+        assert!(due > 0, "worker {i} was never paid: {earned:?}");
+        assert_eq!(held, WORKER_FUNDS + due, "worker {i}: {w:#}, earned {due}");
+    }
+
+    coordinator.child.kill().unwrap();
+    coordinator.child.wait().unwrap();
+    let last = clean_audit(h, &data, &log, "after the last job");
+    assert_eq!(last["done_jobs"], jobs.len(), "{last:#}");
+    assert_eq!(last["settled_jobs"], jobs.len(), "{last:#}");
+    assert_eq!(last["open_jobs"], 0, "{last:#}");
+    drop(workers);
+}
+
+/// `olc account`, `olc coordinator ledger` and `olc coordinator audit` through real
+/// processes, and the mistakes a user makes with them: each refused with a reason and
+/// nothing moved.
+#[test]
+fn accounts_stake_and_audit_through_the_cli_and_bad_requests_move_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let data = h.join("coord");
+    let (mut coordinator, addr) =
+        start_coordinator(h, "/ip4/127.0.0.1/tcp/0", &data, Stdio::null());
+    let key = h.join("me.pem");
+    run_json(
+        &["keys", "new", "--out", key.to_str().unwrap(), "--json"],
+        h,
+    );
+    let k = key.to_str().unwrap();
+    let fails = |args: &[&str], expect: &str| {
+        let out = olc()
+            .args(args)
+            .env("HOME", h)
+            .env("XDG_DATA_HOME", h.join("data"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "olc {args:?} succeeded");
+        assert!(err.contains(expect), "olc {args:?}: {err}");
+    };
+
+    let a = account(h, &addr, &key, "deposit", 500);
+    assert_eq!(a["balance"], 500);
+    let on = ["--coordinator", addr.as_str(), "--key", k];
+    fails(
+        &[&["account", "stake", "600"][..], &on].concat(),
+        "available",
+    );
+    fails(&[&["account", "unstake", "1"][..], &on].concat(), "bonded");
+    fails(&[&["account", "stake", "0"][..], &on].concat(), "zero");
+    fails(&[&["account", "stake", "-5"][..], &on].concat(), "-5");
+    account(h, &addr, &key, "stake", 200);
+    let a = account(h, &addr, &key, "unstake", 50);
+    assert_eq!(
+        (a["balance"].as_u64(), a["bonded"].as_u64()),
+        (Some(300), Some(150))
+    );
+    assert_eq!(a["unbonding"], 50);
+    let me = run_json(&[&["account", "balance", "--json"][..], &on].concat(), h);
+    assert_eq!(me, a);
+
+    // A job the balance cannot cover is refused before anything is escrowed.
+    let model = init_model(h, "tiny");
+    fails(
+        &[
+            &[
+                "job",
+                "submit",
+                "inference",
+                "--model",
+                &model,
+                "--prompt",
+                "Hi",
+                "--max-fee",
+                "1000",
+            ][..],
+            &on,
+        ]
+        .concat(),
+        "cannot escrow",
+    );
+    fails(
+        &[
+            &[
+                "job",
+                "submit",
+                "inference",
+                "--model",
+                &model,
+                "--prompt",
+                "Hi",
+                "--verify",
+                "replicate:1",
+            ][..],
+            &on,
+        ]
+        .concat(),
+        "replicate:K",
+    );
+
+    let ledger = run_json(
+        &["coordinator", "ledger", "--coordinator", &addr, "--json"],
+        h,
+    );
+    assert_eq!(ledger["minted"], 500);
+    assert_eq!(ledger["total"], 500);
+    assert_eq!(ledger["open_escrows"], 0);
+    fails(
+        &["coordinator", "audit", "--data", data.to_str().unwrap()],
+        "still running",
+    );
+    coordinator.child.kill().unwrap();
+    coordinator.child.wait().unwrap();
+    let report = run_json(
+        &[
+            "coordinator",
+            "audit",
+            "--data",
+            data.to_str().unwrap(),
+            "--json",
+        ],
+        h,
+    );
+    assert_eq!(report["problems"], serde_json::json!([]));
+    assert_eq!(report["minted"], 500);
+    fails(
+        &[
+            "coordinator",
+            "audit",
+            "--data",
+            h.join("nothing").to_str().unwrap(),
+        ],
+        "holds no coordinator store",
+    );
+
+    // A coordinator without a faucet mints nothing.
+    let (_plain, plain_addr) = {
+        let d = spawn(
+            &[
+                "coordinator",
+                "start",
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--data",
+                h.join("plain").to_str().unwrap(),
+            ],
+            h,
+        );
+        line_after(&d, "coordinator ");
+        let addr = line_after(&d, "listening on ");
+        (d, addr)
+    };
+    fails(
+        &[
+            "account",
+            "deposit",
+            "5",
+            "--coordinator",
+            &plain_addr,
+            "--key",
+            k,
+        ],
+        "no faucet",
+    );
 }

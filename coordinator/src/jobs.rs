@@ -600,6 +600,25 @@ impl JobBook {
         }
     }
 
+    /// Assignments whose worker has not answered yet: sent again after a restart (the
+    /// answer may have been lost with the old process), and harmless to repeat, since a
+    /// worker acknowledges an assignment it already took without running it twice.
+    pub fn pending_assignments(&self) -> Vec<Action> {
+        self.jobs
+            .values()
+            .filter(|j| !j.state.is_final())
+            .flat_map(|j| {
+                j.replicas
+                    .iter()
+                    .filter(|r| r.state == ReplicaState::Offered)
+                    .map(|r| Action::Assign {
+                        worker: r.worker,
+                        assignment: r.assignment.clone(),
+                    })
+            })
+            .collect()
+    }
+
     /// Reveal requests still owed (after a restart, or when a worker did not answer).
     pub fn pending_reveals(&self) -> Vec<Action> {
         self.jobs
@@ -626,13 +645,36 @@ impl JobBook {
         replica_in(&mut self.jobs, job_id, assignment_id)
     }
 
-    /// The worker's answer to an assignment: `Ok(())` accepted, `Err(reason)` declined or
-    /// unreachable.
+    /// The worker's answer to an assignment: `Ok(())` accepted, `Err(reason)` declined.
+    /// A worker that declined is not asked again for this job.
     pub fn on_assign_answer(
         &mut self,
         job_id: &ContentId,
         assignment_id: &ContentId,
         answer: Result<(), String>,
+        now_ms: u64,
+    ) {
+        self.answer_assignment(job_id, assignment_id, answer, true, now_ms);
+    }
+
+    /// The worker had no free slot, or could not be reached: the slot goes back to the
+    /// matcher, and the worker may be asked again once it is free.
+    pub fn on_assign_busy(
+        &mut self,
+        job_id: &ContentId,
+        assignment_id: &ContentId,
+        why: String,
+        now_ms: u64,
+    ) {
+        self.answer_assignment(job_id, assignment_id, Err(why), false, now_ms);
+    }
+
+    fn answer_assignment(
+        &mut self,
+        job_id: &ContentId,
+        assignment_id: &ContentId,
+        answer: Result<(), String>,
+        exclude: bool,
         now_ms: u64,
     ) {
         let Ok((job, i)) = self.replica_mut(job_id, assignment_id) else {
@@ -647,7 +689,9 @@ impl JobBook {
             Err(why) => {
                 r.state = ReplicaState::Dropped(format!("declined: {why}"));
                 let w = r.worker;
-                job.excluded.push(w);
+                if exclude {
+                    job.excluded.push(w);
+                }
             }
         }
         job.state = derive_state(job);

@@ -643,3 +643,30 @@ fn account_requests_need_the_faucet_for_deposits_and_fresh_nonces() {
     );
     book.economy().ledger().check_invariant().unwrap();
 }
+
+/// A coordinator that restarts between sending an assignment and hearing the answer sends
+/// it again; a busy worker is not excluded, only skipped until it is free.
+#[test]
+fn unanswered_assignments_are_resent_and_busy_workers_stay_candidates() {
+    let mut book = book();
+    let id = book
+        .submit(job(1, VerificationPolicy::Single), vec![], NOW)
+        .unwrap();
+    let a = assigned(&book.tick(&coordinator(), NOW, &mut pool(1)));
+    let owed = book.pending_assignments();
+    assert_eq!(owed.len(), 1);
+    assert!(
+        matches!(&owed[0], Action::Assign { assignment, .. } if assignment.id() == a[0].1.id())
+    );
+
+    book.on_assign_busy(&id, &a[0].1.id(), "busy: 1 of 1".into(), NOW);
+    assert!(book.pending_assignments().is_empty());
+    assert!(book.get(&id).unwrap().excluded.is_empty());
+    // The only worker is offered the job again.
+    let again = assigned(&book.tick(&coordinator(), NOW + 1, &mut pool(1)));
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].0, a[0].0);
+    // A real decline excludes it for this job.
+    book.on_assign_answer(&id, &again[0].1.id(), Err("no".into()), NOW + 1);
+    assert!(assigned(&book.tick(&coordinator(), NOW + 2, &mut pool(1))).is_empty());
+}

@@ -84,8 +84,11 @@ pub fn default_listen() -> Vec<Multiaddr> {
 
 /// How often the registry is swept for expired workers and the job book advanced.
 const EXPIRY_SWEEP: Duration = Duration::from_millis(100);
-/// How often reveal requests that got no answer are sent again.
+/// How often reveal requests, assignments and referee runs that got no answer are
+/// started again.
 const REVEAL_RETRY: Duration = Duration::from_secs(2);
+/// How long a worker that said it was busy is left alone.
+const BUSY_BACKOFF_MS: u64 = 300;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -132,6 +135,9 @@ impl Coordinator {
             }
         };
         config.policy.validate()?;
+        if config.faucet {
+            tracing::warn!("faucet on: anyone can mint credits here (devnets only)");
+        }
         let store = JobStore::open(&dir.join("jobs"))?;
         let records = store.load_all()?;
         let economy = store.load_economy()?;
@@ -168,6 +174,7 @@ impl Coordinator {
             refereeing: std::collections::HashSet::new(),
             referee_tx,
             referee_rx,
+            busy_until: HashMap::new(),
         };
         let task = NodeTask::spawn(move |rx| node.run(rx));
         Ok(Self {
@@ -226,6 +233,7 @@ enum Pending {
     Assign {
         job: ContentId,
         assignment: ContentId,
+        worker: PublicKey,
     },
     Reveal {
         job: ContentId,
@@ -252,6 +260,9 @@ struct Node {
     refereeing: std::collections::HashSet<ContentId>,
     referee_tx: mpsc::UnboundedSender<RefereeResult>,
     referee_rx: mpsc::UnboundedReceiver<RefereeResult>,
+    /// Workers that just answered "busy" (or could not be reached), until when: not
+    /// offered anything before then, so a full worker is not asked every sweep.
+    busy_until: HashMap<PublicKey, u64>,
 }
 
 impl Node {
@@ -282,13 +293,15 @@ impl Node {
                 _ = reveal_retry.tick() => {
                     let mut owed = lock(&self.book).pending_reveals();
                     owed.extend(lock(&self.book).pending_referees());
-                    let asked: Vec<ContentId> = self.pending.values().filter_map(|p| match p {
-                        Pending::Reveal { assignment, .. } => Some(*assignment),
-                        Pending::Assign { .. } => None,
+                    owed.extend(lock(&self.book).pending_assignments());
+                    let asked: std::collections::HashSet<ContentId> = self.pending.values().map(|p| match p {
+                        Pending::Reveal { assignment, .. } | Pending::Assign { assignment, .. } => *assignment,
                     }).collect();
-                    let fresh: Vec<Action> = owed.into_iter().filter(|a| !matches!(a,
-                        Action::Reveal { assignment_id, .. } if asked.contains(assignment_id))
-                        && !matches!(a, Action::Referee { job_id } if self.refereeing.contains(job_id))).collect();
+                    let fresh: Vec<Action> = owed.into_iter().filter(|a| match a {
+                        Action::Reveal { assignment_id, .. } => !asked.contains(assignment_id),
+                        Action::Assign { assignment, .. } => !asked.contains(&assignment.id()),
+                        Action::Referee { job_id } => !self.refereeing.contains(job_id),
+                    }).collect();
                     self.carry_out(fresh);
                 }
                 event = self.swarm.select_next_some() => self.handle(event),
@@ -309,12 +322,17 @@ impl Node {
         let now = unix_ms();
         let actions = {
             let mut book = lock(&self.book);
-            // Workers without enough stake, or jailed, are not candidates at all.
+            // Workers without enough stake, jailed, or that just said they were busy are
+            // not candidates at all.
+            self.busy_until.retain(|_, until| *until > now);
             let workers: Vec<RegisteredWorker> = workers
                 .into_iter()
-                .filter(|w| book.ineligible(&w.public_key, now).is_none())
+                .filter(|w| {
+                    book.ineligible(&w.public_key, now).is_none()
+                        && !self.busy_until.contains_key(&w.public_key)
+                })
                 .collect();
-            let stats: HashMap<PublicKey, WorkerStats> = workers
+            let mut stats: HashMap<PublicKey, WorkerStats> = workers
                 .iter()
                 .map(|w| {
                     let s = WorkerStats {
@@ -344,9 +362,15 @@ impl Node {
                 if workers.is_empty() {
                     return Err("no worker with enough stake and not jailed is online".into());
                 }
-                matcher::pick(workers.iter(), |k| stats.get(k), &need)
-                    .map(|picked| picked.into_iter().map(|k| (k, price(&k))).collect())
-                    .map_err(|e| e.0)
+                let picked =
+                    matcher::pick(workers.iter(), |k| stats.get(k), &need).map_err(|e| e.0)?;
+                // Later jobs in this pass see the slots these take.
+                for k in &picked {
+                    if let Some(s) = stats.get_mut(k) {
+                        s.load += 1;
+                    }
+                }
+                Ok(picked.into_iter().map(|k| (k, price(&k))).collect())
             };
             book.tick(&self.identity, now, &mut pick)
         };
@@ -363,6 +387,7 @@ impl Node {
                     let p = Pending::Assign {
                         job: body.job_id,
                         assignment: assignment.id(),
+                        worker,
                     };
                     (worker, RpcRequest::Assign(assignment), p)
                 }
@@ -584,17 +609,32 @@ impl Node {
         };
         let now = unix_ms();
         match pending {
-            Pending::Assign { job, assignment } => {
-                let answer = match response {
-                    Ok(RpcResponse::Accepted) => Ok(()),
-                    Ok(RpcResponse::Declined(why)) | Ok(RpcResponse::Refused(why)) => Err(why),
-                    Ok(other) => Err(format!("unexpected answer {other:?}")),
-                    Err(e) => Err(format!("unreachable: {e}")),
+            Pending::Assign {
+                job,
+                assignment,
+                worker,
+            } => {
+                let (answer, transient) = match response {
+                    Ok(RpcResponse::Accepted) => (Ok(()), false),
+                    Ok(RpcResponse::Busy(why)) => (Err(why), true),
+                    Err(e) => (Err(format!("unreachable: {e}")), true),
+                    Ok(RpcResponse::Declined(why)) | Ok(RpcResponse::Refused(why)) => {
+                        (Err(why), false)
+                    }
+                    Ok(other) => (Err(format!("unexpected answer {other:?}")), false),
                 };
-                if let Err(why) = &answer {
-                    tracing::info!(%job, reason = %why, "assignment not taken");
+                match answer {
+                    Ok(()) => lock(&self.book).on_assign_answer(&job, &assignment, Ok(()), now),
+                    Err(why) if transient => {
+                        tracing::debug!(%job, reason = %why, "assignment not taken for now");
+                        self.busy_until.insert(worker, now + BUSY_BACKOFF_MS);
+                        lock(&self.book).on_assign_busy(&job, &assignment, why, now);
+                    }
+                    Err(why) => {
+                        tracing::info!(%job, reason = %why, "assignment declined");
+                        lock(&self.book).on_assign_answer(&job, &assignment, Err(why), now);
+                    }
                 }
-                lock(&self.book).on_assign_answer(&job, &assignment, answer, now);
             }
             Pending::Reveal { job, assignment } => match response {
                 Ok(RpcResponse::Revealed(reveal)) => {

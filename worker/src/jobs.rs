@@ -43,6 +43,23 @@ pub enum Conduct {
     Lazy,
 }
 
+/// Why a worker turned an assignment down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decline {
+    /// Every job slot is taken: worth offering again later.
+    Busy(String),
+    /// Not for this worker, or not valid: offering it again changes nothing.
+    Refused(String),
+}
+
+impl std::fmt::Display for Decline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Busy(why) | Self::Refused(why) => f.write_str(why),
+        }
+    }
+}
+
 /// Everything a job task needs, shared by all of them.
 #[derive(Debug)]
 pub struct JobRunner {
@@ -59,6 +76,9 @@ pub struct JobRunner {
     /// finishing work nobody will collect.
     stopping: Arc<AtomicBool>,
     reveals: Mutex<HashMap<ContentId, (PeerId, Reveal)>>,
+    /// Every assignment taken, so one sent again (a coordinator that restarted before it
+    /// heard our answer) is acknowledged, not run twice.
+    taken: Mutex<BTreeSet<ContentId>>,
     /// Manifests materialized here, advertised as cached.
     cached: Mutex<BTreeSet<ContentId>>,
 }
@@ -91,6 +111,7 @@ impl JobRunner {
             active: AtomicU32::new(0),
             stopping: Arc::new(AtomicBool::new(false)),
             reveals: Mutex::new(HashMap::new()),
+            taken: Mutex::new(BTreeSet::new()),
             cached: Mutex::new(BTreeSet::new()),
         }
     }
@@ -110,8 +131,33 @@ impl JobRunner {
 
     /// Checks an assignment from `from`: both signatures, that it is for us, that the
     /// job is valid and not past its deadline, and that we have a free slot. Takes the
-    /// slot if so.
+    /// slot if so. `Ok(None)`: this very assignment was taken before; nothing to start.
     pub fn accept(
+        &self,
+        signed: &Signed<Assignment>,
+        from: PeerId,
+    ) -> Result<Option<(Assignment, JobSpec)>, Decline> {
+        let checked = self.check(signed, from).map_err(Decline::Refused)?;
+        let mut taken_ids = lock(&self.taken);
+        if taken_ids.contains(&signed.id()) {
+            return Ok(None);
+        }
+        let taken = self
+            .active
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.max_jobs).then_some(n + 1)
+            });
+        if taken.is_err() {
+            return Err(Decline::Busy(format!(
+                "busy: {} of {} job slots in use",
+                self.max_jobs, self.max_jobs
+            )));
+        }
+        taken_ids.insert(signed.id());
+        Ok(Some(checked))
+    }
+
+    fn check(
         &self,
         signed: &Signed<Assignment>,
         from: PeerId,
@@ -137,17 +183,6 @@ impl JobRunner {
             .map_err(|e| format!("invalid job: {e}"))?;
         if body.deadline_ms <= now {
             return Err("the assignment's deadline has passed".into());
-        }
-        let taken = self
-            .active
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < self.max_jobs).then_some(n + 1)
-            });
-        if taken.is_err() {
-            return Err(format!(
-                "busy: {} of {} job slots in use",
-                self.max_jobs, self.max_jobs
-            ));
         }
         Ok((body, spec))
     }
@@ -584,13 +619,15 @@ mod tests {
         let a = assignment(&coordinator, &me, later);
         let err = r
             .accept(&a, Identity::from_seed(&[3; 32]).peer_id())
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not signed by the peer"), "{err}");
         // For another worker.
         let other = assignment(&coordinator, &Identity::from_seed(&[4; 32]), later);
         assert!(
             r.accept(&other, from)
                 .unwrap_err()
+                .to_string()
                 .contains("another worker")
         );
         // A tampered envelope no longer verifies.
@@ -598,15 +635,24 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         let tampered = Signed::<Assignment>::from_bytes(&bytes).unwrap();
-        assert!(r.accept(&tampered, from).unwrap_err().contains("signature"));
+        assert!(
+            r.accept(&tampered, from)
+                .unwrap_err()
+                .to_string()
+                .contains("signature")
+        );
         // Past its deadline.
         let late = assignment(&coordinator, &me, unix_ms().saturating_sub(1));
         assert!(r.accept(&late, from).is_err());
-        // A good one takes the only slot; the next is declined as busy.
-        r.accept(&a, from).unwrap();
+        // A good one takes the only slot; the same one sent again is acknowledged without
+        // a second run; another is declined as busy, which is worth retrying later.
+        assert!(r.accept(&a, from).unwrap().is_some());
         assert_eq!(r.active_jobs(), 1);
-        let err = r.accept(&a, from).unwrap_err();
-        assert!(err.contains("busy"), "{err}");
+        assert!(r.accept(&a, from).unwrap().is_none());
+        assert_eq!(r.active_jobs(), 1);
+        let next = assignment(&coordinator, &me, later + 1);
+        let err = r.accept(&next, from).unwrap_err();
+        assert!(matches!(err, Decline::Busy(_)), "{err}");
         // Nothing to reveal before the job committed, and never to another peer.
         assert!(r.reveal(&a.id(), from).is_none());
     }

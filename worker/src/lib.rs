@@ -9,5 +9,5 @@ pub mod jobs;
 pub mod node;
 
 pub use advert::Offer;
-pub use jobs::{Conduct, JobRunner};
+pub use jobs::{Conduct, Decline, JobRunner};
 pub use node::{Worker, WorkerConfig, WorkerError};

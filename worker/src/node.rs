@@ -26,7 +26,7 @@ use olc_protocol::{
 use tokio::sync::{oneshot, watch};
 
 use crate::advert::{self, Offer, Sequencer};
-use crate::jobs::{Conduct, JobRunner};
+use crate::jobs::{Conduct, Decline, JobRunner};
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -478,12 +478,17 @@ impl State {
                     return RpcResponse::Declined("not one of this worker's coordinators".into());
                 };
                 match self.runner.accept(&signed, peer) {
-                    Ok((body, spec)) => {
+                    Ok(Some((body, spec))) => {
                         tracing::info!(job = %body.job_id, replica = body.replica, "assignment accepted");
                         self.runner.spawn(signed, body, spec, peer, addr);
                         RpcResponse::Accepted
                     }
-                    Err(why) => {
+                    Ok(None) => RpcResponse::Accepted,
+                    Err(Decline::Busy(why)) => {
+                        tracing::debug!(%peer, reason = %why, "assignment declined");
+                        RpcResponse::Busy(why)
+                    }
+                    Err(Decline::Refused(why)) => {
                         tracing::info!(%peer, reason = %why, "assignment declined");
                         RpcResponse::Declined(why)
                     }

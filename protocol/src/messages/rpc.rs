@@ -60,6 +60,8 @@ pub enum RpcResponse {
     Accepted,
     /// A worker turned the assignment down; the text says why.
     Declined(String),
+    /// A worker had no free job slot: it may take the job once one frees up.
+    Busy(String),
     Revealed(Box<Reveal>),
     Account(Box<AccountView>),
     Ledger(Box<LedgerView>),
