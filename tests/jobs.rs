@@ -561,3 +561,50 @@ async fn a_wrong_output_is_caught_by_the_referee_slashed_and_the_right_one_paid(
     assert!(ledger.balanced(), "{ledger:#?}");
     net.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_unstaked_below_the_minimum_is_not_matched_and_the_job_says_why() {
+    let net = Net::start(1, false).await;
+    let worker = &net.workers[0].0;
+    let own = Submitter::connect(worker, &node(), &net.addr, BOUND)
+        .await
+        .unwrap();
+    let view = own
+        .account(AccountAction::Unstake {
+            amount: Amount(STAKE),
+        })
+        .await
+        .unwrap();
+    assert_eq!((view.bonded, view.unbonding), (Amount(0), Amount(STAKE)));
+    let s = net.submitter().await;
+    let model = s.upload_model(&net.model()).await.unwrap();
+    let id = s
+        .submit(&spec(inference(model, None, "Hello"), 1))
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let waiting = loop {
+        let v = s.status(id).await.unwrap();
+        if let Some(w) = v.waiting {
+            break w;
+        }
+        assert_eq!(
+            v.state,
+            JobState::Queued,
+            "matched an unstaked worker: {v:#?}"
+        );
+        assert!(start.elapsed() < BOUND);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(waiting.contains("minimum stake of 100"), "{waiting}");
+    // Staking from its free balance makes it a candidate again, and the job runs.
+    let balance = own.balance(worker.public_key()).await.unwrap();
+    assert_eq!(balance.balance, Amount(STAKE));
+    own.account(AccountAction::Stake {
+        amount: Amount(STAKE),
+    })
+    .await
+    .unwrap();
+    wait_done(&s, id).await;
+    net.stop().await;
+}

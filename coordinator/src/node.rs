@@ -325,6 +325,8 @@ impl Node {
             // Workers without enough stake, jailed, or that just said they were busy are
             // not candidates at all.
             self.busy_until.retain(|_, until| *until > now);
+            let online = workers.len();
+            let min_stake = book.policy().min_stake;
             let workers: Vec<RegisteredWorker> = workers
                 .into_iter()
                 .filter(|w| {
@@ -360,7 +362,14 @@ impl Node {
                     exclude,
                 };
                 if workers.is_empty() {
-                    return Err("no worker with enough stake and not jailed is online".into());
+                    return Err(if online == 0 {
+                        "no worker is online".into()
+                    } else {
+                        format!(
+                            "none of the {online} online workers can be matched now: each is \
+                             below the minimum stake of {min_stake}, jailed, or busy"
+                        )
+                    });
                 }
                 let picked =
                     matcher::pick(workers.iter(), |k| stats.get(k), &need).map_err(|e| e.0)?;
