@@ -1104,42 +1104,19 @@ fn accounts_stake_and_audit_through_the_cli_and_bad_requests_move_nothing() {
 
     // A job the balance cannot cover is refused before anything is escrowed.
     let model = init_model(h, "tiny");
-    fails(
-        &[
-            &[
-                "job",
-                "submit",
-                "inference",
-                "--model",
-                &model,
-                "--prompt",
-                "Hi",
-                "--max-fee",
-                "1000",
-            ][..],
-            &on,
-        ]
-        .concat(),
-        "cannot escrow",
-    );
-    fails(
-        &[
-            &[
-                "job",
-                "submit",
-                "inference",
-                "--model",
-                &model,
-                "--prompt",
-                "Hi",
-                "--verify",
-                "replicate:1",
-            ][..],
-            &on,
-        ]
-        .concat(),
-        "replicate:K",
-    );
+    let job = [
+        "job",
+        "submit",
+        "inference",
+        "--model",
+        &model,
+        "--prompt",
+        "Hi",
+    ];
+    let submit_fails =
+        |extra: &[&str], expect: &str| fails(&[&job[..], extra, &on].concat(), expect);
+    submit_fails(&["--max-fee", "1000"], "cannot escrow");
+    submit_fails(&["--verify", "replicate:1"], "replicate:K");
 
     let ledger = run_json(
         &["coordinator", "ledger", "--coordinator", &addr, "--json"],

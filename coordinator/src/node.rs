@@ -345,12 +345,11 @@ impl Node {
                     (w.public_key, s)
                 })
                 .collect();
-            let price = |k: &PublicKey| {
-                workers
-                    .iter()
-                    .find(|w| w.public_key == *k)
-                    .map_or(0, |w| w.advert.price_per_ktoken.0)
-            };
+            let prices: HashMap<PublicKey, u64> = workers
+                .iter()
+                .map(|w| (w.public_key, w.advert.price_per_ktoken.0))
+                .collect();
+            let price = |k: &PublicKey| prices.get(k).copied().unwrap_or(0);
             let mut pick = |spec: &JobSpec, exclude: &[PublicKey], replicas: usize| {
                 let content = job_content(spec);
                 let need = Need {
@@ -454,10 +453,10 @@ impl Node {
     }
 
     fn log_if_final(&self, job: &ContentId) {
-        if let Some(view) = lock(&self.book).get(job).map(|j| j.view())
-            && view.state.is_final()
+        if let Some(state) = lock(&self.book).get(job).map(|j| j.state.clone())
+            && state.is_final()
         {
-            tracing::info!(%job, state = view.state.name(), "job finished");
+            tracing::info!(%job, state = state.name(), "job finished");
         }
     }
 
