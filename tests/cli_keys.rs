@@ -159,3 +159,197 @@ fn olc_key_environment_variable_selects_the_key() {
         .unwrap();
     assert_eq!(json(&out)["public_key"], created["public_key"]);
 }
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs an external tool, or `None` (with a note) when it is not installed here.
+fn external(program: &str, args: &[&str]) -> Option<Output> {
+    match Command::new(program).args(args).output() {
+        Ok(out) => Some(out),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!("note: {program} is not installed; skipping its part of this test");
+            None
+        }
+        Err(e) => panic!("cannot run {program}: {e}"),
+    }
+}
+
+fn ok(out: Output, what: &str) -> Vec<u8> {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    out.stdout
+}
+
+/// The raw 32-byte public key OpenSSL finds in a private key file: the tail of its
+/// SubjectPublicKeyInfo DER.
+fn openssl_public_key(key: &Path) -> Option<String> {
+    let out = external(
+        "openssl",
+        &[
+            "pkey",
+            "-in",
+            key.to_str().unwrap(),
+            "-pubout",
+            "-outform",
+            "DER",
+        ],
+    )?;
+    let der = ok(out, "openssl pkey -pubout");
+    assert_eq!(der.len(), 44, "an ed25519 SubjectPublicKeyInfo is 44 bytes");
+    Some(hex(&der[der.len() - 32..]))
+}
+
+const PY_PUBLIC_KEY: &str = "import sys
+from cryptography.hazmat.primitives import serialization as s
+key = s.load_pem_private_key(open(sys.argv[1], 'rb').read(), None)
+print(key.public_key().public_bytes(s.Encoding.Raw, s.PublicFormat.Raw).hex())";
+
+fn have_python_cryptography() -> bool {
+    let found =
+        external("python3", &["-c", "import cryptography"]).is_some_and(|out| out.status.success());
+    if !found {
+        println!(
+            "note: python3 with `cryptography` is not installed; skipping its part of this test"
+        );
+    }
+    found
+}
+
+#[test]
+fn keys_new_writes_pkcs8_that_openssl_and_python_read_as_the_same_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("k.pem");
+    let created = json(&olc(
+        dir.path(),
+        &["keys", "new", "--out", file.to_str().unwrap(), "--json"],
+    ));
+    let ours = created["public_key"].as_str().unwrap();
+
+    // The exact command from the issue, which used to say "unsupported".
+    if let Some(out) = external(
+        "openssl",
+        &["pkey", "-in", file.to_str().unwrap(), "-noout", "-text"],
+    ) {
+        let text = String::from_utf8(ok(out, "openssl pkey -text")).unwrap();
+        assert!(text.contains("ED25519 Private-Key"), "{text}");
+    }
+    if let Some(theirs) = openssl_public_key(&file) {
+        assert_eq!(theirs, ours, "openssl sees another key");
+    }
+
+    if have_python_cryptography() {
+        let out = external("python3", &["-c", PY_PUBLIC_KEY, file.to_str().unwrap()]).unwrap();
+        let theirs = String::from_utf8(ok(out, "python cryptography")).unwrap();
+        assert_eq!(theirs.trim(), ours, "python cryptography sees another key");
+    }
+}
+
+#[test]
+fn keys_written_by_openssl_and_python_are_read_as_the_same_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let from_openssl = dir.path().join("openssl.pem");
+    if let Some(out) = external(
+        "openssl",
+        &[
+            "genpkey",
+            "-algorithm",
+            "ed25519",
+            "-out",
+            from_openssl.to_str().unwrap(),
+        ],
+    ) {
+        ok(out, "openssl genpkey");
+        std::fs::set_permissions(&from_openssl, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let theirs = openssl_public_key(&from_openssl).unwrap();
+        let shown = json(&olc(
+            dir.path(),
+            &[
+                "keys",
+                "show",
+                "--key",
+                from_openssl.to_str().unwrap(),
+                "--json",
+            ],
+        ));
+        assert_eq!(shown["public_key"], theirs.as_str());
+    }
+
+    if have_python_cryptography() {
+        let from_python = dir.path().join("python.pem");
+        let script = "import os, sys
+from cryptography.hazmat.primitives import serialization as s
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+key = Ed25519PrivateKey.generate()
+pem = key.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption())
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+os.write(fd, pem)
+print(key.public_key().public_bytes(s.Encoding.Raw, s.PublicFormat.Raw).hex())";
+        let out = external("python3", &["-c", script, from_python.to_str().unwrap()]).unwrap();
+        let theirs = String::from_utf8(ok(out, "python key generation")).unwrap();
+        let shown = json(&olc(
+            dir.path(),
+            &[
+                "keys",
+                "show",
+                "--key",
+                from_python.to_str().unwrap(),
+                "--json",
+            ],
+        ));
+        assert_eq!(shown["public_key"], theirs.trim());
+    }
+}
+
+#[test]
+fn a_directory_as_the_key_path_is_called_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys_dir = dir.path().join("keys");
+    std::fs::create_dir(&keys_dir).unwrap();
+    // Mode 0755 like most directories (and /tmp is 1777): not a reason to say "chmod 600".
+    std::fs::set_permissions(&keys_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let arg = keys_dir.to_str().unwrap();
+
+    let out = olc(dir.path(), &["keys", "show", "--key", arg]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("is a directory, not a key file"), "{err}");
+    assert!(!err.contains("chmod"), "{err}");
+
+    for force in [&[][..], &["--force"][..]] {
+        let mut args = vec!["keys", "new", "--out", arg];
+        args.extend_from_slice(force);
+        let out = olc(dir.path(), &args);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(err.contains("is a directory, not a key file"), "{err}");
+        assert!(!err.contains("pass --force"), "{err}");
+    }
+}
+
+#[test]
+fn key_file_errors_print_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, b"x").unwrap();
+    // "plain/key.pem": opening it fails with ENOTDIR, an I/O error with an OS cause.
+    let key = plain.join("key.pem");
+    let out = olc(
+        dir.path(),
+        &["keys", "show", "--key", key.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("cannot read key file"), "{err}");
+    assert_eq!(err.matches("os error 20").count(), 1, "{err}");
+
+    let out = olc(dir.path(), &["keys", "new", "--out", key.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("is not a directory"), "{err}");
+}
