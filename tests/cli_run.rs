@@ -174,3 +174,33 @@ fn seeded_sampling_repeats_and_the_seed_matters() {
     ]));
     assert!(greedy["tokens"].is_array());
 }
+
+#[test]
+fn tiny_temperatures_give_the_greedy_tokens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model(tmp.path());
+    let tokens = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "infer",
+            "--model",
+            &m,
+            "--prompt",
+            "Once upon",
+            "--max-tokens",
+            "12",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        json(&olc(&args))["tokens"].clone()
+    };
+    let greedy = tokens(&[]);
+    // Half the threshold, a subnormal, and the smallest normal f32.
+    for t in ["0.0005", "1e-39", "1.1754944e-38"] {
+        assert_eq!(
+            tokens(&["--temperature", t, "--seed", "9"]),
+            greedy,
+            "temperature {t}"
+        );
+    }
+}

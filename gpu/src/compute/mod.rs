@@ -133,6 +133,13 @@ pub enum ComputeError {
         op: &'static str,
         reason: &'static str,
     },
+    /// An intermediate value overflowed where carrying on would give a silently meaningless
+    /// result (training's backward pass refuses to differentiate through such a value).
+    #[error("{op}: {what} is not finite")]
+    NonFinite {
+        op: &'static str,
+        what: &'static str,
+    },
     #[error("instruction set {0:?} is not available on this CPU")]
     UnsupportedIsa(Isa),
     #[error("cannot build a thread pool: {0}")]

@@ -14,7 +14,7 @@ mod sample;
 pub use adapter_cache::{AdapterCache, CacheError, adapter_bytes};
 pub use cache::KvCache;
 pub use generate::{Generation, Request, StopReason, generate, generate_batch, generate_greedy};
-pub use sample::{Sampling, argmax};
+pub use sample::{GREEDY_TEMPERATURE_THRESHOLD, Sampling, argmax};
 
 use std::ops::Range;
 

@@ -6,8 +6,12 @@
 //!
 //! The procedure for one step, given logits `x` and the absolute position `pos` of the
 //! token being chosen:
+//! 0. If `temperature < GREEDY_TEMPERATURE_THRESHOLD`, the token is [`argmax`]`(x)`, exactly
+//!    as with [`Sampling::Greedy`], and nothing below happens.
 //! 1. `s_i = x_i / temperature` (IEEE division).
 //! 2. Order tokens by `s` descending, ties by token id ascending (NaN ranks last).
+//!    If `s_0` is `+inf` (a logit so large that dividing it overflowed, or an infinite
+//!    logit), the token is [`argmax`]`(x)`, and nothing below happens.
 //! 3. Keep the first `top_k` (0 keeps all).
 //! 4. `e_i = exp(s_i - s_0)` with the canonical exp; `total` = canonical 16-lane sum of `e`
 //!    over the kept tokens in that order; `p_i = e_i / total`.
@@ -23,12 +27,27 @@ use rand_chacha::rand_core::{Rng, SeedableRng};
 
 use crate::compute::{self, Isa};
 
+/// Sampling at a temperature below this is greedy: the token is exactly [`argmax`] of the
+/// logits, as with [`Sampling::Greedy`].
+///
+/// Why 1e-3 (as the nearest f32): dividing by the temperature scales the logits by `1/T`.
+/// From `T = 1e-3` up that is at most 1000×, so `x / T` stays finite for every logit
+/// `|x| < f32::MAX / 1000 ≈ 3.4e35`, where real models' logits are in the tens (a larger
+/// one that still overflows is handled by the guard of step 2 in the module docs). Below
+/// it there is no such margin (a subnormal `T` overflows `1 / T` itself), so scaled logits
+/// turn infinite and the softmax NaN. Nothing worth keeping is lost: at `T < 1e-3` a token
+/// whose logit trails the top one by more than 0.017 gets a probability under 2⁻²⁴, the
+/// resolution of the uniform draw, so only near-exact ties could still be drawn, and
+/// greedy (ties to the lowest token id) is the limit the user is asking for.
+pub const GREEDY_TEMPERATURE_THRESHOLD: f32 = 1e-3;
+
 /// How to choose tokens. Validated by [`Sampling::check`] before use.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Sampling {
     /// The highest logit; ties to the lowest token id.
     Greedy,
     Sample {
+        /// Below [`GREEDY_TEMPERATURE_THRESHOLD`] this is greedy.
         temperature: f32,
         top_k: u32,
         top_p: f32,
@@ -64,7 +83,13 @@ impl Sampling {
                 top_k,
                 top_p,
                 seed,
-            } => sample(logits, temperature, top_k, top_p, uniform(seed, pos)),
+            } => {
+                if temperature < GREEDY_TEMPERATURE_THRESHOLD {
+                    argmax(logits)
+                } else {
+                    sample(logits, temperature, top_k, top_p, uniform(seed, pos))
+                }
+            }
         }
     }
 }
@@ -103,6 +128,11 @@ fn sample(logits: &[f32], temperature: f32, top_k: u32, top_p: f32, u: f32) -> u
         order.truncate(top_k as usize);
     }
     let top = key(&order[0]);
+    // `inf - inf` would make every weight NaN below and pick a token by accident of
+    // rounding; the limit of a softmax dominated by an infinite logit is the argmax.
+    if top == f32::INFINITY {
+        return argmax(logits);
+    }
     let e: Vec<f32> = order.iter().map(|i| compute::exp(key(i) - top)).collect();
     // Every ISA gives the same bits for `sum`; the portable path needs no CPU check.
     let total = compute::sum(Isa::Portable, &e).unwrap_or(f32::NAN);
@@ -196,6 +226,57 @@ mod tests {
         for pos in 0..100 {
             assert_ne!(sampler(1.0, 0, 1.0, 3).choose(&with_nan, pos), 0);
         }
+    }
+
+    #[test]
+    fn tiny_temperatures_are_exactly_greedy() {
+        // Logits where a broken softmax shows: large enough that `x / T` overflows for a
+        // tiny `T`, near-ties (adjacent floats) that greedy resolves by value, an exact tie
+        // that it resolves to the lower id, and negative values.
+        let big = 3.0e30f32;
+        let rows: [&[f32]; 5] = [
+            &[0.0, 5.0, 4.9, -3.0, 4.8],
+            &[1.0, 1.0f32.next_up(), 1.0, -1.0e30],
+            &[-2.0, 7.5, 7.5, 7.4],
+            &[big, -big, big.next_up(), 1.0],
+            &[-5.0, -4.0, -4.0f32.next_down(), -1.0e-38],
+        ];
+        let t = GREEDY_TEMPERATURE_THRESHOLD;
+        for temperature in [t / 2.0, t.next_down(), 1e-39, f32::MIN_POSITIVE, 1e-45] {
+            assert!(
+                sampler(temperature, 0, 1.0, 0).check().is_ok(),
+                "{temperature}"
+            );
+            for logits in rows {
+                let greedy = Sampling::Greedy.choose(logits, 0);
+                for pos in 0..200 {
+                    for (top_k, top_p) in [(0, 1.0), (3, 0.9), (1, 0.5)] {
+                        let s = sampler(temperature, top_k, top_p, pos ^ 0x5eed);
+                        assert_eq!(
+                            s.choose(logits, pos),
+                            greedy,
+                            "T {temperature:e}, {logits:?}, pos {pos}"
+                        );
+                    }
+                }
+            }
+        }
+        // At the threshold itself sampling is real: near-tied logits share the draws.
+        let tied = [1.0f32, 1.0 + 1e-4, 0.0];
+        let s = sampler(t, 0, 1.0, 3);
+        let picks: Vec<u32> = (0..200).map(|pos| s.choose(&tied, pos)).collect();
+        assert!(picks.contains(&0) && picks.contains(&1), "{picks:?}");
+    }
+
+    #[test]
+    fn an_overflowing_scaled_logit_is_greedy_too() {
+        // 3e38 / 0.5 overflows; without the guard `inf - inf` makes every weight NaN.
+        let logits = [1.0f32, 3.0e38, 2.0e38, f32::MAX];
+        for pos in 0..100 {
+            assert_eq!(sampler(0.5, 0, 1.0, 1).choose(&logits, pos), 3);
+        }
+        let infinite = [0.0f32, f32::INFINITY, 2.0];
+        assert_eq!(sampler(1.0, 0, 1.0, 1).choose(&infinite, 0), 1);
     }
 
     #[test]

@@ -53,6 +53,14 @@ pub enum ModelError {
         tensor: String,
         found: String,
     },
+    /// A weight is NaN or infinite; `index` is the first such element in row-major order.
+    #[error("{path}: tensor `{tensor}` holds a non-finite value ({value}) at element {index}")]
+    NonFinite {
+        path: PathBuf,
+        tensor: String,
+        index: usize,
+        value: NonFiniteKind,
+    },
     #[error("{path}: tensor `{tensor}`: {reason}")]
     BadTensor {
         path: PathBuf,
@@ -109,6 +117,37 @@ impl ModelError {
             path: path.into(),
             reason: reason.into(),
         }
+    }
+}
+
+/// Which non-finite value was found, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonFiniteKind {
+    NaN,
+    PosInf,
+    NegInf,
+}
+
+impl NonFiniteKind {
+    /// Classifies a value already known not to be finite.
+    pub fn of(v: f32) -> Self {
+        if v.is_nan() {
+            Self::NaN
+        } else if v > 0.0 {
+            Self::PosInf
+        } else {
+            Self::NegInf
+        }
+    }
+}
+
+impl std::fmt::Display for NonFiniteKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::NaN => "NaN",
+            Self::PosInf => "+inf",
+            Self::NegInf => "-inf",
+        })
     }
 }
 

@@ -5,10 +5,11 @@ use std::path::Path;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 
-use super::error::{ModelError, Result};
+use super::error::{ModelError, NonFiniteKind, Result};
 
 /// Checks dtype and shape, then widens exactly: every F16 and BF16 value (including
-/// subnormals, infinities and NaN payloads) is representable in f32, so no rounding happens.
+/// subnormals) is representable in f32, so no rounding happens. NaN and infinities are
+/// refused (see [`check_finite`]).
 pub(crate) fn widen(
     path: &Path,
     name: &str,
@@ -25,19 +26,14 @@ pub(crate) fn widen(
     }
     let bytes = view.data();
     // safetensors has already checked that the byte length equals shape × dtype size.
-    let out = match view.dtype() {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
-            .collect(),
+    let (out, bad) = match view.dtype() {
+        Dtype::F32 => widen_blocks::<4>(bytes, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        Dtype::BF16 => widen_blocks::<2>(bytes, |b| {
+            half::bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()
+        }),
+        Dtype::F16 => widen_blocks::<2>(bytes, |b| {
+            half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()
+        }),
         other => {
             return Err(ModelError::WrongDtype {
                 path: path.to_path_buf(),
@@ -46,7 +42,44 @@ pub(crate) fn widen(
             });
         }
     };
+    if bad {
+        check_finite(path, name, &out)?;
+    }
     Ok(out)
+}
+
+/// Widens `bytes`, `W` bytes a value, and says whether any value is not finite. Each
+/// block is checked right after it is written, while it is still in cache, so a valid
+/// tensor (the only kind that matters for speed) costs no second pass over memory. The
+/// fold has no branch so that it vectorises; on a 135M-element tensor this measured within
+/// a few percent of the plain widening it replaced, in both directions.
+fn widen_blocks<const W: usize>(bytes: &[u8], to_f32: impl Fn(&[u8]) -> f32) -> (Vec<f32>, bool) {
+    const BLOCK: usize = 4096;
+    let mut out = Vec::with_capacity(bytes.len() / W);
+    let mut bad = false;
+    for block in bytes.chunks(BLOCK * W) {
+        let start = out.len();
+        out.extend(block.chunks_exact(W).map(&to_f32));
+        bad |= out[start..]
+            .iter()
+            .fold(false, |acc, v| acc | !v.is_finite());
+    }
+    (out, bad)
+}
+
+/// Refuses a tensor with a NaN or infinity in it. No valid checkpoint holds one: any such
+/// weight makes every activation it touches non-finite, and the engine would then produce
+/// garbage (or nothing) without any error to show for it.
+pub(crate) fn check_finite(path: &Path, name: &str, values: &[f32]) -> Result<()> {
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(index) => Err(ModelError::NonFinite {
+            path: path.to_path_buf(),
+            tensor: name.to_string(),
+            index,
+            value: NonFiniteKind::of(values[index]),
+        }),
+    }
 }
 
 /// Parses a whole safetensors buffer, which also validates every offset in the header

@@ -274,7 +274,7 @@ impl<'c> Collector<'c> {
             });
         }
         let embed_tokens = self.matrix(names::EMBED, c.vocab_size, c.hidden_size)?;
-        // Compared bit for bit so that a NaN in a faithful copy does not count as a difference.
+        // Compared bit for bit: a copy must be exact down to the sign of zero.
         if let Some((head_path, head)) = self.tied_head.take()
             && !head
                 .iter()

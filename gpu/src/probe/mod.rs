@@ -11,6 +11,7 @@ mod host;
 mod nvml;
 
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 
 /// Everything a worker advertises about its hardware, gathered once at start-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,15 +75,7 @@ pub enum NvmlStatus {
 /// Probes the machine; `data_dir` is where the worker will store blobs (it may not exist yet).
 pub fn probe(data_dir: &Path) -> HardwareReport {
     let (gpus, nvml) = nvml::probe_gpus();
-    match &nvml {
-        NvmlStatus::Available { device_count } => {
-            tracing::info!(device_count, probed = gpus.len(), "NVML available");
-        }
-        NvmlStatus::NoDriver => tracing::info!("no NVIDIA driver found; advertising CPU only"),
-        NvmlStatus::Failed(reason) => {
-            tracing::warn!(%reason, "NVML failed; advertising CPU only");
-        }
-    }
+    log_nvml(&nvml, gpus.len(), is_news(&LAST_NVML, &nvml));
 
     let host = host::probe_host();
     HardwareReport {
@@ -95,9 +88,82 @@ pub fn probe(data_dir: &Path) -> HardwareReport {
     }
 }
 
+/// The NVML status this process last saw. A worker re-probes every few seconds, and the
+/// GPU situation rarely changes: an operator needs to read it once, and again when it
+/// changes, not on every probe.
+static LAST_NVML: Mutex<Option<NvmlStatus>> = Mutex::new(None);
+
+/// Records `now` in `last` and says whether it differs from what was there, i.e. whether it
+/// deserves to be logged at its own level rather than at debug.
+fn is_news(last: &Mutex<Option<NvmlStatus>>, now: &NvmlStatus) -> bool {
+    // A panic elsewhere while holding the lock cannot leave an `Option` half-written.
+    let mut last = last.lock().unwrap_or_else(PoisonError::into_inner);
+    if last.as_ref() == Some(now) {
+        return false;
+    }
+    *last = Some(now.clone());
+    true
+}
+
+fn log_nvml(status: &NvmlStatus, probed: usize, news: bool) {
+    match (status, news) {
+        (NvmlStatus::Available { device_count }, true) => {
+            tracing::info!(device_count, probed, "NVML available");
+        }
+        (NvmlStatus::Available { device_count }, false) => {
+            tracing::debug!(device_count, probed, "NVML available");
+        }
+        (NvmlStatus::NoDriver, true) => {
+            tracing::info!("no NVIDIA driver found; advertising CPU only");
+        }
+        (NvmlStatus::NoDriver, false) => {
+            tracing::debug!("no NVIDIA driver found; advertising CPU only");
+        }
+        (NvmlStatus::Failed(reason), true) => {
+            tracing::warn!(%reason, "NVML failed; advertising CPU only");
+        }
+        (NvmlStatus::Failed(reason), false) => {
+            tracing::debug!(%reason, "NVML failed; advertising CPU only");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_nvml_status_is_news_once_and_again_when_it_changes() {
+        let last = Mutex::new(None);
+        let failed = |r: &str| NvmlStatus::Failed(r.to_owned());
+        let sequence = [
+            (NvmlStatus::NoDriver, true),
+            (NvmlStatus::NoDriver, false),
+            (NvmlStatus::NoDriver, false),
+            (NvmlStatus::Available { device_count: 1 }, true),
+            (NvmlStatus::Available { device_count: 1 }, false),
+            (NvmlStatus::Available { device_count: 2 }, true),
+            (failed("x"), true),
+            (failed("x"), false),
+            (failed("y"), true),
+            (NvmlStatus::NoDriver, true),
+            (NvmlStatus::NoDriver, false),
+        ];
+        for (i, (status, news)) in sequence.into_iter().enumerate() {
+            assert_eq!(is_news(&last, &status), news, "probe {i}: {status:?}");
+        }
+    }
+
+    #[test]
+    fn repeated_probes_share_one_record() {
+        // Whatever other tests probed first, this machine's status is recorded now, so a
+        // further probe is not news.
+        let dir = tempfile::tempdir().unwrap();
+        let status = probe(dir.path()).nvml;
+        assert!(!is_news(&LAST_NVML, &status));
+        assert_eq!(probe(dir.path()).nvml, status);
+        assert!(!is_news(&LAST_NVML, &status));
+    }
 
     #[test]
     fn probe_on_a_cpu_only_machine() {

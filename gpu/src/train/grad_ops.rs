@@ -16,6 +16,16 @@ pub(crate) fn rmsnorm_backward(
         return Ok(());
     }
     let ss = compute::dot(isa, x, x)?;
+    // An infinite sum of squares makes `inv` zero, so the forward normalised a finite but
+    // enormous row to all zeros and every gradient through it is zero: training would go
+    // on "successfully" with a model that ignores its input (what a far too high learning
+    // rate does). This is the one overflow that leaves no NaN behind to notice.
+    if !ss.is_finite() {
+        return Err(ComputeError::NonFinite {
+            op: "rmsnorm backward",
+            what: "the sum of squares of the input",
+        });
+    }
     let inv = 1.0 / (ss / n as f32 + eps).sqrt();
     let gw: Vec<f32> = g.iter().zip(weight).map(|(g, w)| *g * *w).collect();
     let s = compute::dot(isa, &gw, x)?;

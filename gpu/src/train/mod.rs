@@ -65,6 +65,14 @@
 //!
 //! The schedule is transformers' constant-with-warmup: `lr_s = lr · (s-1)/warmup` while
 //! `s - 1 < warmup`, else `lr`.
+//!
+//! # T9. Divergence
+//!
+//! Training stops with [`TrainError::Diverged`] at the first step where the mean loss is
+//! not finite, a row entering RMSNorm backward (T4) has a non-finite sum of squares, a
+//! finished gradient element is not finite, or a parameter is not finite after its update
+//! (checked tensor by tensor in canonical order, `A` before `B`). None of these can happen
+//! in a run that produces a usable adapter, so finite runs are unchanged bit for bit.
 
 pub mod adamw;
 pub mod data;
@@ -79,7 +87,7 @@ pub mod trainer;
 
 pub use adamw::AdamW;
 pub use data::{Content, DataError, Dataset, Example, Record, Tokenized, tokenize};
-pub use error::TrainError;
+pub use error::{Divergence, TrainError};
 pub use lora::{LoraSpec, adapter_commitment, init_adapter, write_adapter};
 pub use output::{DEFAULT_MAX_LEN, FinishInputs, finish, resolve_max_len};
 pub use provenance::{Provenance, ProvenanceInputs, RecordProvenance};

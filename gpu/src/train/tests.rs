@@ -357,3 +357,122 @@ mod reference {
         assert!(worst_final < 1e-5, "parameters differ by {worst_final:.2e}");
     }
 }
+
+fn examples() -> Vec<super::Example> {
+    SEQS.iter()
+        .enumerate()
+        .map(|(i, &(t, f))| super::Example {
+            record: i,
+            tokens: t.to_vec(),
+            trained_from: f,
+        })
+        .collect()
+}
+
+#[test]
+fn a_diverging_run_stops_and_names_the_step() {
+    use super::{Budget, Divergence, Hyper, TrainError, Trainer};
+    let (_dir, engine) = tiny_engine(Isa::detect(), 1);
+    let trainer = Trainer::new(&engine);
+    let examples = examples();
+    let run = |lr: f64| {
+        let hyper = Hyper {
+            lr,
+            batch: 1,
+            budget: Budget::Steps(6),
+            ..Hyper::default()
+        };
+        let adapter = init_adapter(&hyper.lora, engine.config(), 0).unwrap();
+        let mut steps = Vec::new();
+        let result = trainer.train(&examples, adapter, &hyper, |r| {
+            steps.push(r.step);
+            true
+        });
+        (result, steps)
+    };
+    // So large that the first update itself overflows f32.
+    let (result, steps) = run(1e39);
+    let e = result.unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            TrainError::Diverged {
+                step: 1,
+                what: Divergence::Parameter { .. }
+            }
+        ),
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("training diverged at step 1: a LoRA parameter became non-finite"),
+        "{msg}"
+    );
+    assert!(msg.contains("base_model.model.model.layers.0."), "{msg}");
+    assert!(steps.is_empty(), "no report for a diverged step: {steps:?}");
+
+    // The first step leaves finite parameters around 3e30. Nothing turns NaN after that:
+    // the next forward's RMSNorm squares overflow to infinity and normalise the hidden
+    // state to zeros, so the loss sits at ln(vocab) with zero gradients, a run that used
+    // to "succeed". The backward pass notices the overflow.
+    let (result, steps) = run(1e30);
+    let e = result.unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            TrainError::Diverged {
+                step: 2,
+                what: Divergence::Activation
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "training diverged at step 2: an activation overflowed in the forward pass \
+         (a lower learning rate may help)"
+    );
+    assert_eq!(steps, [1]);
+
+    // A base model whose final norm scales activations past f32: the logits overflow and
+    // the very first loss is NaN, whatever the learning rate.
+    let dir = tempfile::tempdir().unwrap();
+    write_checkpoint(dir.path(), Preset::Tiny, 11).unwrap();
+    let mut ck = Checkpoint::load(dir.path()).unwrap();
+    ck.weights.norm.fill(f32::MAX);
+    let options = EngineOptions {
+        isa: Isa::detect(),
+        threads: 1,
+        max_positions: 64,
+    };
+    let loud = Engine::new(ck.config, ck.weights, options).unwrap();
+    let hyper = Hyper {
+        batch: 1,
+        budget: Budget::Steps(2),
+        ..Hyper::default()
+    };
+    let adapter = init_adapter(&hyper.lora, loud.config(), 0).unwrap();
+    let e = Trainer::new(&loud)
+        .train(&examples, adapter, &hyper, |_| true)
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("training diverged at step 1: the loss is "),
+        "{e}"
+    );
+    assert!(
+        matches!(
+            e,
+            TrainError::Diverged {
+                step: 1,
+                what: Divergence::Loss(_)
+            }
+        ),
+        "{e:?}"
+    );
+
+    // An ordinary learning rate is untouched by the checks.
+    let (result, steps) = run(2e-4);
+    assert!(result.is_ok(), "{:?}", result.err());
+    assert_eq!(steps, (1..=6).collect::<Vec<_>>());
+}

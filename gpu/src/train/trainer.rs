@@ -4,12 +4,14 @@ use std::time::{Duration, Instant};
 
 use super::adamw::{AdamW, Moments, scheduled_lr};
 use super::data::Example;
-use super::error::TrainError;
+use super::error::{Divergence, TrainError};
 use super::grad_ops::row_loss;
-use super::lora::{LoraSpec, adapter_commitment};
+use super::lora::{LoraSpec, adapter_commitment, tensor_name};
 use super::pass::{Grads, ModuleGrad, Pass, Seq, Transposed};
+use crate::compute::ComputeError;
 use crate::engine::Engine;
 use crate::model::Adapter;
+use crate::model::error::NonFiniteKind;
 use crate::model::rng::stream_for;
 
 /// How long to train.
@@ -166,6 +168,17 @@ impl TrainOutcome {
     }
 }
 
+fn diverged(step: u32, what: Divergence) -> TrainError {
+    TrainError::Diverged { step, what }
+}
+
+fn first_non_finite(values: &[f32]) -> Option<NonFiniteKind> {
+    values
+        .iter()
+        .find(|v| !v.is_finite())
+        .map(|&v| NonFiniteKind::of(v))
+}
+
 /// Trains LoRA adapters on one loaded base model.
 #[derive(Debug)]
 pub struct Trainer<'e> {
@@ -244,9 +257,16 @@ impl<'e> Trainer<'e> {
                 };
                 // One hand-off to the thread pool per micro-batch, not one per matmul.
                 let threads = self.engine.options().threads;
-                let seq_losses = crate::compute::in_pool(threads, || {
+                let run = crate::compute::in_pool(threads, || {
                     pass.run(&seqs, rows, n as f32, &mut grads)
-                })??;
+                })?;
+                let seq_losses = match run {
+                    Ok(losses) => losses,
+                    Err(ComputeError::NonFinite { .. }) => {
+                        return Err(diverged(step, Divergence::Activation));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 loss_sum += seq_losses.iter().map(|l| l.sum).sum::<f64>();
                 rows += seqs.iter().map(|s| s.tokens.len()).sum::<usize>();
             }
@@ -254,21 +274,42 @@ impl<'e> Trainer<'e> {
                 times_seen[i] += 1;
             }
             tokens_processed += rows as u64;
-            let lr = scheduled_lr(hyper.lr, hyper.warmup, step);
-            for ((w, g), (ma, mb)) in adapter
-                .modules
-                .values_mut()
-                .zip(grads.values())
-                .zip(moments.iter_mut())
-            {
-                hyper
-                    .optimizer
-                    .update(step, lr, &mut w.a.data, &g.a.finish(), ma);
-                hyper
-                    .optimizer
-                    .update(step, lr, &mut w.b.data, &g.b.finish(), mb);
-            }
             let loss = loss_sum / n as f64;
+            if !loss.is_finite() {
+                let value = NonFiniteKind::of(loss as f32);
+                return Err(diverged(step, Divergence::Loss(value)));
+            }
+            let lr = scheduled_lr(hyper.lr, hyper.warmup, step);
+            for ((&(layer, module), w), (g, (ma, mb))) in adapter
+                .modules
+                .iter_mut()
+                .zip(grads.values().zip(moments.iter_mut()))
+            {
+                for (half, param, acc, m) in [
+                    ('A', &mut w.a.data, &g.a, ma),
+                    ('B', &mut w.b.data, &g.b, mb),
+                ] {
+                    let grad = acc.finish();
+                    let tensor = || tensor_name(layer, module, half);
+                    if let Some(value) = first_non_finite(&grad) {
+                        let what = Divergence::Gradient {
+                            tensor: tensor(),
+                            value,
+                        };
+                        return Err(diverged(step, what));
+                    }
+                    hyper.optimizer.update(step, lr, param, &grad, m);
+                    // The adapter is small next to a forward pass, so every step can afford
+                    // to look at all of it.
+                    if let Some(value) = first_non_finite(param) {
+                        let what = Divergence::Parameter {
+                            tensor: tensor(),
+                            value,
+                        };
+                        return Err(diverged(step, what));
+                    }
+                }
+            }
             losses.push(loss);
             let report = StepReport {
                 step,

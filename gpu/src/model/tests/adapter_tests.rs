@@ -263,3 +263,25 @@ fn refuses_adapters_that_do_not_fit() {
     err(&cfg, &t, &base, &["lora_A.weight", "F64"]);
     err(&cfg, &[], &base, &["no LoRA tensors"]);
 }
+
+#[test]
+fn refuses_non_finite_adapter_weights() {
+    let (_d, base) = tiny_checkpoint();
+    for (bad, kind) in [
+        (f32::NAN, "NaN"),
+        (f32::INFINITY, "+inf"),
+        (f32::NEG_INFINITY, "-inf"),
+    ] {
+        let mut t = standard(&base);
+        let target = name(1, LinearModule::VProj, "lora_B");
+        let (spec, bytes) = t.iter_mut().find(|(s, _)| s.name == target).unwrap();
+        assert_eq!(spec.shape, [32, 4]);
+        bytes[4 * 77..4 * 78].copy_from_slice(&bad.to_le_bytes());
+        err(
+            &lora_config(),
+            &t,
+            &base,
+            &[&target, &format!("non-finite value ({kind}) at element 77")],
+        );
+    }
+}

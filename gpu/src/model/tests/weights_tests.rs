@@ -79,7 +79,8 @@ fn bf16_and_f16_widen_exactly() {
         ("BF16", bf16_to_f32_reference as fn(u16) -> f32),
         ("F16", f16_to_f32_reference),
     ] {
-        // Tensors cover every 16-bit pattern (the embedding alone has 20480 elements).
+        // Tensors cover every finite 16-bit pattern (the embedding alone has 20480
+        // elements); NaN and infinities, which the loader refuses, become zeros.
         let mut counter: u32 = 0;
         let mut bits_of = Vec::new();
         let tensors: Vec<_> = expected_tensors(&config)
@@ -89,7 +90,8 @@ fn bf16_and_f16_widen_exactly() {
                 let bits: Vec<u16> = (0..n)
                     .map(|_| {
                         counter = counter.wrapping_add(40_503);
-                        (counter % 65_536) as u16
+                        let b = (counter % 65_536) as u16;
+                        if reference(b).is_finite() { b } else { 0 }
                     })
                     .collect();
                 bits_of.push(bits.clone());
@@ -106,8 +108,9 @@ fn bf16_and_f16_widen_exactly() {
         let check = |got: &[f32], bits: &[u16]| {
             for (g, b) in got.iter().zip(bits) {
                 let want = reference(*b);
-                assert!(
-                    g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()),
+                assert_eq!(
+                    g.to_bits(),
+                    want.to_bits(),
                     "{dtype} {b:#06x}: {g} vs {want}"
                 );
             }
@@ -116,6 +119,80 @@ fn bf16_and_f16_widen_exactly() {
         check(&w.layers[0].input_layernorm, &bits_of[1]);
         check(&w.layers[1].down_proj.data, &bits_of[bits_of.len() - 3]);
     }
+}
+
+#[test]
+fn non_finite_weights_are_refused_with_tensor_and_index() {
+    let (src, config) = tiny_checkpoint();
+    let order = expected_tensors(&config);
+    let (target, _) = order
+        .iter()
+        .find(|(name, _)| name == "model.layers.0.mlp.up_proj.weight")
+        .unwrap();
+    // Each dtype's own NaN and infinity encodings, at an element that is not the first.
+    let cases: [(&str, Vec<u8>, &str); 9] = [
+        ("F32", f32::NAN.to_le_bytes().to_vec(), "NaN"),
+        ("F32", f32::INFINITY.to_le_bytes().to_vec(), "+inf"),
+        ("F32", f32::NEG_INFINITY.to_le_bytes().to_vec(), "-inf"),
+        ("BF16", 0x7FC1u16.to_le_bytes().to_vec(), "NaN"),
+        ("BF16", 0x7F80u16.to_le_bytes().to_vec(), "+inf"),
+        ("BF16", 0xFF80u16.to_le_bytes().to_vec(), "-inf"),
+        ("F16", 0xFE01u16.to_le_bytes().to_vec(), "NaN"),
+        ("F16", 0x7C00u16.to_le_bytes().to_vec(), "+inf"),
+        ("F16", 0xFC00u16.to_le_bytes().to_vec(), "-inf"),
+    ];
+    for (dtype, bad, kind) in cases {
+        let width = bad.len();
+        let tensors: Vec<_> = order
+            .iter()
+            .map(|(name, shape)| {
+                let n: usize = shape.iter().product();
+                // 0.5 in each format: finite everywhere except the poisoned element.
+                let half: &[u8] = match dtype {
+                    "F32" => &[0, 0, 0, 0x3F],
+                    "BF16" => &[0x00, 0x3F],
+                    _ => &[0x00, 0x38],
+                };
+                let mut bytes = half.repeat(n);
+                if name == target {
+                    bytes[123 * width..124 * width].copy_from_slice(&bad);
+                    bytes[200 * width..201 * width].copy_from_slice(&bad);
+                }
+                tensor(name, dtype, shape, bytes)
+            })
+            .collect();
+        let dir = dir_with(src.path(), &tensors);
+        let e = expect_err(
+            dir.path(),
+            &config,
+            &[
+                "model.layers.0.mlp.up_proj.weight",
+                &format!("non-finite value ({kind}) at element 123"),
+            ],
+        );
+        assert!(
+            matches!(e, ModelError::NonFinite { index: 123, .. }),
+            "{dtype}: {e:?}"
+        );
+        // The checkpoint loader says the same.
+        let dir_ck = tempfile::tempdir().unwrap();
+        for file in ["config.json", "tokenizer.json"] {
+            std::fs::copy(src.path().join(file), dir_ck.path().join(file)).unwrap();
+        }
+        std::fs::copy(
+            dir.path().join("model.safetensors"),
+            dir_ck.path().join("model.safetensors"),
+        )
+        .unwrap();
+        let msg = Checkpoint::load(dir_ck.path()).unwrap_err().to_string();
+        assert!(msg.contains("at element 123"), "{msg}");
+    }
+    // The largest finite values of each format still load.
+    let tensors: Vec<_> = order
+        .iter()
+        .map(|(name, shape)| f32_tensor(name, shape, f32::MAX))
+        .collect();
+    load(dir_with(src.path(), &tensors).path(), &config).unwrap();
 }
 
 #[test]
