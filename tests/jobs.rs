@@ -182,6 +182,13 @@ fn spec(kind: JobKind, replicas: u8) -> JobSpec {
     }
 }
 
+/// A long fine-tune's declared size (steps × batch × 2048 tokens) costs more than
+/// [`spec`]'s 1000 credits at the workers' price of 10 per 1000 tokens.
+fn with_fee(mut spec: JobSpec, max_fee: u64) -> JobSpec {
+    spec.max_fee = Amount(max_fee);
+    spec
+}
+
 fn inference(model: ContentId, adapter: Option<ContentId>, prompt: &str) -> JobKind {
     JobKind::Inference(InferenceJob {
         model,
@@ -288,14 +295,22 @@ async fn a_finetune_job_equals_olc_run_finetune_and_its_adapter_serves_inference
         .await
         .unwrap();
     let view = wait_done(&s, id).await;
+    // Each replica that delivered reported its last step, out of 8, with its loss.
+    for r in view.replicas.iter().filter(|r| r.state == "revealed") {
+        let p = r.progress.as_ref().unwrap();
+        assert_eq!((p.step, p.total), (8, 8), "{view:#?}");
+        assert!(p.loss.is_finite());
+    }
     let Some(JobOutput::Finetune {
         adapter,
         commitment,
-        ..
+        first_loss,
+        last_loss,
     }) = view.output
     else {
         panic!("{view:?}")
     };
+    assert!(first_loss.is_finite() && last_loss.is_finite());
     let local_out = net.dir.path().join("local-adapter");
     let local = olc_json(&[
         "run",
@@ -358,7 +373,10 @@ async fn a_worker_killed_mid_job_is_replaced_and_the_job_completes() {
     let model = s.upload_model(&net.model()).await.unwrap();
     let dataset = s.upload_file(&net.dataset()).await.unwrap();
     let id = s
-        .submit(&spec(finetune(model, dataset, 3000), 1))
+        .submit(&with_fee(
+            spec(finetune(model, dataset, 3000), 1),
+            1_000_000,
+        ))
         .await
         .unwrap();
     // Wait for the first progress report, then stop that worker.
@@ -459,7 +477,7 @@ async fn a_coordinator_restarted_between_submit_and_result_loses_nothing() {
     let model = s.upload_model(&net.model()).await.unwrap();
     let dataset = s.upload_file(&net.dataset()).await.unwrap();
     let id = s
-        .submit(&spec(finetune(model, dataset, 400), 1))
+        .submit(&with_fee(spec(finetune(model, dataset, 400), 1), 1_000_000))
         .await
         .unwrap();
     let start = Instant::now();
@@ -597,6 +615,28 @@ async fn a_worker_that_unstaked_below_the_minimum_is_not_matched_and_the_job_say
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(waiting.contains("minimum stake of 100"), "{waiting}");
+    // The worker list says why: no stake bonded, so it is not matched.
+    let client = olc_protocol::p2p::Client::connect(&node(), &net.addr, BOUND)
+        .await
+        .unwrap();
+    let RpcResponse::WorkerStandings(standings) =
+        client.rpc(RpcRequest::WorkerStandings).await.unwrap()
+    else {
+        panic!("not a worker list")
+    };
+    assert_eq!(standings.min_stake, Amount(100));
+    let me = &standings.workers[0];
+    assert_eq!(me.worker.public_key, worker.public_key());
+    assert_eq!((me.bonded, me.jailed_until_ms), (Amount(0), None));
+    assert_eq!(
+        me.ineligible.as_deref(),
+        Some("stake 0 is below the minimum of 100")
+    );
+    // Its account says when the unstaked credits unlock.
+    let account = own.balance(worker.public_key()).await.unwrap();
+    assert_eq!(account.unbonding_releases.len(), 1);
+    assert_eq!(account.unbonding_releases[0].amount, Amount(STAKE));
+    assert!(account.unbonding_releases[0].unlocks_ms > unix_ms());
     // Staking from its free balance makes it a candidate again, and the job runs.
     let balance = own.balance(worker.public_key()).await.unwrap();
     assert_eq!(balance.balance, Amount(STAKE));
@@ -605,6 +645,125 @@ async fn a_worker_that_unstaked_below_the_minimum_is_not_matched_and_the_job_say
     })
     .await
     .unwrap();
+    wait_done(&s, id).await;
+    net.stop().await;
+}
+
+/// Inputs that can never work (a dataset that does not parse, model weights cut short) fail
+/// the job as soon as every worker able to run it agrees, with the error and the whole
+/// escrow back. Two workers and two replicas: each tries once, and then nobody is left to
+/// ask, which used to leave the job waiting until its deadline with the credits locked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_inputs_cannot_work_fails_quickly_with_their_error_and_a_full_refund() {
+    let net = Net::start(2, false).await;
+    let s = net.submitter().await;
+    let before = s.balance(s.identity().public_key()).await.unwrap().balance;
+    let model_dir = net.model();
+    let model = s.upload_model(&model_dir).await.unwrap();
+    let garbage = net.dir.path().join("garbage.jsonl");
+    std::fs::write(&garbage, "this is not json\n").unwrap();
+    let dataset = s.upload_file(&garbage).await.unwrap();
+    let started = Instant::now();
+    let id = s
+        .submit(&spec(finetune(model, dataset, 5), 2))
+        .await
+        .unwrap();
+    let view = tokio::time::timeout(BOUND, s.wait(id, |_| {}))
+        .await
+        .unwrap()
+        .unwrap();
+    let JobState::Failed(why) = &view.state else {
+        panic!("{view:#?}")
+    };
+    assert!(
+        why.starts_with("the dataset cannot be used: ") && why.contains("line 1"),
+        "{why}"
+    );
+    assert!(why.ends_with("(reported by 2 workers)"), "{why}");
+    assert_eq!(view.replicas.len(), 2, "each worker tried once: {view:#?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(100),
+        "failed at once, not at the deadline"
+    );
+    assert_eq!(view.refund, Some(Amount(1_000)));
+    assert_eq!(
+        s.balance(s.identity().public_key()).await.unwrap().balance,
+        before,
+        "the whole escrow came back"
+    );
+    let ledger = s.ledger().await.unwrap();
+    assert_eq!((ledger.open_escrows, ledger.escrowed), (0, Amount(0)));
+    assert!(ledger.balanced());
+
+    // Model weights cut in half: the model's error, for an inference job too.
+    let cut = net.dir.path().join("cut-model");
+    std::fs::create_dir_all(&cut).unwrap();
+    for entry in std::fs::read_dir(&model_dir).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), cut.join(entry.file_name())).unwrap();
+    }
+    let weights = cut.join("model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let cut = s.upload_model(&cut).await.unwrap();
+    let id = s
+        .submit(&spec(inference(cut, None, "Hello"), 2))
+        .await
+        .unwrap();
+    let view = tokio::time::timeout(BOUND, s.wait(id, |_| {}))
+        .await
+        .unwrap()
+        .unwrap();
+    let JobState::Failed(why) = &view.state else {
+        panic!("{view:#?}")
+    };
+    assert!(why.starts_with("the model cannot be used: "), "{why}");
+    assert_eq!(view.refund, Some(Amount(1_000)));
+    assert!(
+        net.coordinator().audit().is_clean(),
+        "{:#?}",
+        net.coordinator().audit()
+    );
+    net.stop().await;
+}
+
+/// A max fee that cannot pay the declared work at the cheapest online worker's price is
+/// refused at submission with the sum needed; a fee of 0 always is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fee_no_worker_would_take_is_refused_at_submission_with_the_sum_needed() {
+    let net = Net::start(1, false).await;
+    let s = net.submitter().await;
+    let before = s.balance(s.identity().public_key()).await.unwrap().balance;
+    let model = s.upload_model(&net.model()).await.unwrap();
+    let dataset = s.upload_file(&net.dataset()).await.unwrap();
+    // 10,000,000 steps × batch 2 × 2048 tokens, at 10 per 1000 tokens.
+    let huge = with_fee(spec(finetune(model, dataset, 10_000_000), 1), 100);
+    let err = s.submit(&huge).await.unwrap_err();
+    assert!(
+        matches!(&err, SubmitError::Refused(m) if m == "max fee 100 is below the 409600000 \
+            credits this job needs at the cheapest worker's price (10 per 1000 tokens, \
+            40960000000 tokens declared)"),
+        "{err:?}"
+    );
+    let err = s
+        .submit(&with_fee(spec(inference(model, None, "hi"), 1), 0))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("max fee must be at least 1 credit"),
+        "{err}"
+    );
+    assert_eq!(
+        s.balance(s.identity().public_key()).await.unwrap().balance,
+        before,
+        "nothing escrowed"
+    );
+    // Enough for the declared size is accepted and runs.
+    let id = s
+        .submit(&with_fee(spec(finetune(model, dataset, 3), 1), 123))
+        .await
+        .unwrap();
     wait_done(&s, id).await;
     net.stop().await;
 }

@@ -66,14 +66,9 @@ fn registered(c: &Coordinator, key: &PublicKey) -> bool {
 }
 
 async fn connect(addr: &Multiaddr) -> Client {
-    Client::connect(
-        &Identity::generate().unwrap(),
-        &NodeConfig::default(),
-        addr,
-        BOUND,
-    )
-    .await
-    .unwrap()
+    Client::connect(&NodeConfig::default(), addr, BOUND)
+        .await
+        .unwrap()
 }
 
 async fn list_workers(addr: &Multiaddr) -> Vec<RegisteredWorker> {
@@ -143,6 +138,60 @@ async fn five_workers_register_and_a_stopped_one_expires() {
     for (_, w) in workers {
         w.stop().await;
     }
+    c.stop().await;
+}
+
+/// A coordinator that already holds a connection under a worker's peer id when the worker
+/// connects (once a command run with the worker's key left one behind) sends its gossip
+/// subscriptions down that old connection only: the worker must notice it is not heard
+/// and reconnect by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_peer_id_the_coordinator_already_holds_still_registers() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = coordinator().await;
+    let identity = Identity::generate().unwrap();
+    let mut squatter = build_swarm(&identity, &NodeConfig::default()).unwrap();
+    squatter.dial(c.listen_addrs()[0].clone()).unwrap();
+    let coordinator_peer = loop {
+        if let SwarmEvent::ConnectionEstablished { peer_id, .. } = squatter.select_next_some().await
+        {
+            break peer_id;
+        }
+    };
+    let (leave, mut left) = tokio::sync::oneshot::channel::<()>();
+    let squat = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = &mut left => break,
+                _ = squatter.select_next_some() => {}
+            }
+        }
+        // Leave cleanly, so the coordinator is left with only the worker's connection.
+        squatter.disconnect_peer_id(coordinator_peer).unwrap();
+        while let Some(event) = squatter.next().await {
+            if let SwarmEvent::ConnectionClosed {
+                num_established: 0, ..
+            } = event
+            {
+                break;
+            }
+        }
+    });
+    let w = Worker::start(
+        &identity,
+        worker_config(c.listen_addrs()[0].clone(), dir.path()),
+    )
+    .await
+    .unwrap();
+    // The worker connects beside the old connection, which then goes away.
+    tokio::time::sleep(Duration::from_millis(4 * INTERVAL_MS)).await;
+    leave.send(()).unwrap();
+    squat.await.unwrap();
+    wait_until("the worker is registered", || {
+        registered(&c, &identity.public_key())
+    })
+    .await;
+    w.stop().await;
     c.stop().await;
 }
 

@@ -157,6 +157,7 @@ fn main() {
         replicas: 1,
         content: &content,
         max_price_per_ktoken: Some(Amount(40)),
+        fee: None,
         exclude: &exclude,
     };
 

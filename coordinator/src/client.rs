@@ -68,7 +68,7 @@ impl Submitter {
         coordinator: &Multiaddr,
         timeout: Duration,
     ) -> Result<Self, SubmitError> {
-        let client = Client::connect(identity, node, coordinator, timeout).await?;
+        let client = Client::connect(node, coordinator, timeout).await?;
         Ok(Self {
             client,
             identity: identity.clone(),
@@ -78,6 +78,11 @@ impl Submitter {
 
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// Closes the connection cleanly (see [`Client::close`]).
+    pub async fn close(&self) {
+        self.client.close().await;
     }
 
     async fn rpc(&self, request: RpcRequest) -> Result<RpcResponse, SubmitError> {

@@ -8,9 +8,11 @@
 use std::collections::BTreeMap;
 
 use bincode::{Decode, Encode};
+use olc_protocol::messages::account::UnbondingRelease;
+use olc_protocol::messages::rpc::WorkerStanding;
 use olc_protocol::{
     AccountAction, AccountRequest, AccountView, Amount, Commitment, ContentId, LedgerView,
-    MAX_MESSAGE_BYTES, Message, PublicKey, Signed, Slash, SlashReason,
+    MAX_MESSAGE_BYTES, Message, PublicKey, RegisteredWorker, Signed, Slash, SlashReason,
 };
 
 use crate::ledger::{Ledger, LedgerConfig, LedgerError};
@@ -107,6 +109,25 @@ impl Economy {
         (now_ms < until).then(|| format!("jailed until {until}"))
     }
 
+    /// A live worker as `olc workers` shows it: its stake, jail and whether the matcher
+    /// takes it now.
+    pub fn worker_standing(
+        &self,
+        policy: &Policy,
+        worker: RegisteredWorker,
+        now_ms: u64,
+    ) -> WorkerStanding {
+        let key = worker.public_key;
+        let s = self.standing(&key);
+        WorkerStanding {
+            bonded: Amount(self.ledger.bonded(key)),
+            jailed_until_ms: (s.jailed_until_ms > now_ms).then_some(s.jailed_until_ms),
+            reputation: s.reputation,
+            ineligible: self.ineligible(policy, &key, now_ms),
+            worker,
+        }
+    }
+
     /// Carries out a signed request on the signer's own account.
     pub fn account_request(
         &mut self,
@@ -151,6 +172,15 @@ impl Economy {
             balance: Amount(self.ledger.balance(key)),
             bonded: Amount(self.ledger.bonded(key)),
             unbonding: Amount(self.ledger.unbonding(key)),
+            unbonding_releases: self
+                .ledger
+                .unbonding_releases(key)
+                .into_iter()
+                .map(|(unlocks_ms, amount)| UnbondingRelease {
+                    amount: Amount(amount),
+                    unlocks_ms,
+                })
+                .collect(),
             reputation: s.reputation,
             jailed_until_ms: (s.jailed_until_ms > now_ms).then_some(s.jailed_until_ms),
             slashes: s.slashes,

@@ -7,6 +7,10 @@
 //! A replica whose worker declines, vanishes or misses its deadline is dropped and its
 //! slot goes back to the matcher with that worker excluded.
 //!
+//! A job whose inputs cannot work (a dataset that does not parse, model files that do not
+//! load) fails at once with a full refund, rather than cycling through every worker until
+//! its deadline, when distinct workers agree on it (see [`INPUT_QUORUM`]).
+//!
 //! The book also holds the [`Economy`]: a job's escrow is taken when it is accepted, its
 //! slashes when they happen, and its payouts or refund when it ends, all in the same
 //! state that is persisted with the job (see [`crate::verify`] for the verdicts).
@@ -14,6 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bincode::{Decode, Encode};
+use olc_protocol::messages::jobs_api::FailureKind;
 use olc_protocol::{
     AccountRequest, AccountView, Amount, Assignment, Commitment, ContentId, Identity, JobFailure,
     JobKind, JobOutput, JobProgress, JobSpec, JobState, JobView, Message, PublicKey, ReplicaView,
@@ -22,6 +27,7 @@ use olc_protocol::{
 
 use crate::economy::{AccountError, Economy};
 use crate::ledger::{LedgerConfig, Payee, Settled};
+use crate::matcher::FeeLimit;
 use crate::rules::{AuditKey, Policy};
 use crate::verify;
 
@@ -85,6 +91,12 @@ pub enum ReplicaState {
     },
     /// No longer counts: declined, timed out, lost, slashed, or a bad answer.
     Dropped(String),
+    /// No longer counts: the worker reported that it could not run the job, and whether
+    /// the job's inputs or the worker were to blame.
+    Failed {
+        kind: FailureKind,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
@@ -105,7 +117,7 @@ impl Replica {
     pub(crate) fn active(&self) -> bool {
         !matches!(
             self.state,
-            ReplicaState::Dropped(_) | ReplicaState::Unbacked { .. }
+            ReplicaState::Dropped(_) | ReplicaState::Failed { .. } | ReplicaState::Unbacked { .. }
         )
     }
 
@@ -186,6 +198,9 @@ impl JobRecord {
                         ReplicaState::Revealed { .. } => "revealed".into(),
                         ReplicaState::Unbacked { why, .. } => format!("bad reveal: {why}"),
                         ReplicaState::Dropped(why) => format!("dropped: {why}"),
+                        ReplicaState::Failed { reason, .. } => {
+                            format!("dropped: failed: {reason}")
+                        }
                     },
                     progress: r.progress.clone(),
                     commitment: r
@@ -227,17 +242,75 @@ pub enum Refusal {
     UnknownJob(ContentId),
     #[error("cannot escrow the job's max fee: {0}")]
     Funds(String),
+    #[error(
+        "max fee {max_fee} is below the {needed} credits this job needs at the cheapest \
+         worker's price ({price} per 1000 tokens, {declared} tokens declared{})",
+        if *replicas > 1 { format!(", for {replicas} replicas") } else { String::new() }
+    )]
+    FeeTooLow {
+        max_fee: Amount,
+        needed: Amount,
+        price: Amount,
+        declared: u64,
+        replicas: usize,
+    },
     #[error("{0}")]
     BadAnswer(String),
 }
 
-/// The matcher as the book sees it: `(spec, excluded workers, replicas wanted)` to
-/// distinct workers with their advertised prices (credits per 1000 tokens), or why none
-/// fit.
-pub type Pick<'a> = dyn FnMut(&JobSpec, &[PublicKey], usize) -> Picked + 'a;
+/// Distinct workers whose reports of the same input problem fail a job while other
+/// workers could still try it. One worker's word never fails a job that others could run
+/// (it may be lazy, or lying to make the submitter go away); three that agree, each
+/// running the same deterministic engine on the same inputs, are not all wrong. With
+/// fewer workers able to run the job, every one of them must have tried it and reported
+/// the problem: two when there are two, the one when it is alone.
+pub const INPUT_QUORUM: usize = 3;
+
+/// What the book asks the matcher for one job.
+#[derive(Debug, Clone, Copy)]
+pub struct PickRequest<'a> {
+    pub spec: &'a JobSpec,
+    /// Workers not to pick: those excluded from the job and those running it.
+    pub exclude: &'a [PublicKey],
+    /// How many more distinct workers the job needs.
+    pub replicas: usize,
+    /// The job's declared size and its fee per replica: no worker whose price for the
+    /// size exceeds the fee may be picked. `None` when the size is not known (a fine-tune
+    /// by epochs whose dataset is not here).
+    pub fee: Option<FeeLimit>,
+}
+
+/// The matcher as the book sees it: distinct workers with their advertised prices
+/// (credits per 1000 tokens), or why none fit.
+pub type Pick<'a> = dyn FnMut(&PickRequest<'_>) -> Picked + 'a;
 
 /// The matcher's answer: workers with their prices, or why none fit.
-pub type Picked = Result<Vec<(PublicKey, u64)>, String>;
+pub type Picked = Result<Vec<(PublicKey, u64)>, NoPick>;
+
+/// Why no worker was picked, and whether asking again could ever help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoPick {
+    /// In words, for the submitter: shown as the job's `waiting`.
+    pub reason: String,
+    /// Workers that could run the job (eligible, hardware and price fit, busy or not)
+    /// and were not excluded from it: 0 means nobody is left to ask.
+    pub untried: usize,
+}
+
+/// The size lookup the book prices jobs with: a blob's length in bytes, if the
+/// coordinator has it (a fine-tune by epochs is sized by its dataset).
+pub type BlobLen<'a> = dyn Fn(&ContentId) -> Option<u64> + 'a;
+
+/// What the network charges now, for refusing at submission a fee no online worker would
+/// take.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quote {
+    /// The lowest price per 1000 tokens any online worker asks; `None` when no worker is
+    /// online (the job is then accepted and waits).
+    pub cheapest_price: Option<Amount>,
+    /// The size of the job's dataset, for a fine-tune by epochs.
+    pub dataset_bytes: Option<u64>,
+}
 
 /// What changed since the node last persisted.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -354,13 +427,28 @@ impl JobBook {
             .count() as u32
     }
 
-    /// Checks a signed job, escrows its max fee from the submitter's balance, and queues
-    /// it. The caller has already checked that its inputs are present and read the
-    /// `attribution` of the adapter it uses; it must persist before answering.
+    /// [`JobBook::submit_quoted`] with no price to compare the fee with.
     pub fn submit(
         &mut self,
         signed: Signed<JobSpec>,
         attribution: Vec<(PublicKey, u64)>,
+        now_ms: u64,
+    ) -> Result<ContentId, Refusal> {
+        self.submit_quoted(signed, attribution, Quote::default(), now_ms)
+    }
+
+    /// Checks a signed job, escrows its max fee from the submitter's balance, and queues
+    /// it. The caller has already checked that its inputs are present and read the
+    /// `attribution` of the adapter it uses; it must persist before answering.
+    ///
+    /// A max fee that cannot pay even the cheapest online worker for the job's declared
+    /// size, on every replica, is refused with the sum needed: such a job could only wait
+    /// for its deadline with the submitter's credits locked.
+    pub fn submit_quoted(
+        &mut self,
+        signed: Signed<JobSpec>,
+        attribution: Vec<(PublicKey, u64)>,
+        quote: Quote,
         now_ms: u64,
     ) -> Result<ContentId, Refusal> {
         let spec = signed
@@ -375,6 +463,28 @@ impl JobBook {
         let key = (signed.signer(), spec.nonce);
         if self.nonces.contains(&key) {
             return Err(Refusal::Replayed { nonce: spec.nonce });
+        }
+        let verification = match spec.verification {
+            VerificationPolicy::Default => self.config.default_verification,
+            chosen => chosen,
+        };
+        if let (Some(price), Some(declared)) = (
+            quote.cheapest_price,
+            spec.declared_tokens(quote.dataset_bytes),
+        ) {
+            let replicas = usize::from(verification.initial_replicas()).max(1);
+            let needed = Amount::price_of(declared, price)
+                .checked_mul(replicas as u64)
+                .unwrap_or(Amount(u64::MAX));
+            if spec.max_fee < needed {
+                return Err(Refusal::FeeTooLow {
+                    max_fee: spec.max_fee,
+                    needed,
+                    price,
+                    declared,
+                    replicas,
+                });
+            }
         }
         self.economy
             .ledger_mut()
@@ -393,10 +503,7 @@ impl JobBook {
                 excluded: Vec::new(),
                 output: None,
                 receipt: None,
-                verification: match spec.verification {
-                    VerificationPolicy::Default => self.config.default_verification,
-                    chosen => chosen,
-                },
+                verification,
                 attribution,
                 slashes: Vec::new(),
                 referee: None,
@@ -410,9 +517,21 @@ impl JobBook {
         Ok(job_id)
     }
 
-    /// Advances every open job: deadlines, timeouts, matching, and settles any job that
-    /// ended without its escrow closing. Call it often.
+    /// [`JobBook::tick_sized`] knowing no blob's size.
     pub fn tick(&mut self, identity: &Identity, now_ms: u64, pick: &mut Pick<'_>) -> Vec<Action> {
+        self.tick_sized(identity, now_ms, pick, &|_| None)
+    }
+
+    /// Advances every open job: deadlines, timeouts, matching, and settles any job that
+    /// ended without its escrow closing. Call it often. `blob_len` sizes the datasets of
+    /// fine-tunes by epochs, whose declared size depends on them.
+    pub fn tick_sized(
+        &mut self,
+        identity: &Identity,
+        now_ms: u64,
+        pick: &mut Pick<'_>,
+        blob_len: &BlobLen<'_>,
+    ) -> Vec<Action> {
         match self.economy.ledger_mut().release_unbonded(now_ms) {
             Ok(0) => {}
             Ok(_) => self.economy_dirty = true,
@@ -426,7 +545,7 @@ impl JobBook {
             .map(|j| j.job_id)
             .collect();
         for id in ids {
-            let changed = self.tick_job(&id, identity, now_ms, pick, &mut actions);
+            let changed = self.tick_job(&id, identity, now_ms, pick, blob_len, &mut actions);
             if changed {
                 self.touch(&id, now_ms);
             }
@@ -440,6 +559,7 @@ impl JobBook {
         identity: &Identity,
         now_ms: u64,
         pick: &mut Pick<'_>,
+        blob_len: &BlobLen<'_>,
         actions: &mut Vec<Action>,
     ) -> bool {
         let Some(job) = self.jobs.get_mut(id) else {
@@ -502,19 +622,54 @@ impl JobBook {
         }
         let missing = job.replicas_needed().saturating_sub(job.active().count());
         if missing > 0 && job.state != JobState::Verifying {
+            if let Some(verdict) = input_verdict(job).filter(|v| v.workers >= INPUT_QUORUM) {
+                fail(job, &verdict.describe());
+                return true;
+            }
             let mut exclude: Vec<PublicKey> = job.excluded.clone();
             exclude.extend(job.active().map(|r| r.worker));
-            match pick(&spec, &exclude, missing) {
-                Err(why) => {
-                    if job.waiting.as_ref() != Some(&why) {
-                        job.waiting = Some(why);
+            let per_replica = Amount(spec.max_fee.0 / job.replicas_needed() as u64);
+            let dataset_bytes = match &spec.kind {
+                JobKind::Finetune(j) if spec.declared_size_needs_dataset() => blob_len(&j.dataset),
+                _ => None,
+            };
+            let fee = spec
+                .declared_tokens(dataset_bytes)
+                .map(|declared_tokens| FeeLimit {
+                    declared_tokens,
+                    fee_per_replica: per_replica,
+                });
+            let request = PickRequest {
+                spec: &spec,
+                exclude: &exclude,
+                replicas: missing,
+                fee,
+            };
+            match pick(&request) {
+                Err(NoPick { reason, untried }) => {
+                    // Nobody left to ask, nobody still running it, and the workers that did
+                    // say the input is bad: waiting for the deadline would change nothing.
+                    if untried < missing
+                        && job.active().count() == 0
+                        && let Some(verdict) = input_verdict(job)
+                    {
+                        fail(job, &verdict.describe());
+                        return true;
+                    }
+                    if job.waiting.as_ref() != Some(&reason) {
+                        job.waiting = Some(reason);
                         changed = true;
                     }
                 }
                 Ok(workers) => {
                     job.waiting = None;
-                    let per_replica = Amount(spec.max_fee.0 / job.replicas_needed() as u64);
                     for (worker, price) in workers.into_iter().take(missing) {
+                        // The most this worker is paid: its price for the declared size, so a
+                        // receipt metering more tokens than the job can use is paid no more.
+                        let fee_cap = match fee {
+                            Some(f) => per_replica.min(f.price_at(Amount(price))),
+                            None => per_replica,
+                        };
                         let index = job.replicas.len().min(u8::MAX as usize) as u8;
                         let deadline_ms = spec
                             .deadline_ms
@@ -524,7 +679,7 @@ impl JobBook {
                             job: job.signed.clone(),
                             worker,
                             replica: index,
-                            fee_cap: per_replica,
+                            fee_cap,
                             deadline_ms,
                             issued_ms: now_ms,
                         };
@@ -718,9 +873,11 @@ impl JobBook {
     }
 
     /// A worker gave up its replica. The slot goes back to the matcher with that worker
-    /// excluded; after more failures than the job could need (replicas + 2), the job fails
-    /// with the last reason: one worker's word cannot fail a job (it may be lazy), but a
-    /// job that nobody can run must not cycle until its deadline.
+    /// excluded. The job fails, with a full refund, when [`INPUT_QUORUM`] distinct workers
+    /// blame the same input (or, at the next tick, when every worker able to run it has);
+    /// and after more failures of any kind than the job could need (replicas + 2), with the
+    /// last reason: one worker's word cannot fail a job (it may be lazy), but a job that
+    /// nobody can run must not cycle until its deadline.
     pub fn on_failure(&mut self, signed: &Signed<JobFailure>, now_ms: u64) -> Result<(), Refusal> {
         let f = signed
             .verify()
@@ -736,17 +893,25 @@ impl JobBook {
             return Ok(());
         }
         let reason: String = f.reason.chars().take(500).collect();
-        r.state = ReplicaState::Dropped(format!("failed: {reason}"));
+        r.state = ReplicaState::Failed {
+            kind: f.kind,
+            reason: reason.clone(),
+        };
         let w = r.worker;
         job.excluded.push(w);
         let failures = job
             .replicas
             .iter()
-            .filter(
-                |r| matches!(&r.state, ReplicaState::Dropped(why) if why.starts_with("failed: ")),
-            )
+            .filter(|r| match &r.state {
+                ReplicaState::Failed { .. } => true,
+                // Written before failures carried their kind.
+                ReplicaState::Dropped(why) => why.starts_with("failed: "),
+                _ => false,
+            })
             .count();
-        if failures >= job.replicas_needed() + 2 {
+        if let Some(verdict) = input_verdict(job).filter(|v| v.workers >= INPUT_QUORUM) {
+            fail(job, &verdict.describe());
+        } else if failures >= job.replicas_needed() + 2 {
             fail(
                 job,
                 &format!("{failures} workers could not run it; the last said: {reason}"),
@@ -835,7 +1000,7 @@ impl JobBook {
                         .into(),
                 ));
             }
-            ReplicaState::Dropped(why) => {
+            ReplicaState::Dropped(why) | ReplicaState::Failed { reason: why, .. } => {
                 return Err(Refusal::BadAnswer(format!(
                     "this replica no longer counts: {why}"
                 )));
@@ -957,6 +1122,62 @@ fn replica_in<'a>(
             Refusal::BadAnswer(format!("no assignment {assignment_id} in job {job_id}"))
         })?;
     Ok((job, i))
+}
+
+/// The input problem the most distinct workers blamed for a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct InputVerdict {
+    kind: FailureKind,
+    /// The first report of it, in the worker's words.
+    reason: String,
+    /// Distinct workers that reported it.
+    workers: usize,
+}
+
+impl InputVerdict {
+    fn describe(&self) -> String {
+        let workers = if self.workers == 1 {
+            "1 worker".to_string()
+        } else {
+            format!("{} workers", self.workers)
+        };
+        format!(
+            "{} cannot be used: {} (reported by {workers})",
+            self.kind.subject(),
+            self.reason
+        )
+    }
+}
+
+/// Groups the job's input failures by kind and returns the kind most distinct workers
+/// reported (the earliest reported on a tie), if any did.
+fn input_verdict(job: &JobRecord) -> Option<InputVerdict> {
+    let mut by_kind: Vec<(FailureKind, &str, BTreeSet<PublicKey>)> = Vec::new();
+    for r in &job.replicas {
+        let ReplicaState::Failed { kind, reason } = &r.state else {
+            continue;
+        };
+        if !kind.is_input() {
+            continue;
+        }
+        match by_kind.iter_mut().find(|(k, _, _)| k == kind) {
+            Some((_, _, workers)) => {
+                workers.insert(r.worker);
+            }
+            None => by_kind.push((*kind, reason, BTreeSet::from([r.worker]))),
+        }
+    }
+    let mut best: Option<&(FailureKind, &str, BTreeSet<PublicKey>)> = None;
+    for entry in &by_kind {
+        if best.is_none_or(|b| entry.2.len() > b.2.len()) {
+            best = Some(entry);
+        }
+    }
+    best.map(|(kind, reason, workers)| InputVerdict {
+        kind: *kind,
+        reason: (*reason).to_string(),
+        workers: workers.len(),
+    })
 }
 
 pub(crate) fn fail(job: &mut JobRecord, why: &str) {

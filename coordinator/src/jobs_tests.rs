@@ -60,18 +60,39 @@ fn book_with(config: JobsConfig) -> JobBook {
 }
 
 /// A matcher over workers 0..n, skipping the excluded ones.
-fn pool(n: u8) -> impl FnMut(&JobSpec, &[PublicKey], usize) -> Picked {
-    move |_, exclude, k| {
+fn pool(n: u8) -> impl FnMut(&PickRequest<'_>) -> Picked {
+    priced_pool(n, 10)
+}
+
+/// As [`pool`], every worker asking `price` per 1000 tokens; one whose price for the
+/// declared size exceeds the fee per replica does not fit.
+fn priced_pool(n: u8, price: u64) -> impl FnMut(&PickRequest<'_>) -> Picked {
+    move |req| {
+        let fits = req
+            .fee
+            .is_none_or(|f| f.price_at(Amount(price)) <= f.fee_per_replica);
         let free: Vec<(PublicKey, u64)> = (0..n)
-            .map(|i| (worker(i).public_key(), 10))
-            .filter(|(w, _)| !exclude.contains(w))
-            .take(k)
+            .map(|i| (worker(i).public_key(), price))
+            .filter(|(w, _)| fits && !req.exclude.contains(w))
             .collect();
-        if free.len() < k {
-            Err(format!("only {} workers fit", free.len()))
+        if free.len() < req.replicas {
+            Err(NoPick {
+                reason: format!("only {} workers fit", free.len()),
+                untried: free.len(),
+            })
         } else {
-            Ok(free)
+            Ok(free.into_iter().take(req.replicas).collect())
         }
+    }
+}
+
+/// A matcher that finds nobody, for `reason`, with nobody left to try.
+fn nobody(reason: &str) -> impl FnMut(&PickRequest<'_>) -> Picked + '_ {
+    move |_| {
+        Err(NoPick {
+            reason: reason.into(),
+            untried: 0,
+        })
     }
 }
 
@@ -325,9 +346,7 @@ fn when_no_worker_fits_the_submitter_is_told_why_and_the_deadline_fails_the_job(
     let id = book
         .submit(job(1, VerificationPolicy::Single), vec![], NOW)
         .unwrap();
-    let mut none = |_: &JobSpec, _: &[PublicKey], _: usize| -> Picked {
-        Err("no worker has 24.0 GiB free: largest is 16.0 GiB".into())
-    };
+    let mut none = nobody("no worker has 24.0 GiB free: largest is 16.0 GiB");
     assert!(book.tick(&coordinator(), NOW, &mut none).is_empty());
     let view = book.get(&id).unwrap().view();
     assert_eq!(view.state, JobState::Queued);
@@ -462,6 +481,10 @@ fn a_restored_book_keeps_jobs_and_nonces() {
 }
 
 fn failure(a: &Signed<Assignment>, reason: &str) -> Signed<JobFailure> {
+    failure_of(a, reason, FailureKind::Worker)
+}
+
+fn failure_of(a: &Signed<Assignment>, reason: &str, kind: FailureKind) -> Signed<JobFailure> {
     let body = a.verify().unwrap();
     Signed::sign(
         &who(&body.worker),
@@ -469,6 +492,7 @@ fn failure(a: &Signed<Assignment>, reason: &str) -> Signed<JobFailure> {
             job_id: body.job_id,
             assignment: a.id(),
             reason: reason.into(),
+            kind,
         },
     )
     .unwrap()
@@ -500,6 +524,7 @@ fn a_reported_failure_reassigns_at_once_and_enough_of_them_fail_the_job() {
                 job_id: id,
                 assignment: a[0].1.id(),
                 reason: "x".into(),
+                kind: FailureKind::Worker,
             },
         )
         .unwrap();
@@ -583,7 +608,7 @@ fn a_failed_job_refunds_its_whole_escrow_once() {
     let id = book
         .submit(job(1, VerificationPolicy::Single), vec![], NOW)
         .unwrap();
-    let mut none = |_: &JobSpec, _: &[PublicKey], _: usize| -> Picked { Err("nobody".into()) };
+    let mut none = nobody("nobody");
     book.tick(&coordinator(), NOW + 61_000, &mut none);
     let job = book.get(&id).unwrap();
     assert!(matches!(job.state, JobState::Failed(_)));
@@ -669,4 +694,472 @@ fn unanswered_assignments_are_resent_and_busy_workers_stay_candidates() {
     // A real decline excludes it for this job.
     book.on_assign_answer(&id, &again[0].1.id(), Err("no".into()), NOW + 1);
     assert!(assigned(&book.tick(&coordinator(), NOW + 2, &mut pool(1))).is_empty());
+}
+
+/// Fails the job's current replica (one assigned by the next tick) as `kind`; returns the
+/// worker that had it.
+fn fail_next(
+    book: &mut JobBook,
+    pick: &mut Pick<'_>,
+    kind: FailureKind,
+    reason: &str,
+) -> Option<PublicKey> {
+    let a = assigned(&book.tick(&coordinator(), NOW, pick));
+    let (worker, assignment) = a.first()?;
+    book.on_failure(&failure_of(assignment, reason, kind), NOW)
+        .unwrap();
+    Some(*worker)
+}
+
+const BAD_DATA: &str = "training failed: line 1: expected a JSON object, found a number";
+
+#[test]
+fn three_workers_blaming_the_same_input_fail_the_job_at_once_with_a_full_refund() {
+    let mut book = book();
+    let before = book.economy().ledger().balance(submitter().public_key());
+    let id = book
+        .submit(job(1, VerificationPolicy::Single), vec![], NOW)
+        .unwrap();
+    let mut pick = pool(6);
+    for round in 0..2 {
+        fail_next(&mut book, &mut pick, FailureKind::Dataset, BAD_DATA).unwrap();
+        let job = book.get(&id).unwrap();
+        assert!(!job.state.is_final(), "round {round}: {:?}", job.state);
+    }
+    fail_next(&mut book, &mut pick, FailureKind::Dataset, BAD_DATA).unwrap();
+    let job = book.get(&id).unwrap();
+    match &job.state {
+        JobState::Failed(why) => assert_eq!(
+            why,
+            &format!("the dataset cannot be used: {BAD_DATA} (reported by 3 workers)")
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(job.refund, Some(1000), "the whole escrow");
+    assert!(book.economy().ledger().is_settled(id));
+    assert_eq!(book.economy().ledger().escrowed(id), None);
+    assert_eq!(
+        book.economy().ledger().balance(submitter().public_key()),
+        before
+    );
+    assert!(
+        assigned(&book.tick(&coordinator(), NOW, &mut pick)).is_empty(),
+        "three workers were asked, no more"
+    );
+    book.economy().ledger().check_invariant().unwrap();
+}
+
+/// With fewer able workers than the quorum, the job fails once every one of them has
+/// tried it and blamed the input: two of two, one of one.
+#[test]
+fn when_every_worker_able_to_run_it_blames_the_input_the_job_fails() {
+    for n in [1u8, 2] {
+        let mut book = book();
+        let id = book
+            .submit(job(1, VerificationPolicy::Single), vec![], NOW)
+            .unwrap();
+        let mut pick = pool(n);
+        let mut tried = Vec::new();
+        while let Some(w) = fail_next(&mut book, &mut pick, FailureKind::Model, "truncated") {
+            tried.push(w);
+            if book.get(&id).unwrap().state.is_final() {
+                break;
+            }
+        }
+        // The tick after the last report finds nobody left to ask.
+        book.tick(&coordinator(), NOW, &mut pick);
+        let job = book.get(&id).unwrap();
+        let plural = if n == 1 { "1 worker" } else { "2 workers" };
+        assert_eq!(
+            job.state,
+            JobState::Failed(format!(
+                "the model cannot be used: truncated (reported by {plural})"
+            )),
+            "{n} workers"
+        );
+        assert_eq!(tried.len(), usize::from(n), "each able worker tried once");
+        assert_eq!(job.refund, Some(1000));
+    }
+}
+
+/// One worker's word, or workers that disagree about what is wrong, or that could not run
+/// the job themselves, do not fail a job that other workers could still try.
+#[test]
+fn input_blame_needs_agreeing_workers_while_others_could_try() {
+    let mut book = book();
+    let id = book
+        .submit(
+            job(1, VerificationPolicy::Replicate { replicas: 3 }),
+            vec![],
+            NOW,
+        )
+        .unwrap();
+    let mut pick = pool(10);
+    let a = assigned(&book.tick(&coordinator(), NOW, &mut pick));
+    assert_eq!(a.len(), 3);
+    let kinds = [
+        FailureKind::Dataset,
+        FailureKind::Model,
+        FailureKind::Worker,
+    ];
+    for ((_, s), kind) in a.iter().zip(kinds) {
+        book.on_failure(&failure_of(s, "bad", kind), NOW).unwrap();
+    }
+    let a = assigned(&book.tick(&coordinator(), NOW, &mut pick));
+    assert_eq!(a.len(), 3, "the slots are refilled");
+    book.on_failure(&failure_of(&a[0].1, "bad", FailureKind::Dataset), NOW)
+        .unwrap();
+    assert!(!book.get(&id).unwrap().state.is_final(), "2 blame the data");
+    book.on_failure(&failure_of(&a[1].1, "bad", FailureKind::Dataset), NOW)
+        .unwrap();
+    match &book.get(&id).unwrap().state {
+        JobState::Failed(why) => {
+            assert!(why.starts_with("the dataset cannot be used"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // The failures read as before in the job's view.
+    let view = book.get(&id).unwrap().view();
+    assert_eq!(view.replicas[0].state, "dropped: failed: bad");
+}
+
+/// A worker still running the job may yet finish it: nobody left to ask is not enough to
+/// fail the job while a replica is live.
+#[test]
+fn a_job_a_worker_is_still_running_is_not_failed_for_the_others_input_blame() {
+    let mut book = book();
+    let id = book
+        .submit(
+            job(1, VerificationPolicy::Replicate { replicas: 2 }),
+            vec![],
+            NOW,
+        )
+        .unwrap();
+    let mut pick = pool(2);
+    let a = assigned(&book.tick(&coordinator(), NOW, &mut pick));
+    book.on_assign_answer(&id, &a[1].1.id(), Ok(()), NOW);
+    book.on_failure(&failure_of(&a[0].1, "bad", FailureKind::Dataset), NOW)
+        .unwrap();
+    book.tick(&coordinator(), NOW, &mut pick);
+    assert_eq!(book.get(&id).unwrap().state, JobState::Running);
+    book.on_failure(&failure_of(&a[1].1, "bad", FailureKind::Dataset), NOW)
+        .unwrap();
+    book.tick(&coordinator(), NOW, &mut pick);
+    assert!(matches!(book.get(&id).unwrap().state, JobState::Failed(_)));
+}
+
+fn finetune(
+    nonce: u64,
+    length: olc_protocol::TrainingLength,
+    verification: VerificationPolicy,
+    max_fee: u64,
+) -> Signed<JobSpec> {
+    let spec = JobSpec {
+        kind: JobKind::Finetune(olc_protocol::FinetuneJob {
+            model: ContentId::of(b"model"),
+            dataset: ContentId::of(b"dataset"),
+            params: olc_protocol::TrainingParams {
+                rank: 8,
+                alpha: 16.0,
+                targets: vec![olc_protocol::TargetModule::QProj],
+                learning_rate: 0.01,
+                weight_decay: 0.0,
+                max_len: None,
+                batch_size: 4,
+                grad_accum: 1,
+                length,
+                warmup_steps: 0,
+                seed: 0,
+                init_adapter: None,
+            },
+        }),
+        requirements: Requirements::default(),
+        max_fee: Amount(max_fee),
+        verification,
+        deadline_ms: NOW + 60_000,
+        nonce,
+    };
+    Signed::sign(&submitter(), &spec).unwrap()
+}
+
+#[test]
+fn a_max_fee_the_cheapest_worker_would_not_take_is_refused_with_the_sum_needed() {
+    use olc_protocol::TrainingLength::{Epochs, Steps};
+    let mut book = book();
+    let before = book.economy().ledger().balance(submitter().public_key());
+    let at_10 = Quote {
+        cheapest_price: Some(Amount(10)),
+        dataset_bytes: None,
+    };
+    // 60 steps × batch 4 × 2048 tokens = 491520 tokens, at 10 per 1000: 4915.2 → 4916.
+    let err = book
+        .submit_quoted(
+            finetune(1, Steps(60), VerificationPolicy::Single, 100),
+            vec![],
+            at_10,
+            NOW,
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "max fee 100 is below the 4916 credits this job needs at the cheapest worker's price \
+         (10 per 1000 tokens, 491520 tokens declared)"
+    );
+    let two = VerificationPolicy::Replicate { replicas: 2 };
+    let err = book
+        .submit_quoted(finetune(2, Steps(60), two, 9831), vec![], at_10, NOW)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("below the 9832 credits")
+            && err.to_string().ends_with("declared, for 2 replicas)"),
+        "{err}"
+    );
+    // Nothing was escrowed for the refused jobs.
+    assert_eq!(
+        book.economy().ledger().balance(submitter().public_key()),
+        before
+    );
+    assert_eq!(book.economy().ledger().open_escrows(), 0);
+    // Exactly enough is accepted; so is any fee when no worker is online to quote.
+    book.submit_quoted(finetune(3, Steps(60), two, 9832), vec![], at_10, NOW)
+        .unwrap();
+    book.submit_quoted(
+        finetune(4, Steps(60), VerificationPolicy::Single, 100),
+        vec![],
+        Quote::default(),
+        NOW,
+    )
+    .unwrap();
+    // By epochs the dataset's size bounds the records: 1200 bytes hold at most 100.
+    let sized = Quote {
+        dataset_bytes: Some(1199),
+        ..at_10
+    };
+    let err = book
+        .submit_quoted(
+            finetune(5, Epochs(2), VerificationPolicy::Single, 100),
+            vec![],
+            sized,
+            NOW,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("409600 tokens declared"), "{err}");
+    // A max fee of 0 is refused whoever is online.
+    let err = book
+        .submit_quoted(
+            finetune(6, Steps(1), VerificationPolicy::Single, 0),
+            vec![],
+            Quote::default(),
+            NOW,
+        )
+        .unwrap_err();
+    assert!(matches!(err, Refusal::Invalid(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("max fee must be at least 1 credit"),
+        "{err}"
+    );
+}
+
+/// The matcher is told the declared size and the fee per replica, and each worker's fee
+/// cap is its price for that size: a receipt that meters more tokens than the job could
+/// use is paid no more than the declared size.
+#[test]
+fn each_replica_is_paid_at_most_its_price_for_the_declared_size() {
+    let mut book = book();
+    let id = book
+        .submit(
+            job(1, VerificationPolicy::Replicate { replicas: 2 }),
+            vec![],
+            NOW,
+        )
+        .unwrap();
+    let mut seen = None;
+    let mut inner = priced_pool(3, 1000);
+    let mut pick = |req: &PickRequest<'_>| {
+        seen = req.fee;
+        inner(req)
+    };
+    let a = assigned(&book.tick(&coordinator(), NOW, &mut pick));
+    assert_eq!(
+        seen,
+        Some(FeeLimit {
+            declared_tokens: 7,
+            fee_per_replica: Amount(500),
+        }),
+        "3 prompt tokens and 4 to generate; 1000 over 2 replicas"
+    );
+    for (_, s) in &a {
+        assert_eq!(
+            s.verify().unwrap().fee_cap,
+            Amount(7),
+            "7 tokens at 1 a token"
+        );
+    }
+    for (_, s) in &a {
+        let (c, mut reveal) = answer(s, &[5]);
+        let mut receipt = reveal.receipt.verify().unwrap();
+        receipt.metrics.tokens = 1_000_000;
+        reveal.receipt = Signed::sign(&who(&s.verify().unwrap().worker), &receipt).unwrap();
+        book.on_commit(c, NOW).unwrap();
+        book.tick(&coordinator(), NOW, &mut pool(3));
+        book.on_reveal(&coordinator(), &id, &s.id(), reveal, NOW)
+            .unwrap_or_default();
+    }
+    let done = book.get(&id).unwrap();
+    assert_eq!(done.state, JobState::Done, "{:?}", done.state);
+    let receipt = done.receipt.as_ref().unwrap().verify().unwrap();
+    let compute: Vec<u64> = receipt
+        .payouts
+        .iter()
+        .filter(|p| p.role == olc_protocol::PayoutRole::Compute)
+        .map(|p| p.amount.0)
+        .collect();
+    assert_eq!(compute, [7, 7]);
+    // A worker too dear for the declared size is not offered the job at all.
+    let id = book
+        .submit(job(2, VerificationPolicy::Single), vec![], NOW)
+        .unwrap();
+    let a = assigned(&book.tick(&coordinator(), NOW, &mut priced_pool(3, 1_000_000)));
+    assert!(a.is_empty());
+    assert!(book.get(&id).unwrap().waiting.is_some());
+}
+
+/// A fine-tune by epochs is sized by its dataset, which the book looks up when it prices
+/// the job for the matcher.
+#[test]
+fn a_fine_tune_by_epochs_is_priced_by_its_datasets_size() {
+    let mut book = book();
+    book.submit(
+        finetune(
+            1,
+            olc_protocol::TrainingLength::Epochs(1),
+            VerificationPolicy::Single,
+            1000,
+        ),
+        vec![],
+        NOW,
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut pick = |req: &PickRequest<'_>| {
+        seen.push(req.fee);
+        Err(NoPick {
+            reason: "later".into(),
+            untried: 1,
+        })
+    };
+    book.tick(&coordinator(), NOW, &mut pick);
+    let dataset = ContentId::of(b"dataset");
+    book.tick_sized(&coordinator(), NOW, &mut pick, &|id| {
+        (*id == dataset).then_some(119)
+    });
+    assert_eq!(
+        seen,
+        [
+            None,
+            Some(FeeLimit {
+                declared_tokens: 10 * 2048,
+                fee_per_replica: Amount(1000),
+            })
+        ]
+    );
+}
+
+#[test]
+fn an_account_says_when_its_unbonding_credits_unlock_and_a_worker_whether_it_is_matched() {
+    let mut book = book();
+    let w = worker(0);
+    let r = |nonce, action| Signed::sign(&w, &AccountRequest { action, nonce }).unwrap();
+    book.account_request(
+        &r(
+            1,
+            AccountAction::Deposit {
+                amount: Amount(500),
+            },
+        ),
+        true,
+        NOW,
+    )
+    .unwrap();
+    book.account_request(
+        &r(
+            2,
+            AccountAction::Stake {
+                amount: Amount(300),
+            },
+        ),
+        true,
+        NOW,
+    )
+    .unwrap();
+    book.account_request(
+        &r(3, AccountAction::Unstake { amount: Amount(20) }),
+        true,
+        NOW,
+    )
+    .unwrap();
+    let view = book
+        .account_request(
+            &r(4, AccountAction::Unstake { amount: Amount(30) }),
+            true,
+            NOW + 5,
+        )
+        .unwrap();
+    let week = LedgerConfig::DEFAULT_UNBONDING_MS;
+    assert_eq!(
+        view.unbonding_releases,
+        vec![
+            olc_protocol::messages::account::UnbondingRelease {
+                amount: Amount(20),
+                unlocks_ms: NOW + week,
+            },
+            olc_protocol::messages::account::UnbondingRelease {
+                amount: Amount(30),
+                unlocks_ms: NOW + 5 + week,
+            },
+        ]
+    );
+    assert_eq!(view.unbonding, Amount(50));
+
+    let registered = |key: PublicKey| olc_protocol::RegisteredWorker {
+        public_key: key,
+        advert: olc_protocol::HardwareAdvert {
+            seq: 1,
+            timestamp_ms: NOW,
+            interval_ms: 1000,
+            hardware: olc_protocol::Hardware {
+                gpus: vec![],
+                cpu: olc_protocol::CpuInfo {
+                    model: "cpu".into(),
+                    logical_cores: 1,
+                    features: vec![],
+                },
+                ram_total_bytes: 1,
+                ram_available_bytes: 1,
+                disk_free_bytes: 1,
+            },
+            backends: vec![olc_protocol::Backend::Cpu],
+            price_per_ktoken: Amount(10),
+            listen_addrs: vec![],
+            cached: vec![],
+            max_concurrent_jobs: 1,
+            active_jobs: 0,
+        },
+        last_seen_ms: NOW,
+        first_seen_ms: NOW,
+    };
+    let staked = book
+        .economy()
+        .worker_standing(book.policy(), registered(w.public_key()), NOW);
+    assert_eq!((staked.bonded, staked.ineligible), (Amount(250), None));
+    assert_eq!(staked.jailed_until_ms, None);
+    let unstaked =
+        book.economy()
+            .worker_standing(book.policy(), registered(worker(1).public_key()), NOW);
+    assert_eq!(unstaked.bonded, Amount(0));
+    assert_eq!(
+        unstaked.ineligible.as_deref(),
+        Some("stake 0 is below the minimum of 100")
+    );
 }

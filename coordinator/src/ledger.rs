@@ -419,6 +419,14 @@ impl Ledger {
             .map_or(0, |s| s.unbonding_total().unwrap_or(u64::MAX))
     }
 
+    /// Each pending unbonding of `who` as (release time in ms, amount), earliest first.
+    pub fn unbonding_releases(&self, who: PublicKey) -> Vec<(u64, u64)> {
+        self.stakes
+            .get(&who)
+            .map(|s| s.unbonding.iter().map(|(&at, &a)| (at, a)).collect())
+            .unwrap_or_default()
+    }
+
     pub fn escrowed(&self, job: ContentId) -> Option<u64> {
         self.escrows.get(&job).map(|e| e.amount)
     }

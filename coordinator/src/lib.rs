@@ -18,7 +18,10 @@ mod verify;
 
 pub use client::{SubmitError, Submitter};
 pub use economy::Economy;
-pub use jobs::{Action, Dirty, JobBook, JobRecord, JobsConfig, Pick, Picked, Refusal};
+pub use jobs::{
+    Action, Dirty, JobBook, JobRecord, JobsConfig, NoPick, Pick, PickRequest, Picked, Quote,
+    Refusal,
+};
 pub use node::{Coordinator, CoordinatorConfig};
 pub use registry::{Registry, RegistryConfig};
 pub use rules::Policy;

@@ -22,12 +22,32 @@ pub struct Need<'a> {
     /// Content the job reads (model, adapter manifest ids): a worker that has them cached
     /// is preferred.
     pub content: &'a [ContentId],
-    /// Most the job pays per 1000 tokens (derived by the caller from the job's max fee);
-    /// None = no cap.
+    /// Most the job pays per 1000 tokens; None = no cap.
     pub max_price_per_ktoken: Option<Amount>,
+    /// What one replica's fee must pay: a worker whose price for the job's declared size
+    /// is above the fee per replica is never picked (it would be paid less than it
+    /// asks). None = no limit.
+    pub fee: Option<FeeLimit>,
     /// Workers that must not be picked (already running a replica, declined, timed out,
     /// jailed).
     pub exclude: &'a [PublicKey],
+}
+
+/// A job's declared size and what it pays each replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeeLimit {
+    /// Upper bound of the tokens one replica can be metered at
+    /// ([`olc_protocol::JobSpec::declared_tokens`]).
+    pub declared_tokens: u64,
+    /// The job's max fee over its replica count.
+    pub fee_per_replica: Amount,
+}
+
+impl FeeLimit {
+    /// What a worker asking `price` per 1000 tokens would charge for the declared size.
+    pub fn price_at(&self, price: Amount) -> Amount {
+        Amount::price_of(self.declared_tokens, price)
+    }
 }
 
 /// What the coordinator knows about a worker beyond its advert. Adverts are the worker's
@@ -303,6 +323,17 @@ fn memory_fits(memory: u64, need: &Need<'_>) -> bool {
 fn price_fits(advert: &HardwareAdvert, need: &Need<'_>) -> bool {
     need.max_price_per_ktoken
         .is_none_or(|cap| advert.price_per_ktoken <= cap)
+        && need
+            .fee
+            .is_none_or(|f| f.price_at(advert.price_per_ktoken) <= f.fee_per_replica)
+}
+
+/// Whether `worker` could run the job at all, busy or excluded or not: it offers the
+/// backend, has the memory, and its price fits. How many such workers are left untried
+/// tells the job book whether asking further is any use.
+pub fn could_run(worker: &RegisteredWorker, need: &Need<'_>) -> bool {
+    memory_for(&worker.advert, need.backend).is_some_and(|m| memory_fits(m, need))
+        && price_fits(&worker.advert, need)
 }
 
 /// Job slots in use, or None if none is free. The advert and the coordinator each see
@@ -454,16 +485,36 @@ where
                 .map(|w| w.advert.price_per_ktoken)
                 .min()
                 .unwrap_or(Amount::ZERO);
-            let cap = need.max_price_per_ktoken.unwrap_or(Amount::ZERO);
-            let who = if narrowed {
-                "no worker that fits"
-            } else {
-                "no worker"
-            };
-            format!(
-                "{who} is cheap enough: cheapest asks {cheapest} per 1000 tokens, the job \
-                 pays at most {cap}"
-            )
+            let over_cap = need.max_price_per_ktoken.filter(|&cap| cheapest > cap);
+            match (over_cap, need.fee) {
+                (None, Some(fee)) => {
+                    let who = if narrowed {
+                        "no worker that fits has a price that fits"
+                    } else {
+                        "no worker's price fits"
+                    };
+                    format!(
+                        "{who} the max fee: the cheapest needs {} credits ({cheapest} per \
+                         1000 tokens for the {} tokens declared), the job pays at most {} \
+                         per replica",
+                        fee.price_at(cheapest),
+                        fee.declared_tokens,
+                        fee.fee_per_replica
+                    )
+                }
+                (cap, _) => {
+                    let who = if narrowed {
+                        "no worker that fits"
+                    } else {
+                        "no worker"
+                    };
+                    format!(
+                        "{who} is cheap enough: cheapest asks {cheapest} per 1000 tokens, the \
+                         job pays at most {}",
+                        cap.unwrap_or(Amount::ZERO)
+                    )
+                }
+            }
         }
         Stage::Busy => {
             let busy = reached.count();
@@ -612,6 +663,7 @@ mod tests {
             replicas: 1,
             content: &[],
             max_price_per_ktoken: None,
+            fee: None,
             exclude: &[],
         }
     }
@@ -755,6 +807,92 @@ mod tests {
         assert_eq!(run(&workers, &uncapped).unwrap().len(), 2);
     }
 
+    /// A worker is never picked when its price for the job's declared size is above what
+    /// the job pays each replica: it would work for less than it asked.
+    #[test]
+    fn the_price_of_the_declared_size_must_fit_the_fee_per_replica() {
+        let workers = [
+            with(1, |a| a.price_per_ktoken = Amount(11)),
+            with(2, |a| a.price_per_ktoken = Amount(10)),
+            with(3, |a| a.price_per_ktoken = Amount(0)),
+        ];
+        // 491520 tokens at 10 per 1000 cost 4915.2, rounded up to 4916.
+        let fee = |fee_per_replica| FeeLimit {
+            declared_tokens: 491_520,
+            fee_per_replica: Amount(fee_per_replica),
+        };
+        let n = Need {
+            replicas: 2,
+            fee: Some(fee(4916)),
+            ..need()
+        };
+        let picked = run(&workers, &n).unwrap();
+        assert!(
+            picked.contains(&key(2)) && picked.contains(&key(3)),
+            "{picked:?}"
+        );
+        let n = Need {
+            replicas: 2,
+            fee: Some(fee(4915)),
+            ..need()
+        };
+        assert_eq!(
+            refusal(&workers, &n),
+            "only 1 worker fits; the job asks for 2 replicas"
+        );
+        let n = Need {
+            fee: Some(fee(100)),
+            ..need()
+        };
+        assert_eq!(
+            run(&workers, &n).unwrap(),
+            vec![key(3)],
+            "a free worker fits any fee"
+        );
+        let dear = &workers[..2];
+        assert_eq!(
+            refusal(dear, &n),
+            "no worker's price fits the max fee: the cheapest needs 4916 credits (10 per 1000 \
+             tokens for the 491520 tokens declared), the job pays at most 100 per replica"
+        );
+        // Sizes past u64 price as unaffordable rather than wrapping to cheap.
+        let n = Need {
+            fee: Some(FeeLimit {
+                declared_tokens: u64::MAX,
+                fee_per_replica: Amount(u64::MAX - 1),
+            }),
+            ..need()
+        };
+        let dearer = with(4, |a| a.price_per_ktoken = Amount(2000));
+        assert!(could_run(&workers[1], &n) && could_run(&workers[2], &n));
+        assert!(!could_run(&dearer, &n), "u64::MAX tokens at 2 per token");
+    }
+
+    #[test]
+    fn refuses_a_fee_only_workers_that_do_not_fit_could_take() {
+        let workers = [
+            with(1, |a| {
+                a.price_per_ktoken = Amount(1);
+                a.backends = vec![Backend::Cpu];
+            }),
+            with(2, |a| a.price_per_ktoken = Amount(50)),
+        ];
+        let n = Need {
+            backend: Some(Backend::Cuda),
+            fee: Some(FeeLimit {
+                declared_tokens: 1000,
+                fee_per_replica: Amount(20),
+            }),
+            ..need()
+        };
+        assert_eq!(
+            refusal(&workers, &n),
+            "no worker that fits has a price that fits the max fee: the cheapest needs 50 \
+             credits (50 per 1000 tokens for the 1000 tokens declared), the job pays at most \
+             20 per replica"
+        );
+    }
+
     #[test]
     fn busy_counts_the_larger_of_advert_and_coordinator_load() {
         let workers = [
@@ -867,11 +1005,22 @@ mod tests {
         let lookup = |k: &PublicKey| known.get(k);
         for backend in [None, Some(Backend::Cpu), Some(Backend::Cuda)] {
             for min_memory_bytes in [GIB, 10 * GIB, 100 * GIB] {
-                for cap in [None, Some(Amount(10))] {
+                let fees = [
+                    None,
+                    Some(FeeLimit {
+                        declared_tokens: 1000,
+                        fee_per_replica: Amount(10),
+                    }),
+                ];
+                for (cap, fee) in [None, Some(Amount(10))]
+                    .into_iter()
+                    .flat_map(|c| fees.map(|f| (c, f)))
+                {
                     let n = Need {
                         backend,
                         min_memory_bytes,
                         max_price_per_ktoken: cap,
+                        fee,
                         ..need()
                     };
                     for w in &workers {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use olc_protocol::blob_store::{BlobStore, Uploads};
+use olc_protocol::messages::rpc::WorkerStandings;
 use olc_protocol::p2p::libp2p::gossipsub::{self, MessageAcceptance};
 use olc_protocol::p2p::libp2p::request_response::{self, Message, OutboundRequestId};
 use olc_protocol::p2p::libp2p::swarm::SwarmEvent;
@@ -19,13 +20,13 @@ use olc_protocol::p2p::{
     handle_shared, reply_rpc, start_swarm, unix_ms, unix_us,
 };
 use olc_protocol::{
-    ContentId, Identity, JobKind, JobSpec, LedgerView, Manifest, PeerId, PublicKey,
+    Amount, ContentId, Identity, JobKind, JobSpec, LedgerView, Manifest, PeerId, PublicKey,
     RegisteredWorker, RpcRequest, RpcResponse, Signed,
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::audit::{AuditReport, audit};
-use crate::jobs::{Action, JobBook, JobsConfig};
+use crate::audit::{AuditReport, audit_with_blobs};
+use crate::jobs::{Action, JobBook, JobsConfig, NoPick, PickRequest, Quote};
 use crate::ledger::LedgerConfig;
 use crate::matcher::{self, Need, WorkerStats};
 use crate::referee::Referee;
@@ -215,11 +216,15 @@ impl Coordinator {
         lock(&self.book).economy().ledger_view(unix_ms())
     }
 
-    /// The same checks as `olc coordinator audit`, on the live state.
+    /// The same checks as `olc coordinator audit`, on the live state. The blobs are hashed
+    /// outside the book's lock, so a large store does not stall the coordinator.
     pub fn audit(&self) -> AuditReport {
-        let book = lock(&self.book);
-        let records: Vec<_> = book.jobs().cloned().collect();
-        audit(&records, book.economy())
+        let (records, economy) = {
+            let book = lock(&self.book);
+            let records: Vec<_> = book.jobs().cloned().collect();
+            (records, book.economy().clone())
+        };
+        audit_with_blobs(&records, &economy, Some(&self.blobs))
     }
 
     pub async fn stop(self) {
@@ -327,12 +332,13 @@ impl Node {
             self.busy_until.retain(|_, until| *until > now);
             let online = workers.len();
             let min_stake = book.policy().min_stake;
-            let workers: Vec<RegisteredWorker> = workers
+            let eligible: Vec<RegisteredWorker> = workers
                 .into_iter()
-                .filter(|w| {
-                    book.ineligible(&w.public_key, now).is_none()
-                        && !self.busy_until.contains_key(&w.public_key)
-                })
+                .filter(|w| book.ineligible(&w.public_key, now).is_none())
+                .collect();
+            let workers: Vec<&RegisteredWorker> = eligible
+                .iter()
+                .filter(|w| !self.busy_until.contains_key(&w.public_key))
                 .collect();
             let mut stats: HashMap<PublicKey, WorkerStats> = workers
                 .iter()
@@ -350,28 +356,46 @@ impl Node {
                 .map(|w| (w.public_key, w.advert.price_per_ktoken.0))
                 .collect();
             let price = |k: &PublicKey| prices.get(k).copied().unwrap_or(0);
-            let mut pick = |spec: &JobSpec, exclude: &[PublicKey], replicas: usize| {
+            let mut pick = |request: &PickRequest<'_>| {
+                let spec = request.spec;
                 let content = job_content(spec);
                 let need = Need {
                     min_memory_bytes: spec.requirements.min_memory_bytes,
                     backend: spec.requirements.backend,
-                    replicas,
+                    replicas: request.replicas,
                     content: &content,
                     max_price_per_ktoken: None,
-                    exclude,
+                    fee: request.fee,
+                    exclude: request.exclude,
+                };
+                // Busy workers count as untried: they may take the job once free.
+                let untried = || {
+                    eligible
+                        .iter()
+                        .filter(|w| {
+                            !request.exclude.contains(&w.public_key) && matcher::could_run(w, &need)
+                        })
+                        .count()
                 };
                 if workers.is_empty() {
-                    return Err(if online == 0 {
+                    let reason = if online == 0 {
                         "no worker is online".into()
                     } else {
                         format!(
                             "none of the {online} online workers can be matched now: each is \
                              below the minimum stake of {min_stake}, jailed, or busy"
                         )
+                    };
+                    return Err(NoPick {
+                        reason,
+                        untried: untried(),
                     });
                 }
-                let picked =
-                    matcher::pick(workers.iter(), |k| stats.get(k), &need).map_err(|e| e.0)?;
+                let picked = matcher::pick(workers.iter().copied(), |k| stats.get(k), &need)
+                    .map_err(|e| NoPick {
+                        reason: e.0,
+                        untried: untried(),
+                    })?;
                 // Later jobs in this pass see the slots these take.
                 for k in &picked {
                     if let Some(s) = stats.get_mut(k) {
@@ -380,7 +404,8 @@ impl Node {
                 }
                 Ok(picked.into_iter().map(|k| (k, price(&k))).collect())
             };
-            book.tick(&self.identity, now, &mut pick)
+            let blobs = &self.blobs;
+            book.tick_sized(&self.identity, now, &mut pick, &|id| blobs.len_of(id))
         };
         self.persist();
         self.carry_out(actions);
@@ -576,6 +601,17 @@ impl Node {
             RpcRequest::Ledger => {
                 RpcResponse::Ledger(Box::new(lock(&self.book).economy().ledger_view(now)))
             }
+            RpcRequest::WorkerStandings => {
+                let workers = lock(&self.registry).workers();
+                let book = lock(&self.book);
+                RpcResponse::WorkerStandings(Box::new(WorkerStandings {
+                    min_stake: Amount(book.policy().min_stake),
+                    workers: workers
+                        .into_iter()
+                        .map(|w| book.economy().worker_standing(book.policy(), w, now))
+                        .collect(),
+                }))
+            }
             RpcRequest::Assign(_) | RpcRequest::Reveal(_) => {
                 RpcResponse::Refused("this peer is a coordinator, not a worker".into())
             }
@@ -597,7 +633,14 @@ impl Node {
             ));
         }
         let attribution = self.attribution(&spec);
-        let result = lock(&self.book).submit(signed, attribution, now);
+        let quote = Quote {
+            cheapest_price: lock(&self.registry).cheapest_price(),
+            dataset_bytes: match &spec.kind {
+                JobKind::Finetune(j) => self.blobs.len_of(&j.dataset),
+                JobKind::Inference(_) => None,
+            },
+        };
+        let result = lock(&self.book).submit_quoted(signed, attribution, quote, now);
         match result {
             Ok(id) => {
                 self.persist();

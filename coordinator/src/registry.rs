@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use olc_protocol::{
-    AdvertRejection, HardwareAdvert, PeerId, PublicKey, RegisteredWorker, check_advert,
+    AdvertRejection, Amount, HardwareAdvert, PeerId, PublicKey, RegisteredWorker, check_advert,
 };
 
 /// A worker is expired after missing this many of its own advert intervals.
@@ -123,6 +123,11 @@ impl Registry {
     /// Live workers, ordered by public key (stable output for tables and tests).
     pub fn workers(&self) -> Vec<RegisteredWorker> {
         self.live.values().cloned().collect()
+    }
+
+    /// The lowest price per 1000 tokens any live worker asks, `None` when none is live.
+    pub fn cheapest_price(&self) -> Option<Amount> {
+        self.live.values().map(|w| w.advert.price_per_ktoken).min()
     }
 
     pub fn get(&self, key: &PublicKey) -> Option<&RegisteredWorker> {

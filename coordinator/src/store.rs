@@ -18,6 +18,11 @@ use crate::ledger::LedgerError;
 pub enum StoreError {
     #[error("job store at {path}: {source}")]
     Open { path: String, source: sled::Error },
+    /// sled locks its directory; the lock is held by a running process.
+    #[error(
+        "another coordinator is using {path}: stop it, or give this one its own --data directory"
+    )]
+    InUse { path: String },
     #[error("job store: {0}")]
     Db(#[from] sled::Error),
     #[error(
@@ -39,9 +44,18 @@ const ECONOMY_KEY: &[u8] = b"state";
 
 impl JobStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::open(dir).map_err(|source| StoreError::Open {
-            path: dir.display().to_string(),
-            source,
+        let db = sled::open(dir).map_err(|source| {
+            let path = dir.display().to_string();
+            match &source {
+                // sled reports its lock as a plain message around the OS's WouldBlock.
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("could not acquire lock") =>
+                {
+                    StoreError::InUse { path }
+                }
+                _ => StoreError::Open { path, source },
+            }
         })?;
         let jobs = db.open_tree("jobs")?;
         let economy = db.open_tree("economy")?;
@@ -201,5 +215,17 @@ mod tests {
         store.economy.insert(ECONOMY_KEY, bytes).unwrap();
         let err = store.load_economy().unwrap_err();
         assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+    }
+
+    #[test]
+    fn a_store_in_use_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = JobStore::open(dir.path()).unwrap();
+        let err = JobStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::InUse { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("another coordinator is using"),
+            "{err}"
+        );
     }
 }

@@ -39,6 +39,15 @@ impl Amount {
     pub fn checked_mul(self, factor: u64) -> Option<Self> {
         self.0.checked_mul(factor).map(Self)
     }
+
+    /// What `tokens` tokens of work cost at `price_per_ktoken` credits per 1000 tokens:
+    /// rounded up, so a job's declared size is never priced below what metering it could
+    /// pay (metering rounds down), and saturating at the largest amount, so an absurd size
+    /// reads as unaffordable instead of wrapping around to cheap.
+    pub fn price_of(tokens: u64, price_per_ktoken: Self) -> Self {
+        let cost = (u128::from(tokens) * u128::from(price_per_ktoken.0)).div_ceil(1000);
+        Self(u64::try_from(cost).unwrap_or(u64::MAX))
+    }
 }
 
 impl fmt::Display for Amount {
@@ -64,5 +73,23 @@ mod tests {
         assert_eq!(Amount(2).checked_sub(Amount(3)), None);
         assert_eq!(Amount(u64::MAX).checked_mul(2), None);
         assert_eq!(serde_json::to_string(&Amount(42)).unwrap(), "42");
+    }
+
+    #[test]
+    fn a_price_is_rounded_up_and_saturates() {
+        assert_eq!(Amount::price_of(491_520, Amount(10)), Amount(4916));
+        assert_eq!(Amount::price_of(1000, Amount(10)), Amount(10));
+        assert_eq!(Amount::price_of(1, Amount(1)), Amount(1));
+        assert_eq!(Amount::price_of(0, Amount(10)), Amount(0));
+        assert_eq!(Amount::price_of(5, Amount(0)), Amount(0));
+        assert_eq!(
+            Amount::price_of(u64::MAX, Amount(u64::MAX)),
+            Amount(u64::MAX)
+        );
+        assert_eq!(
+            Amount::price_of(u64::MAX, Amount(1000)),
+            Amount(u64::MAX),
+            "the largest exact price still fits"
+        );
     }
 }

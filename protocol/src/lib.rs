@@ -24,21 +24,24 @@ pub use content_id::{ContentHasher, ContentId, ContentIdError};
 pub use identity::{Identity, IdentityError, PublicKey, Signature};
 pub use libp2p_identity::PeerId;
 pub use manifest::{Manifest, ManifestEntry, ManifestError};
-pub use messages::account::{AccountAction, AccountRequest, AccountView, LedgerView};
+pub use messages::account::{
+    AccountAction, AccountRequest, AccountView, LedgerView, UnbondingRelease,
+};
 pub use messages::advert::{
     AdvertRejection, Backend, CpuInfo, GpuInfo, Hardware, HardwareAdvert, check_advert,
 };
 pub use messages::execution::{Assignment, Commitment, ExecutionReceipt, Metrics};
 pub use messages::job::{
     FinetuneJob, InferenceJob, InvalidJob, JobKind, JobSpec, Prompt, Requirements, Sampling,
-    TargetModule, TrainingLength, TrainingParams, VerificationPolicy,
+    TargetModule, TrainingLength, TrainingParams, VerificationPolicy, check_generation,
 };
 pub use messages::jobs_api::{
     BlobUpload, JobFailure, JobOutput, JobProgress, JobState, JobView, ReplicaView, Reveal,
     inference_commitment,
 };
 pub use messages::rpc::{
-    BlobPart, BlobRequest, BlobResponse, RegisteredWorker, RpcRequest, RpcResponse,
+    BlobPart, BlobRequest, BlobResponse, RegisteredWorker, RpcRequest, RpcResponse, WorkerStanding,
+    WorkerStandings,
 };
 pub use messages::settlement::{
     Payout, PayoutRole, ReceiptError, SettlementReceipt, Slash, SlashReason, VerifiedReceipt,

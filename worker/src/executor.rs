@@ -15,9 +15,10 @@ use olc_gpu::engine::{self, Engine, EngineError, EngineOptions, generate};
 use olc_gpu::model::{Adapter, Checkpoint, LinearModule, ModelConfig, ModelError};
 use olc_gpu::train::provenance::PROVENANCE_FILE;
 use olc_gpu::train::{
-    Budget, Dataset, FinishInputs, Hyper, LoraSpec, StepReport, TrainError, Trainer, finish,
-    init_adapter, resolve_max_len, tokenize,
+    Budget, DataError, Dataset, FinishInputs, Hyper, LoraSpec, StepReport, TrainError, Trainer,
+    finish, init_adapter, resolve_max_len, tokenize,
 };
+use olc_protocol::messages::jobs_api::FailureKind;
 use olc_protocol::{
     ContentId, FinetuneJob, InferenceJob, JobKind, JobSpec, Metrics, Prompt, Sampling,
     TargetModule, TrainingLength, TrainingParams, inference_commitment,
@@ -71,13 +72,26 @@ pub struct ExecResult {
     pub metrics: Metrics,
 }
 
+/// Why a job did not run. [`ExecError::kind`] says whose fault that is, which is decided
+/// here, where each error arises: only the executor knows whether a file that does not
+/// load was the model, the adapter or the dataset.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    /// The job and its inputs do not fit together (a missing directory, a bad setting).
+    /// The inputs laid out for the job are missing or are another job's (or the daemon
+    /// asked for no threads): a fault of this worker's daemon, not of the job.
     #[error("bad job input: {0}")]
     Input(String),
+    /// The job's settings cannot run on its inputs (a target the model lacks, a max_len
+    /// past the model's context, sampling settings the engine refuses).
+    #[error("bad job settings: {0}")]
+    Settings(String),
+    /// The base model's files do not load.
     #[error("model: {0}")]
     Model(#[from] ModelError),
+    /// The adapter (to serve, or to continue training from) does not load or does not fit
+    /// the model.
+    #[error("adapter: {0}")]
+    Adapter(#[source] ModelError),
     #[error("training failed: {0}")]
     Train(#[source] TrainError),
     #[error("the engine failed: {0}")]
@@ -94,6 +108,58 @@ pub enum ExecError {
     /// A bug in the engine; the daemon survives it and reports the job as failed.
     #[error("the executor panicked: {0}")]
     Panicked(String),
+}
+
+impl ExecError {
+    /// Whose fault the failure is: an input kind when every worker would meet the same
+    /// error on these inputs (the engine is deterministic), [`FailureKind::Worker`] when
+    /// another worker may succeed (cancelled, out of time, out of memory or disk, a panic,
+    /// a daemon fault). When unsure, it is the worker's: a job wrongly blamed is failed
+    /// for everyone, a worker wrongly blamed only passes the job on.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            Self::Input(_)
+            | Self::Io { .. }
+            | Self::DeadlinePassed
+            | Self::Cancelled
+            | Self::Panicked(_) => FailureKind::Worker,
+            Self::Settings(_) => FailureKind::Settings,
+            Self::Model(e) => file_kind(e, FailureKind::Model),
+            Self::Adapter(e) => file_kind(e, FailureKind::Adapter),
+            Self::Engine(e) => engine_kind(e),
+            Self::Train(e) => match e {
+                TrainError::Data(DataError::Io { .. }) => FailureKind::Worker,
+                TrainError::Data(_) => FailureKind::Dataset,
+                TrainError::Model(e) => file_kind(e, FailureKind::Model),
+                TrainError::Engine(e) => engine_kind(e),
+                TrainError::Invalid(_) | TrainError::Diverged { .. } => FailureKind::Settings,
+                TrainError::Compute(_) | TrainError::Cancelled { .. } => FailureKind::Worker,
+            },
+        }
+    }
+}
+
+/// A file that does not load is the input's fault, unless reading it failed for a reason
+/// of the worker's own disk (a file that is not there is the input's: its manifest lacks
+/// it).
+fn file_kind(e: &ModelError, input: FailureKind) -> FailureKind {
+    match e {
+        ModelError::Io { source, .. } if source.kind() != std::io::ErrorKind::NotFound => {
+            FailureKind::Worker
+        }
+        _ => input,
+    }
+}
+
+fn engine_kind(e: &EngineError) -> FailureKind {
+    match e {
+        EngineError::TokenOutOfRange { .. }
+        | EngineError::TooLong { .. }
+        | EngineError::EmptyPrompt => FailureKind::Prompt,
+        EngineError::BadSampling(_) => FailureKind::Settings,
+        // Thread pools, instruction sets and shapes the loader accepted are the engine's.
+        EngineError::Compute(_) | EngineError::CacheMismatch => FailureKind::Worker,
+    }
 }
 
 impl From<TrainError> for ExecError {
@@ -210,7 +276,7 @@ fn infer(
     opts: &ExecOptions,
 ) -> Result<(ExecOutput, ContentId, u64), ExecError> {
     job.validate()
-        .map_err(|e| ExecError::Input(e.to_string()))?;
+        .map_err(|e| ExecError::Settings(e.to_string()))?;
     let sampling = match job.sampling {
         Sampling::Greedy => engine::Sampling::Greedy,
         Sampling::Sample {
@@ -224,7 +290,7 @@ fn infer(
             seed: job.seed,
         },
     };
-    sampling.check().map_err(ExecError::Input)?;
+    sampling.check().map_err(ExecError::Settings)?;
     same_id("model", job.model, Some(inputs.model_id))?;
     if let Some(adapter) = job.adapter {
         same_id("adapter", adapter, inputs.adapter_id)?;
@@ -232,7 +298,9 @@ fn infer(
     let checkpoint = load_checkpoint(&inputs.model_dir)?;
     let adapter = match (job.adapter, &inputs.adapter_dir) {
         (None, _) => None,
-        (Some(_), Some(dir)) => Some(Adapter::load(dir, &checkpoint.config)?),
+        (Some(_), Some(dir)) => {
+            Some(Adapter::load(dir, &checkpoint.config).map_err(ExecError::Adapter)?)
+        }
         (Some(id), None) => {
             return Err(ExecError::Input(format!(
                 "the job names adapter {id}, but no adapter directory was given"
@@ -278,7 +346,7 @@ fn same_id(what: &str, job: ContentId, given: Option<ContentId>) -> Result<(), E
 
 fn linear_module(t: TargetModule) -> Result<LinearModule, ExecError> {
     LinearModule::from_name(t.hf_name())
-        .ok_or_else(|| ExecError::Input(format!("the engine cannot adapt {t}")))
+        .ok_or_else(|| ExecError::Settings(format!("the engine cannot adapt {t}")))
 }
 
 /// The trainer's hyperparameters for `params`: the one conversion, used by fine-tune jobs
@@ -309,14 +377,16 @@ pub fn hyper(params: &TrainingParams) -> Result<Hyper, ExecError> {
         ..Hyper::default()
     };
     hyper.optimizer.weight_decay = params.weight_decay;
-    hyper.check().map_err(|e| ExecError::Input(e.to_string()))?;
+    hyper
+        .check()
+        .map_err(|e| ExecError::Settings(e.to_string()))?;
     Ok(hyper)
 }
 
 /// As `TrainingArgs::max_len`: the job's value, else the model's context up to 2048.
 pub fn max_len(params: &TrainingParams, config: &ModelConfig) -> Result<usize, ExecError> {
     resolve_max_len(params.max_len.map(|n| n as usize), config)
-        .map_err(|e| ExecError::Input(e.to_string()))
+        .map_err(|e| ExecError::Settings(e.to_string()))
 }
 
 /// Why the progress callback stopped training.
@@ -337,7 +407,7 @@ fn finetune(
     let params = &job.params;
     params
         .validate()
-        .map_err(|e| ExecError::Input(e.to_string()))?;
+        .map_err(|e| ExecError::Settings(e.to_string()))?;
     same_id("model", job.model, Some(inputs.model_id))?;
     let hyper = hyper(params)?;
     let data_path = inputs
@@ -358,7 +428,9 @@ fn finetune(
     let tokenized = tokenize(&dataset, &checkpoint.tokenizer, max_len).map_err(TrainError::from)?;
     let initial = match (params.init_adapter, &inputs.init_adapter_dir) {
         (None, _) => init_adapter(&hyper.lora, &checkpoint.config, hyper.seed)?,
-        (Some(_), Some(dir)) => Adapter::load(dir, &checkpoint.config)?,
+        (Some(_), Some(dir)) => {
+            Adapter::load(dir, &checkpoint.config).map_err(ExecError::Adapter)?
+        }
         (Some(id), None) => {
             return Err(ExecError::Input(format!(
                 "the job continues adapter {id}, but no adapter directory was given"

@@ -9,17 +9,18 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use olc_protocol::blob_store::BlobStore;
+use olc_protocol::messages::jobs_api::FailureKind;
 use olc_protocol::p2p::libp2p::Multiaddr;
 use olc_protocol::p2p::{Client, NodeConfig, unix_ms};
 use olc_protocol::{
-    Assignment, BlobUpload, Commitment, ContentId, ExecutionReceipt, Identity, JobFailure, JobKind,
-    JobOutput, JobProgress, JobSpec, PeerId, Reveal, RpcRequest, RpcResponse, Signed,
+    Amount, Assignment, BlobUpload, Commitment, ContentId, ExecutionReceipt, Identity, JobFailure,
+    JobKind, JobOutput, JobProgress, JobSpec, PeerId, Reveal, RpcRequest, RpcResponse, Signed,
 };
 
 use crate::content::{self, Fetch};
@@ -60,6 +61,34 @@ impl std::fmt::Display for Decline {
     }
 }
 
+/// Why a run ended without a commitment, and whose fault that is (told to the coordinator
+/// in the [`JobFailure`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RunError {
+    reason: String,
+    kind: FailureKind,
+}
+
+/// Failures outside the executor (fetching, uploading, reaching the coordinator) are the
+/// worker's: another worker may do better.
+impl From<String> for RunError {
+    fn from(reason: String) -> Self {
+        Self {
+            reason,
+            kind: FailureKind::Worker,
+        }
+    }
+}
+
+impl From<executor::ExecError> for RunError {
+    fn from(e: executor::ExecError) -> Self {
+        Self {
+            kind: e.kind(),
+            reason: e.to_string(),
+        }
+    }
+}
+
 /// Everything a job task needs, shared by all of them.
 #[derive(Debug)]
 pub struct JobRunner {
@@ -71,6 +100,9 @@ pub struct JobRunner {
     pub(crate) node: NodeConfig,
     pub(crate) max_jobs: u32,
     pub(crate) conduct: Conduct,
+    /// Credits per 1000 tokens this worker advertises: an assignment whose fee cap cannot
+    /// pay it for the job's declared size is declined. 0 (the default) accepts any fee.
+    price_per_ktoken: AtomicU64,
     active: AtomicU32,
     /// Set when the worker stops: running jobs end at their next step instead of
     /// finishing work nobody will collect.
@@ -108,12 +140,36 @@ impl JobRunner {
             node,
             max_jobs,
             conduct,
+            price_per_ktoken: AtomicU64::new(0),
             active: AtomicU32::new(0),
             stopping: Arc::new(AtomicBool::new(false)),
             reveals: Mutex::new(HashMap::new()),
             taken: Mutex::new(BTreeSet::new()),
             cached: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    /// The price this worker advertises, which assignments must be able to pay.
+    pub fn set_price_per_ktoken(&self, price: Amount) {
+        self.price_per_ktoken.store(price.0, Ordering::Relaxed);
+    }
+
+    pub fn price_per_ktoken(&self) -> Amount {
+        Amount(self.price_per_ktoken.load(Ordering::Relaxed))
+    }
+
+    /// Refuses a fee cap that cannot pay our price for `declared` tokens: the coordinator
+    /// caps the payout at it, so the work would be paid less than we asked.
+    fn check_fee(&self, fee_cap: Amount, declared: u64) -> Result<(), String> {
+        let price = self.price_per_ktoken();
+        let needed = Amount::price_of(declared, price);
+        if fee_cap < needed {
+            return Err(format!(
+                "the fee cap of {fee_cap} credits cannot pay this worker's price for the \
+                 declared work: {declared} tokens at {price} per 1000 tokens need {needed}"
+            ));
+        }
+        Ok(())
     }
 
     /// Cancels every running job (their fine-tunes stop at the next step).
@@ -184,6 +240,10 @@ impl JobRunner {
         if body.deadline_ms <= now {
             return Err("the assignment's deadline has passed".into());
         }
+        // A fine-tune by epochs is sized by its dataset, checked once it is fetched.
+        if let Some(declared) = spec.declared_tokens(None) {
+            self.check_fee(body.fee_cap, declared)?;
+        }
         Ok((body, spec))
     }
 
@@ -208,27 +268,21 @@ impl JobRunner {
         let runner = self.clone();
         tokio::spawn(async move {
             let job = body.job_id;
-            let identity = match Identity::generate() {
-                Ok(i) => i,
-                Err(error) => {
-                    tracing::error!(%job, %error, "cannot make a connection key");
-                    runner.active.fetch_sub(1, Ordering::SeqCst);
-                    return;
-                }
-            };
-            let courier = Courier::new(addr, runner.node.clone(), body.deadline_ms, identity);
+            let courier = Courier::new(addr, runner.node.clone(), body.deadline_ms);
             match runner
                 .run(&courier, &signed, &body, &spec, coordinator)
                 .await
             {
                 Ok(()) => tracing::info!(%job, "job committed"),
-                Err(why) => {
-                    tracing::warn!(%job, reason = %why, "job failed");
-                    // Tell the coordinator, so the job is reassigned now, not at its deadline.
+                Err(RunError { reason, kind }) => {
+                    tracing::warn!(%job, %reason, ?kind, "job failed");
+                    // Tell the coordinator, so the job is reassigned now, not at its deadline
+                    // (or, if its inputs are to blame, failed for good).
                     let failure = JobFailure {
                         job_id: job,
                         assignment: signed.id(),
-                        reason: why,
+                        reason,
+                        kind,
                     };
                     if let Ok(f) = Signed::sign(&runner.identity, &failure) {
                         let _ = courier.once(RpcRequest::Failed(f)).await;
@@ -246,9 +300,19 @@ impl JobRunner {
         body: &Assignment,
         spec: &JobSpec,
         coordinator: PeerId,
-    ) -> Result<(), String> {
+    ) -> Result<(), RunError> {
         let assignment_id = signed.id();
         let inputs = self.fetch_inputs(courier, spec).await?;
+        if spec.declared_size_needs_dataset() {
+            let bytes = inputs
+                .dataset_path
+                .as_deref()
+                .and_then(|p| std::fs::metadata(p).ok())
+                .map(|m| m.len());
+            if let Some(declared) = spec.declared_tokens(bytes) {
+                self.check_fee(body.fee_cap, declared)?;
+            }
+        }
         let deadline =
             Instant::now() + Duration::from_millis(body.deadline_ms.saturating_sub(unix_ms()));
         let work_dir = self.work_root.join(assignment_id.to_string());
@@ -259,6 +323,7 @@ impl JobRunner {
         };
 
         let (tx, mut rx) = tokio::sync::watch::channel(None::<(u32, u32, f32)>);
+        let latest = tx.subscribe();
         let reporter = {
             let courier = courier.clone();
             let identity = self.identity.clone();
@@ -321,13 +386,30 @@ impl JobRunner {
         })
         .await
         .map_err(|e| format!("the job's thread died: {e}"));
+        reporter.abort();
         if over.load(Ordering::Relaxed) {
-            reporter.abort();
             return Err(format!(
                 "the job grew the worker's memory by more than its limit of {limit} bytes"
-            ));
+            )
+            .into());
         }
-        reporter.abort();
+        // The reporter sends at most every PROGRESS_EVERY, so the last steps may not have
+        // gone out: send the latest now, so the job shows its final step and loss.
+        let last = *latest.borrow();
+        if let Some((step, total, loss)) = last
+            && matches!(result, Ok(Ok(_)))
+        {
+            let p = JobProgress {
+                job_id: body.job_id,
+                assignment: assignment_id,
+                step,
+                total,
+                loss,
+            };
+            if let Ok(s) = Signed::sign(&self.identity, &p) {
+                let _ = courier.once(RpcRequest::Progress(s)).await;
+            }
+        }
 
         let (mut output, mut commitment, metrics, adapter_manifest, provenance) =
             match (result, lazy) {
@@ -372,8 +454,8 @@ impl JobRunner {
                     };
                     (output, done.commitment, done.metrics, manifest, provenance)
                 }
-                (Ok(Err(e)), false) => return Err(e.to_string()),
-                (Err(e), false) => return Err(e),
+                (Ok(Err(e)), false) => return Err(e.into()),
+                (Err(e), false) => return Err(e.into()),
             };
         let _ = std::fs::remove_dir_all(&work_dir);
         if self.conduct == Conduct::WrongOutput {
@@ -419,8 +501,8 @@ impl JobRunner {
         let c = Signed::sign(&self.identity, &c).map_err(|e| e.to_string())?;
         match courier.until_deadline(RpcRequest::Commit(c)).await? {
             RpcResponse::Ok => Ok(()),
-            RpcResponse::Refused(why) => Err(format!("commitment refused: {why}")),
-            other => Err(format!("unexpected answer to the commitment: {other:?}")),
+            RpcResponse::Refused(why) => Err(format!("commitment refused: {why}").into()),
+            other => Err(format!("unexpected answer to the commitment: {other:?}").into()),
         }
     }
 
@@ -459,26 +541,24 @@ impl JobRunner {
 }
 
 /// A connection to one coordinator for one job, re-dialed whenever it breaks, until the
-/// job's deadline.
+/// job's deadline. It runs under the client's own transport key, not the worker's: the
+/// coordinator must never route its own requests (assignments, reveals) to it, since it
+/// does not serve them.
 #[derive(Debug, Clone)]
 struct Courier {
     addr: Multiaddr,
     node: NodeConfig,
     deadline_ms: u64,
     client: Arc<tokio::sync::Mutex<Option<Client>>>,
-    /// Requests go out under a throwaway identity: the coordinator must never route its
-    /// own requests (assignments, reveals) to this connection, which does not serve them.
-    identity: Identity,
 }
 
 impl Courier {
-    fn new(addr: Multiaddr, node: NodeConfig, deadline_ms: u64, identity: Identity) -> Self {
+    fn new(addr: Multiaddr, node: NodeConfig, deadline_ms: u64) -> Self {
         Self {
             addr,
             node,
             deadline_ms,
             client: Arc::new(tokio::sync::Mutex::new(None)),
-            identity,
         }
     }
 
@@ -487,7 +567,7 @@ impl Courier {
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
         }
-        let c = Client::connect(&self.identity, &self.node, &self.addr, CONNECT_TIMEOUT)
+        let c = Client::connect(&self.node, &self.addr, CONNECT_TIMEOUT)
             .await
             .map_err(|e| e.to_string())?;
         *guard = Some(c.clone());
@@ -655,5 +735,45 @@ mod tests {
         assert!(matches!(err, Decline::Busy(_)), "{err}");
         // Nothing to reveal before the job committed, and never to another peer.
         assert!(r.reveal(&a.id(), from).is_none());
+    }
+
+    /// The assignment's fee cap (1 credit) for a job of 2 declared tokens (one prompt
+    /// token, one to generate) pays a price of up to 500 per 1000 tokens, rounded up.
+    #[test]
+    fn an_assignment_whose_fee_cannot_pay_the_price_of_the_declared_work_is_declined() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = Identity::from_seed(&[1; 32]);
+        let coordinator = Identity::from_seed(&[2; 32]);
+        let from = coordinator.peer_id();
+        let r = runner(dir.path(), &me, 4);
+        let later = unix_ms() + 60_000;
+        r.set_price_per_ktoken(Amount(501));
+        let err = r
+            .accept(&assignment(&coordinator, &me, later), from)
+            .unwrap_err();
+        let Decline::Refused(why) = &err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            why.contains("fee cap of 1 credits cannot pay")
+                && why.contains("2 tokens at 501 per 1000 tokens need 2"),
+            "{why}"
+        );
+        assert_eq!(r.active_jobs(), 0, "a declined assignment takes no slot");
+        r.set_price_per_ktoken(Amount(500));
+        assert!(
+            r.accept(&assignment(&coordinator, &me, later + 1), from)
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn failures_outside_the_executor_are_the_workers() {
+        let e = RunError::from("cannot reach the coordinator".to_string());
+        assert_eq!(e.kind, FailureKind::Worker);
+        let e = RunError::from(executor::ExecError::Settings("no such target".into()));
+        assert_eq!(e.kind, FailureKind::Settings);
+        assert_eq!(e.reason, "bad job settings: no such target");
     }
 }

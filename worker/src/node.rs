@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use olc_gpu::probe::{self, HardwareReport};
@@ -92,6 +92,12 @@ pub enum WorkerError {
 /// Hardware changes slowly (free memory, disk): probing more often than this is waste.
 const MIN_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// A coordinator tells a new peer its gossip subscriptions within a round trip of the
+/// connection. One that has not after this long never will on this connection (gossipsub
+/// sends them only on a peer's first connection, so a stale connection the coordinator
+/// still holds under our peer id swallows them): the worker reconnects.
+const SUBSCRIPTION_GRACE: Duration = Duration::from_secs(3);
+
 /// A running worker.
 #[derive(Debug)]
 pub struct Worker {
@@ -125,6 +131,9 @@ impl Worker {
             config.offer.max_concurrent_jobs,
             config.conduct,
         ));
+        // The coordinator's matcher already leaves out workers this price does not fit;
+        // the runner declines such an assignment all the same, whoever sent it.
+        runner.set_price_per_ktoken(config.offer.price_per_ktoken);
         let (swarm, listen_addrs) = start_swarm(identity, &config.node, &config.listen).await?;
         let interval = Duration::from_millis(config.offer.interval_ms);
         let refresher = tokio::spawn(refresh_hardware(
@@ -217,6 +226,10 @@ struct Bootstrap {
     peer: Option<PeerId>,
     /// The last QUIC dial failed: use TCP next.
     use_fallback: bool,
+    /// Since when it has been connected but not seen subscribed to adverts.
+    unsubscribed_since: Option<Instant>,
+    /// We dropped the connection to start afresh: dial again as soon as it is closed.
+    redial: bool,
 }
 
 impl Bootstrap {
@@ -226,6 +239,8 @@ impl Bootstrap {
             fallback: tcp_fallback(addr),
             peer: peer_id_of(addr),
             use_fallback: false,
+            unsubscribed_since: None,
+            redial: false,
         }
     }
 
@@ -260,12 +275,21 @@ struct State {
 impl State {
     async fn run(mut self, interval: Duration, mut shutdown: oneshot::Receiver<()>) {
         let mut tick = tokio::time::interval(interval);
+        // Subscriptions are checked more often than adverts go out, so a long advert
+        // interval does not stretch the time a worker stays invisible.
+        let mut watchdog = tokio::time::interval(SUBSCRIPTION_GRACE);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tick.tick() => {
-                    self.dial_disconnected();
+                    self.dial_disconnected(|_| true);
                     self.publish();
+                }
+                _ = watchdog.tick() => {
+                    // Those we dropped on purpose are dialed again at once, not at the
+                    // next advert.
+                    self.dial_disconnected(|b| std::mem::take(&mut b.redial));
+                    self.reconnect_unsubscribed(Instant::now());
                 }
                 event = self.swarm.select_next_some() => self.handle(event),
             }
@@ -273,13 +297,42 @@ impl State {
         tracing::info!("worker stopped");
     }
 
-    fn dial_disconnected(&mut self) {
+    /// Drops the connection to a coordinator that has not subscribed to our adverts in
+    /// time, so the next tick dials it afresh (see [`SUBSCRIPTION_GRACE`]).
+    fn reconnect_unsubscribed(&mut self, now: Instant) {
+        let topic = adverts_topic().hash();
+        let subscribed: HashSet<PeerId> = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_peers()
+            .filter(|(_, topics)| topics.contains(&&topic))
+            .map(|(peer, _)| *peer)
+            .collect();
+        for entry in &mut self.bootstrap {
+            let Some(peer) = entry.peer else { continue };
+            if subscribed.contains(&peer) || !self.swarm.is_connected(&peer) {
+                entry.unsubscribed_since = None;
+                continue;
+            }
+            let since = *entry.unsubscribed_since.get_or_insert(now);
+            if now.duration_since(since) >= SUBSCRIPTION_GRACE {
+                tracing::info!(coordinator = %peer, "the coordinator never subscribed to our adverts: reconnecting");
+                entry.unsubscribed_since = None;
+                entry.redial = self.swarm.disconnect_peer_id(peer).is_ok();
+            }
+        }
+    }
+
+    /// Dials every coordinator that `wanted` picks and that is neither connected nor being
+    /// dialed.
+    fn dial_disconnected(&mut self, mut wanted: impl FnMut(&mut Bootstrap) -> bool) {
         for index in 0..self.bootstrap.len() {
             let connected = self.bootstrap[index]
                 .peer
                 .is_some_and(|p| self.swarm.is_connected(&p));
             let in_flight = self.dialing.values().any(|&i| i == index);
-            if !connected && !in_flight {
+            if !connected && !in_flight && wanted(&mut self.bootstrap[index]) {
                 self.dial(index);
             }
         }

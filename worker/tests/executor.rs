@@ -12,6 +12,7 @@ use olc_gpu::model::{Checkpoint, Preset, write_checkpoint};
 use olc_gpu::train::{
     Budget, Dataset, Hyper, LoraSpec, Trainer, adapter_commitment, init_adapter, tokenize,
 };
+use olc_protocol::messages::jobs_api::FailureKind;
 use olc_protocol::{
     Amount, ContentId, FinetuneJob, InferenceJob, JobKind, JobSpec, Manifest, Prompt, Requirements,
     Sampling, TargetModule, TrainingLength, TrainingParams, VerificationPolicy,
@@ -486,4 +487,106 @@ fn panics_become_errors() {
         "{err}"
     );
     assert_eq!(catch(|| Ok(5)).unwrap(), 5);
+}
+
+/// Each failure says whose fault it is: inputs that cannot work on any worker (a dataset
+/// that does not parse or is empty, model files that do not load, an adapter that does
+/// not, a prompt outside the vocabulary, a max_len past the context), or this worker's
+/// (cancelled, out of time, inputs not laid out).
+#[test]
+fn failures_say_whether_the_job_or_the_worker_is_to_blame() {
+    let cancel = AtomicBool::new(false);
+    let work = tempfile::tempdir().unwrap();
+    let opts = options(1, work.path().to_path_buf());
+    let run = |job: &JobSpec, inputs: &JobInputs| {
+        execute(job, inputs, &opts, &cancel, &mut no_progress()).unwrap_err()
+    };
+
+    // Datasets: garbage, and nothing at all.
+    for bytes in [
+        &b"this is not json\n{\"text\": \"fine\"}\n"[..],
+        b"",
+        b"\n\n",
+    ] {
+        let mut f = finetune_setup();
+        let path = f.data.path().join("bad.jsonl");
+        std::fs::write(&path, bytes).unwrap();
+        f.inputs.dataset_path = Some(path);
+        let JobKind::Finetune(ft) = &mut f.job.kind else {
+            unreachable!()
+        };
+        ft.dataset = ContentId::of(bytes);
+        let err = run(&f.job, &f.inputs);
+        assert_eq!(err.kind(), FailureKind::Dataset, "{err}");
+    }
+
+    // A max_len the model's context cannot hold is the job's settings.
+    let mut f = finetune_setup();
+    let JobKind::Finetune(ft) = &mut f.job.kind else {
+        unreachable!()
+    };
+    ft.params.max_len = Some(100_000);
+    let err = run(&f.job, &f.inputs);
+    assert_eq!(err.kind(), FailureKind::Settings, "{err}");
+
+    // A truncated weights file.
+    let (model, model_id) = tiny_model();
+    let weights = model.path().join("model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let job = inference(model_id, Prompt::Tokens(vec![1, 2]), Sampling::Greedy);
+    let err = run(&job, &inputs(model.path(), model_id));
+    assert!(matches!(err, ExecError::Model(_)), "{err}");
+    assert_eq!(err.kind(), FailureKind::Model, "{err}");
+
+    // An adapter that does not load, and a prompt outside the vocabulary.
+    let (model, model_id) = tiny_model();
+    let adapter = tempfile::tempdir().unwrap();
+    std::fs::write(adapter.path().join("adapter_config.json"), "{").unwrap();
+    let adapter_id = ContentId::of(b"adapter");
+    let mut job = inference(model_id, Prompt::Tokens(vec![1, 2]), Sampling::Greedy);
+    let JobKind::Inference(inf) = &mut job.kind else {
+        unreachable!()
+    };
+    inf.adapter = Some(adapter_id);
+    let mut with_adapter = inputs(model.path(), model_id);
+    with_adapter.adapter_dir = Some(adapter.path().to_path_buf());
+    with_adapter.adapter_id = Some(adapter_id);
+    let err = run(&job, &with_adapter);
+    assert!(matches!(err, ExecError::Adapter(_)), "{err}");
+    assert_eq!(err.kind(), FailureKind::Adapter, "{err}");
+    let job = inference(
+        model_id,
+        Prompt::Tokens(vec![1, u32::MAX]),
+        Sampling::Greedy,
+    );
+    let err = run(&job, &inputs(model.path(), model_id));
+    assert_eq!(err.kind(), FailureKind::Prompt, "{err}");
+
+    // The worker's own troubles: another worker may do better.
+    let err = run(&job, &inputs(&model.path().join("nowhere"), model_id));
+    assert_eq!(err.kind(), FailureKind::Worker, "{err}");
+    let f = finetune_setup();
+    let stopped = AtomicBool::new(true);
+    let err = execute(&f.job, &f.inputs, &opts, &stopped, &mut no_progress()).unwrap_err();
+    assert_eq!(err.kind(), FailureKind::Worker, "{err}");
+    let mut late = options(1, work.path().to_path_buf());
+    late.deadline = Instant::now();
+    let err = execute(&f.job, &f.inputs, &late, &cancel, &mut no_progress()).unwrap_err();
+    assert_eq!(err.kind(), FailureKind::Worker, "{err}");
+    for e in [
+        ExecError::Panicked("boom".into()),
+        ExecError::Input("no threads".into()),
+    ] {
+        assert_eq!(e.kind(), FailureKind::Worker, "{e}");
+    }
+}
+
+/// The declared size of a fine-tune without max_len assumes the trainer's default bound.
+#[test]
+fn the_declared_default_max_len_is_the_trainers() {
+    assert_eq!(
+        olc_protocol::messages::job::DEFAULT_TRAINING_MAX_LEN as usize,
+        olc_gpu::train::DEFAULT_MAX_LEN
+    );
 }

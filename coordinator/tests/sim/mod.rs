@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 
 use olc_coordinator::rules::Policy;
-use olc_coordinator::{Action, JobBook, JobRecord, JobsConfig, Picked, ledger::LedgerConfig};
+use olc_coordinator::{
+    Action, JobBook, JobRecord, JobsConfig, NoPick, PickRequest, Picked, ledger::LedgerConfig,
+};
 use olc_protocol::*;
 
 pub const T0: u64 = 1_800_000_000_000;
@@ -170,18 +172,20 @@ impl Sim {
             .collect();
         let turn = self.turn;
         self.turn += 1;
-        let mut pick = |_: &JobSpec, exclude: &[PublicKey], k: usize| -> Picked {
+        let mut pick = |req: &PickRequest<'_>| -> Picked {
             let n = eligible.len().max(1);
             let free: Vec<(PublicKey, u64)> = (0..eligible.len())
                 .map(|i| eligible[(i + turn) % n])
-                .filter(|w| !exclude.contains(w))
-                .take(k)
+                .filter(|w| !req.exclude.contains(w))
                 .map(|w| (w, 1_000))
                 .collect();
-            if free.len() < k {
-                Err(format!("only {} workers fit", free.len()))
+            if free.len() < req.replicas {
+                Err(NoPick {
+                    reason: format!("only {} workers fit", free.len()),
+                    untried: free.len(),
+                })
             } else {
-                Ok(free)
+                Ok(free.into_iter().take(req.replicas).collect())
             }
         };
         let actions = self.book.tick(&self.coordinator, now, &mut pick);

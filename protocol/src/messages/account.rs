@@ -42,12 +42,23 @@ pub struct AccountView {
     pub bonded: Amount,
     /// Unstaked but still slashable until its release time.
     pub unbonding: Amount,
+    /// Each pending unbonding, earliest first: `unbonding` is their sum.
+    pub unbonding_releases: Vec<UnbondingRelease>,
     /// 0..=1, 0.5 for a worker with no history.
     pub reputation: f64,
     /// Unix ms until which the worker is not matched, after a slash.
     pub jailed_until_ms: Option<u64>,
     pub slashes: u64,
     pub jobs_verified: u64,
+}
+
+/// Unstaked credits and when they return to the balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize)]
+pub struct UnbondingRelease {
+    pub amount: Amount,
+    /// Unix ms (the coordinator's clock) at which they stop being slashable and become
+    /// spendable.
+    pub unlocks_ms: u64,
 }
 
 /// The whole ledger, as `olc coordinator ledger` shows it.

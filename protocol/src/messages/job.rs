@@ -250,7 +250,45 @@ impl FromStr for VerificationPolicy {
 pub const MAX_REPLICAS: u8 = 16;
 pub const MAX_GENERATED_TOKENS: u32 = 1 << 16;
 pub const MAX_PROMPT_TOKENS: usize = 1 << 18;
+
+// The ranges a fine-tune's settings must lie in: `TrainingParams::validate` refuses
+// anything outside them, for jobs and for local runs alike. The upper bounds are far past
+// what any real run needs; they exist so that a typo cannot ask for years of work or
+// overflow the trainer's arithmetic.
+
+/// LoRA rank: `MIN_LORA_RANK..=MAX_LORA_RANK`.
+pub const MIN_LORA_RANK: u32 = 1;
 pub const MAX_LORA_RANK: u32 = 1024;
+/// Learning rate: a number in `(0, MAX_LEARNING_RATE]` (zero itself is refused).
+pub const MAX_LEARNING_RATE: f64 = 1.0;
+/// Examples per micro-batch: `1..=MAX_BATCH_SIZE`.
+pub const MAX_BATCH_SIZE: u32 = 4096;
+/// Micro-batches per optimizer step: `1..=MAX_GRAD_ACCUM`.
+pub const MAX_GRAD_ACCUM: u32 = 4096;
+/// Longest record, in tokens: `MIN_MAX_LEN..=MAX_MAX_LEN` (a training example needs two
+/// tokens: one to read and one to predict).
+pub const MIN_MAX_LEN: u32 = 2;
+pub const MAX_MAX_LEN: u32 = 131_072;
+/// Optimizer steps: `1..=MAX_TRAINING_STEPS` (the trainer's own limit).
+pub const MAX_TRAINING_STEPS: u32 = 10_000_000;
+/// Passes over the data: `1..=MAX_EPOCHS`.
+pub const MAX_EPOCHS: u32 = 10_000;
+
+/// The longest record a fine-tune trains on when it names none: the trainer resolves it to
+/// the model's context, at most this (`olc_gpu::train::DEFAULT_MAX_LEN`, checked equal by
+/// the worker's tests). The declared size uses this bound because the coordinator prices a
+/// job before anyone has read the model's config.
+pub const DEFAULT_TRAINING_MAX_LEN: u32 = 2048;
+
+/// Tokens a text prompt may add beyond one per byte: the special tokens a tokenizer's
+/// post-processor puts around it (BOS, EOS, a template's markers). Byte-level BPE and
+/// byte-fallback tokenizers never make more than one token per byte of text.
+pub const PROMPT_SPECIAL_TOKENS: u64 = 16;
+
+/// The shortest line a dataset record can be, with the newline that separates it from the
+/// next: `{"text":""}` is 11 bytes. So a dataset of `n` bytes holds at most
+/// `(n + 1) / MIN_RECORD_BYTES` records.
+pub const MIN_RECORD_BYTES: u64 = 12;
 
 /// Why a well-formed spec is still not a job anyone should run.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -298,6 +336,14 @@ impl JobSpec {
                 now_ms,
             });
         }
+        // A zero fee pays no worker anything, whatever its price: such a job could only
+        // ever wait for its deadline.
+        check(
+            self.max_fee.0 >= 1,
+            "max fee",
+            "at least 1 credit",
+            self.max_fee,
+        )?;
         match self.verification {
             VerificationPolicy::Default | VerificationPolicy::Single => {}
             VerificationPolicy::Replicate { replicas } => check(
@@ -333,37 +379,42 @@ impl InferenceJob {
             )?,
             Prompt::Text(_) => {}
         }
-        check(
-            (1..=MAX_GENERATED_TOKENS).contains(&self.max_tokens),
-            "max_tokens",
-            "between 1 and 65536",
-            self.max_tokens,
-        )?;
-        if let Sampling::Sample {
-            temperature, top_p, ..
-        } = self.sampling
-        {
-            check(
-                temperature.is_finite() && temperature > 0.0 && temperature <= 100.0,
-                "temperature",
-                "a number in (0, 100]",
-                temperature,
-            )?;
-            check(
-                top_p.is_finite() && top_p > 0.0 && top_p <= 1.0,
-                "top_p",
-                "a number in (0, 1]",
-                top_p,
-            )?;
-        }
-        Ok(())
+        check_generation(&self.sampling, self.max_tokens)
     }
+}
+
+/// The limits of how to generate, the same for a job and for `olc run infer`.
+pub fn check_generation(sampling: &Sampling, max_tokens: u32) -> Result<(), InvalidJob> {
+    check(
+        (1..=MAX_GENERATED_TOKENS).contains(&max_tokens),
+        "max_tokens",
+        "between 1 and 65536",
+        max_tokens,
+    )?;
+    if let Sampling::Sample {
+        temperature, top_p, ..
+    } = *sampling
+    {
+        check(
+            temperature.is_finite() && temperature > 0.0 && temperature <= 100.0,
+            "temperature",
+            "a number in (0, 100]",
+            temperature,
+        )?;
+        check(
+            top_p.is_finite() && top_p > 0.0 && top_p <= 1.0,
+            "top_p",
+            "a number in (0, 1]",
+            top_p,
+        )?;
+    }
+    Ok(())
 }
 
 impl TrainingParams {
     pub fn validate(&self) -> Result<(), InvalidJob> {
         check(
-            (1..=MAX_LORA_RANK).contains(&self.rank),
+            (MIN_LORA_RANK..=MAX_LORA_RANK).contains(&self.rank),
             "rank",
             "between 1 and 1024",
             self.rank,
@@ -375,7 +426,9 @@ impl TrainingParams {
             self.alpha,
         )?;
         check(
-            self.learning_rate.is_finite() && self.learning_rate > 0.0 && self.learning_rate <= 1.0,
+            self.learning_rate.is_finite()
+                && self.learning_rate > 0.0
+                && self.learning_rate <= MAX_LEARNING_RATE,
             "learning rate",
             "a number in (0, 1]",
             self.learning_rate,
@@ -387,20 +440,38 @@ impl TrainingParams {
             self.weight_decay,
         )?;
         check(
-            self.batch_size >= 1,
+            (1..=MAX_BATCH_SIZE).contains(&self.batch_size),
             "batch size",
-            "at least 1",
+            "between 1 and 4096",
             self.batch_size,
         )?;
         check(
-            self.grad_accum >= 1,
+            (1..=MAX_GRAD_ACCUM).contains(&self.grad_accum),
             "gradient accumulation",
-            "at least 1",
+            "between 1 and 4096",
             self.grad_accum,
         )?;
+        if let Some(max_len) = self.max_len {
+            check(
+                (MIN_MAX_LEN..=MAX_MAX_LEN).contains(&max_len),
+                "max_len",
+                "between 2 and 131072 tokens",
+                max_len,
+            )?;
+        }
         match self.length {
-            TrainingLength::Steps(n) => check(n >= 1, "steps", "at least 1", n)?,
-            TrainingLength::Epochs(n) => check(n >= 1, "epochs", "at least 1", n)?,
+            TrainingLength::Steps(n) => check(
+                (1..=MAX_TRAINING_STEPS).contains(&n),
+                "steps",
+                "between 1 and 10000000",
+                n,
+            )?,
+            TrainingLength::Epochs(n) => check(
+                (1..=MAX_EPOCHS).contains(&n),
+                "epochs",
+                "between 1 and 10000",
+                n,
+            )?,
         }
         if self.targets.is_empty() {
             return Err(InvalidJob::NoTargets);
@@ -411,5 +482,261 @@ impl TrainingParams {
             }
         }
         Ok(())
+    }
+
+    /// The longest record this fine-tune can train on: its own `max_len`, or the most the
+    /// trainer's default can resolve to.
+    pub fn declared_max_len(&self) -> u32 {
+        self.max_len.unwrap_or(DEFAULT_TRAINING_MAX_LEN)
+    }
+
+    /// The most tokens the trainer can run through the model (what the worker meters):
+    /// every optimizer step trains at most `batch_size × grad_accum` examples of at most
+    /// [`TrainingParams::declared_max_len`] tokens, and an epoch trains each record once.
+    /// With `Steps(n)`: `n × batch_size × grad_accum × max_len`. With `Epochs(e)`:
+    /// `e × records × max_len`, where `records` is bounded by the dataset's size
+    /// (`(dataset_bytes + 1) / MIN_RECORD_BYTES`); `None` when that size is not known.
+    /// Saturating: a size past `u64` reads as unaffordable.
+    pub fn declared_tokens(&self, dataset_bytes: Option<u64>) -> Option<u64> {
+        let max_len = u64::from(self.declared_max_len());
+        match self.length {
+            TrainingLength::Steps(n) => Some(
+                u64::from(n)
+                    .saturating_mul(u64::from(self.batch_size))
+                    .saturating_mul(u64::from(self.grad_accum))
+                    .saturating_mul(max_len),
+            ),
+            TrainingLength::Epochs(e) => {
+                let records = dataset_bytes?.saturating_add(1) / MIN_RECORD_BYTES;
+                Some(u64::from(e).saturating_mul(records).saturating_mul(max_len))
+            }
+        }
+    }
+}
+
+impl InferenceJob {
+    /// The most tokens the engine can be metered at: the prompt's tokens (a text prompt:
+    /// one per byte plus [`PROMPT_SPECIAL_TOKENS`]) and every token it may generate.
+    pub fn declared_tokens(&self) -> u64 {
+        let prompt = match &self.prompt {
+            Prompt::Tokens(t) => t.len() as u64,
+            Prompt::Text(t) => (t.len() as u64).saturating_add(PROMPT_SPECIAL_TOKENS),
+        };
+        prompt.saturating_add(u64::from(self.max_tokens))
+    }
+}
+
+impl JobSpec {
+    /// The job's declared size: an upper bound of the tokens of work one replica can be
+    /// metered at, and so what its fee must be able to pay (see
+    /// [`crate::Amount::price_of`]). A pure function of the spec, except that a fine-tune
+    /// counted in epochs needs its dataset's size in bytes (`None` without it).
+    pub fn declared_tokens(&self, dataset_bytes: Option<u64>) -> Option<u64> {
+        match &self.kind {
+            JobKind::Inference(job) => Some(job.declared_tokens()),
+            JobKind::Finetune(job) => job.params.declared_tokens(dataset_bytes),
+        }
+    }
+
+    /// Whether [`JobSpec::declared_tokens`] needs the dataset's size.
+    pub fn declared_size_needs_dataset(&self) -> bool {
+        matches!(
+            &self.kind,
+            JobKind::Finetune(FinetuneJob {
+                params: TrainingParams {
+                    length: TrainingLength::Epochs(_),
+                    ..
+                },
+                ..
+            })
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn params() -> TrainingParams {
+        TrainingParams {
+            rank: 8,
+            alpha: 16.0,
+            targets: vec![TargetModule::QProj],
+            learning_rate: 0.01,
+            weight_decay: 0.0,
+            max_len: None,
+            batch_size: 4,
+            grad_accum: 1,
+            length: TrainingLength::Steps(60),
+            warmup_steps: 0,
+            seed: 0,
+            init_adapter: None,
+        }
+    }
+
+    fn inference(prompt: Prompt, max_tokens: u32) -> JobSpec {
+        JobSpec {
+            kind: JobKind::Inference(InferenceJob {
+                model: ContentId::of(b"m"),
+                adapter: None,
+                prompt,
+                sampling: Sampling::Greedy,
+                max_tokens,
+                seed: 0,
+            }),
+            requirements: Requirements::default(),
+            max_fee: Amount(1),
+            verification: VerificationPolicy::Single,
+            deadline_ms: 2,
+            nonce: 0,
+        }
+    }
+
+    /// Sets one training setting to a value.
+    type Setter = fn(&mut TrainingParams, u32);
+
+    fn out_of_range(p: &TrainingParams) -> String {
+        match p.validate() {
+            Err(e @ InvalidJob::OutOfRange { .. }) => e.to_string(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Each bound is the constant that names it: the constant itself passes, one past it
+    /// is refused with the accepted range in words.
+    #[test]
+    fn training_settings_have_upper_bounds_that_name_the_range() {
+        params().validate().unwrap();
+        let cases: [(Setter, u32, u32, &str); 6] = [
+            (
+                |p, n| p.rank = n,
+                MIN_LORA_RANK,
+                MAX_LORA_RANK,
+                "rank must be between 1 and 1024",
+            ),
+            (
+                |p, n| p.batch_size = n,
+                1,
+                MAX_BATCH_SIZE,
+                "batch size must be between 1 and 4096",
+            ),
+            (
+                |p, n| p.grad_accum = n,
+                1,
+                MAX_GRAD_ACCUM,
+                "gradient accumulation must be between 1 and 4096",
+            ),
+            (
+                |p, n| p.max_len = Some(n),
+                MIN_MAX_LEN,
+                MAX_MAX_LEN,
+                "max_len must be between 2 and 131072 tokens",
+            ),
+            (
+                |p, n| p.length = TrainingLength::Steps(n),
+                1,
+                MAX_TRAINING_STEPS,
+                "steps must be between 1 and 10000000",
+            ),
+            (
+                |p, n| p.length = TrainingLength::Epochs(n),
+                1,
+                MAX_EPOCHS,
+                "epochs must be between 1 and 10000",
+            ),
+        ];
+        for (set, low, high, words) in cases {
+            for ok in [low, high] {
+                let mut p = params();
+                set(&mut p, ok);
+                p.validate().unwrap();
+            }
+            for bad in [low - 1, high + 1, u32::MAX] {
+                let mut p = params();
+                set(&mut p, bad);
+                let err = out_of_range(&p);
+                assert!(err.starts_with(words), "{err}");
+                assert!(err.ends_with(&format!("got {bad}")), "{err}");
+            }
+        }
+        for (lr, ok) in [
+            (MAX_LEARNING_RATE, true),
+            (1e-9, true),
+            (0.0, false),
+            (MAX_LEARNING_RATE + 1e-9, false),
+            (f64::NAN, false),
+        ] {
+            let p = TrainingParams {
+                learning_rate: lr,
+                ..params()
+            };
+            assert_eq!(p.validate().is_ok(), ok, "{lr}");
+            if !ok {
+                assert!(out_of_range(&p).contains("a number in (0, 1]"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_zero_max_fee_is_invalid() {
+        let mut spec = inference(Prompt::Tokens(vec![1]), 1);
+        spec.validate(1).unwrap();
+        spec.max_fee = Amount::ZERO;
+        let err = spec.validate(1).unwrap_err().to_string();
+        assert_eq!(err, "max fee must be at least 1 credit, got 0");
+    }
+
+    #[test]
+    fn the_declared_size_bounds_every_token_a_job_can_be_metered_for() {
+        // Inference: the prompt's tokens and every token it may generate.
+        let spec = inference(Prompt::Tokens(vec![1, 2, 3]), 4);
+        assert_eq!(spec.declared_tokens(None), Some(7));
+        // A text prompt: a token per byte, plus the special tokens around it.
+        let spec = inference(Prompt::Text("héllo".into()), 10);
+        assert_eq!(
+            spec.declared_tokens(None),
+            Some(6 + PROMPT_SPECIAL_TOKENS + 10)
+        );
+        // A fine-tune by steps: steps × batch × grad_accum × max_len, the default max_len
+        // being the trainer's largest default.
+        let ft = |params: TrainingParams| JobSpec {
+            kind: JobKind::Finetune(FinetuneJob {
+                model: ContentId::of(b"m"),
+                dataset: ContentId::of(b"d"),
+                params,
+            }),
+            ..inference(Prompt::Tokens(vec![1]), 1)
+        };
+        let spec = ft(params());
+        assert_eq!(spec.declared_tokens(None), Some(60 * 4 * 2048));
+        assert!(!spec.declared_size_needs_dataset());
+        let spec = ft(TrainingParams {
+            max_len: Some(100),
+            grad_accum: 3,
+            ..params()
+        });
+        assert_eq!(spec.declared_tokens(Some(5)), Some(60 * 4 * 3 * 100));
+        // By epochs: each record once per epoch, the records bounded by the bytes.
+        let spec = ft(TrainingParams {
+            max_len: Some(100),
+            length: TrainingLength::Epochs(3),
+            ..params()
+        });
+        assert!(spec.declared_size_needs_dataset());
+        assert_eq!(spec.declared_tokens(None), None);
+        // 3 shortest records: `{"text":""}` twice with newlines, once without: 35 bytes.
+        assert_eq!(spec.declared_tokens(Some(35)), Some(3 * 3 * 100));
+        assert_eq!(spec.declared_tokens(Some(34)), Some(3 * 2 * 100));
+        // Absurd sizes saturate rather than wrap.
+        let spec = ft(TrainingParams {
+            max_len: Some(MAX_MAX_LEN),
+            batch_size: MAX_BATCH_SIZE,
+            grad_accum: MAX_GRAD_ACCUM,
+            length: TrainingLength::Steps(MAX_TRAINING_STEPS),
+            ..params()
+        });
+        assert_eq!(spec.declared_tokens(None), Some(u64::MAX));
     }
 }

@@ -30,6 +30,51 @@ pub struct JobFailure {
     pub job_id: ContentId,
     pub assignment: ContentId,
     pub reason: String,
+    /// Whose fault it is: the job's inputs (no worker will do better) or this worker's.
+    pub kind: FailureKind,
+}
+
+/// Why a run failed, as the worker classified its error where it arose. The input kinds
+/// say the job itself cannot work: the engine is deterministic, so every honest worker
+/// meets the same error on the same inputs, and when enough distinct workers agree the
+/// coordinator fails the job and refunds it instead of trying worker after worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// This worker could not run it (out of memory, cancelled, its deadline, a fault of
+    /// its own, an input it could not fetch): another worker may succeed.
+    Worker,
+    /// The dataset does not parse, or no record of it can be trained.
+    Dataset,
+    /// The base model's files do not load (config, weights, tokenizer).
+    Model,
+    /// The adapter does not load or does not fit the model.
+    Adapter,
+    /// The prompt cannot be run (token ids outside the vocabulary, longer than the
+    /// context).
+    Prompt,
+    /// The job's settings cannot be run on these inputs (a target the model lacks, a
+    /// max_len past its context, a learning rate that makes training diverge).
+    Settings,
+}
+
+impl FailureKind {
+    /// Whether the job's inputs are to blame rather than the worker.
+    pub fn is_input(self) -> bool {
+        self != Self::Worker
+    }
+
+    /// What is wrong, in words: "the dataset", "the model", …
+    pub fn subject(self) -> &'static str {
+        match self {
+            Self::Worker => "the worker",
+            Self::Dataset => "the dataset",
+            Self::Model => "the model",
+            Self::Adapter => "the adapter",
+            Self::Prompt => "the prompt",
+            Self::Settings => "the job's settings",
+        }
+    }
 }
 
 impl Message for JobFailure {

@@ -9,7 +9,7 @@ use crate::blob::{BlobOutline, CHUNK_SIZE};
 use crate::messages::account::{AccountRequest, AccountView, LedgerView};
 use crate::messages::jobs_api::{BlobUpload, JobFailure, JobProgress, JobView, Reveal};
 use crate::{
-    Assignment, Commitment, ContentId, HardwareAdvert, JobSpec, Message, PublicKey, Signed,
+    Amount, Assignment, Commitment, ContentId, HardwareAdvert, JobSpec, Message, PublicKey, Signed,
 };
 
 /// What one peer may ask another. Submitters and workers ask coordinators; coordinators
@@ -38,6 +38,9 @@ pub enum RpcRequest {
     Balance(PublicKey),
     /// Every account, the treasury and the ledger's totals.
     Ledger,
+    /// The live workers with their stake and whether they can be matched (what
+    /// `ListWorkers` lists, plus what the coordinator knows of each).
+    WorkerStandings,
 }
 
 impl Message for RpcRequest {
@@ -65,6 +68,7 @@ pub enum RpcResponse {
     Revealed(Box<Reveal>),
     Account(Box<AccountView>),
     Ledger(Box<LedgerView>),
+    WorkerStandings(Box<WorkerStandings>),
 }
 
 impl Message for RpcResponse {
@@ -80,6 +84,29 @@ pub struct RegisteredWorker {
     /// Coordinator's clock, unix ms, when the latest advert arrived.
     pub last_seen_ms: u64,
     pub first_seen_ms: u64,
+}
+
+/// The answer to [`RpcRequest::WorkerStandings`].
+#[derive(Debug, Clone, PartialEq, Encode, Decode, Serialize)]
+pub struct WorkerStandings {
+    /// Bonded stake below which this coordinator matches no worker.
+    pub min_stake: Amount,
+    pub workers: Vec<WorkerStanding>,
+}
+
+/// One live worker and its standing at the coordinator.
+#[derive(Debug, Clone, PartialEq, Encode, Decode, Serialize)]
+pub struct WorkerStanding {
+    pub worker: RegisteredWorker,
+    /// Stake backing new work (unbonding stake does not count).
+    pub bonded: Amount,
+    /// Unix ms until which it is not matched, after a slash; `None` when not jailed.
+    pub jailed_until_ms: Option<u64>,
+    /// 0..=1, 0.5 for a worker with no history.
+    pub reputation: f64,
+    /// Why the matcher skips it now ("stake 0 is below the minimum of 100", "jailed
+    /// until …"); `None` when it can be matched.
+    pub ineligible: Option<String>,
 }
 
 /// Ask for a blob's outline, or for one of its chunks.

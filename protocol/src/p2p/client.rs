@@ -36,14 +36,23 @@ pub enum ClientError {
     UnexpectedResponse { peer: PeerId, asked: &'static str },
     #[error("the client's network task has stopped")]
     Stopped,
+    #[error("cannot make the connection's key: {0}")]
+    Key(String),
 }
 
 enum Command {
     Rpc(RpcRequest, oneshot::Sender<Result<RpcResponse, String>>),
     Blob(BlobRequest, oneshot::Sender<Result<BlobResponse, String>>),
+    Close(oneshot::Sender<()>),
 }
 
 /// A connection to one peer.
+///
+/// The connection runs under a key made for it alone, never the user's: requests that
+/// carry authority are signed inside the message, and a peer identity on the wire would
+/// let a one-shot command take over the connection state of a daemon run under the same
+/// key (a coordinator keeps gossip state per peer id, so a worker that reused its key in
+/// `olc account stake` was never told the coordinator's subscriptions).
 #[derive(Clone, Debug)]
 pub struct Client {
     peer: PeerId,
@@ -55,6 +64,7 @@ impl std::fmt::Debug for Command {
         f.write_str(match self {
             Command::Rpc(..) => "Rpc",
             Command::Blob(..) => "Blob",
+            Command::Close(..) => "Close",
         })
     }
 }
@@ -63,12 +73,12 @@ impl Client {
     /// Dials `addr` (a QUIC address falls back to TCP on the same port) and waits until
     /// connected. Must be called inside a tokio runtime.
     pub async fn connect(
-        identity: &Identity,
         config: &NodeConfig,
         addr: &Multiaddr,
         timeout: Duration,
     ) -> Result<Self, ClientError> {
-        let mut swarm = build_swarm(identity, config)?;
+        let transport_key = Identity::generate().map_err(|e| ClientError::Key(e.to_string()))?;
+        let mut swarm = build_swarm(&transport_key, config)?;
         let peer = tokio::time::timeout(timeout, dial_until_connected(&mut swarm, addr))
             .await
             .map_err(|_| ClientError::ConnectTimeout {
@@ -82,6 +92,16 @@ impl Client {
 
     pub fn peer(&self) -> PeerId {
         self.peer
+    }
+
+    /// Closes the connection and waits (briefly) until the peer has been told, so it
+    /// frees the connection at once instead of holding it until an idle timeout. A
+    /// one-shot command calls this before it exits; the other handles stop working.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Close(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 
     pub async fn rpc(&self, request: RpcRequest) -> Result<RpcResponse, ClientError> {
@@ -261,6 +281,11 @@ async fn drive(mut swarm: Swarm<Behaviour>, peer: PeerId, mut commands: mpsc::Re
                     let id = swarm.behaviour_mut().blobs.send_request(&peer, req);
                     blob_waiting.insert(id, reply);
                 }
+                Some(Command::Close(done)) => {
+                    close(&mut swarm, peer).await;
+                    let _ = done.send(());
+                    return;
+                }
                 // Every handle dropped: nothing more will be asked.
                 None => return,
             },
@@ -271,4 +296,27 @@ async fn drive(mut swarm: Swarm<Behaviour>, peer: PeerId, mut commands: mpsc::Re
             },
         }
     }
+}
+
+/// How long a closing client waits for its connections to wind down.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+async fn close(swarm: &mut Swarm<Behaviour>, peer: PeerId) {
+    if swarm.disconnect_peer_id(peer).is_err() {
+        return;
+    }
+    let closed = async {
+        loop {
+            if let SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } = swarm.select_next_some().await
+                && peer_id == peer
+            {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, closed).await;
 }
