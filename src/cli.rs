@@ -60,18 +60,36 @@ pub enum Command {
     Devnet(DevnetArgs),
 }
 
-/// How to reach a coordinator and who is asking.
+impl Command {
+    /// The long-running daemons, which must not die with the reader of their output.
+    pub fn is_daemon(&self) -> bool {
+        matches!(
+            self,
+            Command::Worker(WorkerCommand::Start(_))
+                | Command::Coordinator(CoordinatorCommand::Start(_))
+        )
+    }
+}
+
+/// How to reach a coordinator: every command that asks one takes these, the same way.
 #[derive(Debug, Clone, Args)]
-pub struct CoordinatorArgs {
+pub struct CoordinatorAddr {
     /// The coordinator, e.g. /ip4/1.2.3.4/udp/7000/quic-v1.
     #[arg(long, value_name = "MULTIADDR", env = "OLC_COORDINATOR")]
     pub coordinator: Multiaddr,
+    /// How long to wait for the coordinator to answer (1s to 1h).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::limits::parse_timeout)]
+    pub timeout: Duration,
+}
+
+/// How to reach a coordinator and who is asking.
+#[derive(Debug, Clone, Args)]
+pub struct CoordinatorArgs {
+    #[command(flatten)]
+    pub at: CoordinatorAddr,
     /// Your key file [default: ~/.local/share/olc/key.pem; create one with `olc keys new`]
     #[arg(long, value_name = "FILE", env = "OLC_KEY")]
     pub key: Option<PathBuf>,
-    /// How long to wait for the coordinator to answer.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,13 +126,13 @@ pub struct SubmitCommon {
     /// The most you pay, in credits.
     #[arg(long, default_value_t = 1_000_000)]
     pub max_fee: u64,
-    /// Give up if the job is not done within this long.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    /// Give up if the job is not done within this long (1s to 30days).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = crate::limits::parse_deadline)]
     pub deadline: Duration,
-    /// Memory the job needs on the worker, in bytes [default: 0]
-    #[arg(long, default_value_t = 0)]
+    /// Memory the job needs on the worker, in bytes; a run that grows past it is stopped.
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
     pub min_memory: u64,
-    /// Follow the job to its end, showing progress, and print the result.
+    /// Follow the job to its end, showing progress on stderr, and print the result.
     #[arg(long)]
     pub wait: bool,
     /// Print one JSON object instead of text.
@@ -147,10 +165,13 @@ pub struct GenerateArgs {
     /// Prompt as token ids, e.g. 1,2,3.
     #[arg(long, value_delimiter = ',')]
     pub tokens: Option<Vec<u32>>,
-    #[arg(long, default_value_t = 32)]
+    /// Most tokens to generate (1 to 65536); generation also stops at the end-of-sequence
+    /// token.
+    #[arg(long, value_name = "N", default_value_t = 32)]
     pub max_tokens: u32,
-    /// Sample at this temperature [default when sampling: 1]. Without any sampling flag,
-    /// decoding is greedy.
+    /// Sample at this temperature, in (0, 100] [default when sampling: 1]. Below 0.001
+    /// (olc_gpu::engine::GREEDY_TEMPERATURE_THRESHOLD) a token is chosen exactly as greedy
+    /// decoding chooses it. Without any sampling flag, decoding is greedy.
     #[arg(long)]
     pub temperature: Option<f32>,
     /// Keep only the K most likely tokens [default when sampling: all].
@@ -166,6 +187,19 @@ pub struct GenerateArgs {
 }
 
 impl GenerateArgs {
+    /// The job form of the sampling flags; a local run checks it against the same limits
+    /// a job's are (`olc_protocol::check_generation`).
+    pub fn job_sampling(&self) -> olc_protocol::Sampling {
+        match self.sampling() {
+            Some((temperature, top_k, top_p, _)) => olc_protocol::Sampling::Sample {
+                temperature,
+                top_k,
+                top_p,
+            },
+            None => olc_protocol::Sampling::Greedy,
+        }
+    }
+
     /// `(temperature, top_k, top_p, seed)` when any sampling flag is given; greedy if not.
     pub fn sampling(&self) -> Option<(f32, u32, f32, u64)> {
         let any = self.temperature.is_some()
@@ -185,8 +219,11 @@ impl GenerateArgs {
 
 #[derive(Debug, Args)]
 pub struct SubmitFinetune {
+    /// Checkpoint directory (config.json, model.safetensors, tokenizer.json).
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
+    /// JSONL dataset: one {"prompt","completion"} or {"text"} record a line, with optional
+    /// "id" and "contributor" (an olc public key). Checked here before it is uploaded.
     #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
     #[command(flatten)]
@@ -197,10 +234,11 @@ pub struct SubmitFinetune {
 
 #[derive(Debug, Args)]
 pub struct JobIdArgs {
-    /// The job id printed at submission.
+    /// The job id printed at submission, or a unique prefix of it (at least 6 hex digits).
     pub id: String,
     #[command(flatten)]
     pub coordinator: CoordinatorArgs,
+    /// Print JSON instead of text, for scripts.
     #[arg(long)]
     pub json: bool,
 }
@@ -212,18 +250,27 @@ pub struct JobList {
     pub mine: bool,
     #[command(flatten)]
     pub coordinator: CoordinatorArgs,
+    /// Print JSON instead of text, for scripts.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct JobResult {
+    /// The job id, or a unique prefix of it (at least 6 hex digits).
     pub id: String,
     /// Write the output here: the adapter files of a fine-tune (and receipt.bin).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Write into a --out directory that already holds files.
+    #[arg(long)]
+    pub force: bool,
+    /// Follow the job until it is done or failed, then show (and download) the result.
+    #[arg(long)]
+    pub wait: bool,
     #[command(flatten)]
     pub coordinator: CoordinatorArgs,
+    /// Print JSON instead of text, for scripts.
     #[arg(long)]
     pub json: bool,
 }
@@ -238,13 +285,14 @@ pub enum ReceiptCommand {
 
 #[derive(Debug, Args)]
 pub struct ReceiptShow {
-    /// The job id.
+    /// The job id, or a unique prefix of it (at least 6 hex digits).
     pub id: String,
     /// Also save the receipt (binary, as signed) to this file.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub coordinator: CoordinatorArgs,
+    /// Print JSON instead of text, for scripts.
     #[arg(long)]
     pub json: bool,
 }
@@ -253,6 +301,7 @@ pub struct ReceiptShow {
 pub struct ReceiptVerify {
     /// A receipt file written by `olc receipt show --out` or `olc job result --out`.
     pub file: PathBuf,
+    /// Print JSON instead of text, for scripts.
     #[arg(long)]
     pub json: bool,
 }
@@ -285,11 +334,12 @@ pub enum AccountCommand {
 
 #[derive(Debug, Args)]
 pub struct AccountBalance {
-    /// Whose account [default: your key's]; a public key in hex.
-    #[arg(long, value_name = "PUBLIC_KEY")]
+    /// Whose account [default: your key's]: a public key in hex, or its peer id.
+    #[arg(long, value_name = "PUBLIC_KEY", value_parser = parse_public_key)]
     pub of: Option<olc_protocol::PublicKey>,
     #[command(flatten)]
     pub coordinator: CoordinatorArgs,
+    /// Print JSON instead of text, for scripts.
     #[arg(long)]
     pub json: bool,
 }
@@ -300,6 +350,7 @@ pub struct AccountAmount {
     pub amount: u64,
     #[command(flatten)]
     pub coordinator: CoordinatorArgs,
+    /// Print JSON instead of text, for scripts.
     #[arg(long)]
     pub json: bool,
 }
@@ -359,7 +410,7 @@ pub struct WorkerStart {
     /// Jobs this worker runs at once [default: 1]
     #[arg(long, value_name = "N")]
     pub max_jobs: Option<u32>,
-    /// Compute threads per job [default: all cores]. Never changes a result.
+    /// Compute threads per job, 1 to 1024 [default: all cores]. Never changes a result.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Size of the model/adapter/dataset cache in GiB [default: 50]
@@ -382,11 +433,9 @@ pub enum CoordinatorCommand {
 
 #[derive(Debug, Args)]
 pub struct CoordinatorLedger {
-    /// The coordinator, e.g. /ip4/1.2.3.4/udp/7000/quic-v1.
-    #[arg(long, value_name = "MULTIADDR", env = "OLC_COORDINATOR")]
-    pub coordinator: Multiaddr,
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
+    #[command(flatten)]
+    pub at: CoordinatorAddr,
+    /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -398,6 +447,7 @@ pub struct CoordinatorAudit {
     /// ledger` checks the invariant live).
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
+    /// Print JSON instead of text, for scripts.
     #[arg(long)]
     pub json: bool,
 }
@@ -430,12 +480,8 @@ pub struct CoordinatorStart {
 
 #[derive(Debug, Args)]
 pub struct WorkersArgs {
-    /// The coordinator to ask, e.g. /ip4/127.0.0.1/udp/7000/quic-v1
-    #[arg(long, value_name = "MULTIADDR")]
-    pub coordinator: Multiaddr,
-    /// Give up after this long.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
+    #[command(flatten)]
+    pub at: CoordinatorAddr,
     /// Print a JSON array, one object per worker.
     #[arg(long)]
     pub json: bool,
@@ -475,6 +521,7 @@ pub struct ModelInit {
     /// tiny (a few hundred KB, for tests), small, or smollm2-135m (that model's exact shapes).
     #[arg(long, default_value = "tiny")]
     pub preset: olc_gpu::model::Preset,
+    /// Seed of the random weights: the same preset and seed give the same bytes.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Overwrite a directory that already holds a checkpoint.
@@ -519,8 +566,8 @@ pub struct RunFinetune {
     pub force: bool,
     #[command(flatten)]
     pub training: TrainingArgs,
-    /// Compute threads [default: all cores]. Never changes the adapter.
-    #[arg(long)]
+    /// Compute threads, 1 to 1024 [default: all cores]. Never changes the adapter.
+    #[arg(long, value_name = "N", value_parser = crate::limits::parse_threads)]
     pub threads: Option<usize>,
     /// SIMD path: auto, portable, avx2 or avx512. Never changes the adapter.
     #[arg(long, default_value = "auto")]
@@ -582,8 +629,8 @@ pub struct TrainingArgs {
 pub struct RunInfer {
     #[command(flatten)]
     pub generate: GenerateArgs,
-    /// Compute threads [default: all cores]. Never changes the output.
-    #[arg(long)]
+    /// Compute threads, 1 to 1024 [default: all cores]. Never changes the output.
+    #[arg(long, value_name = "N", value_parser = crate::limits::parse_threads)]
     pub threads: Option<usize>,
     /// SIMD path: auto, portable, avx2 or avx512. Never changes the output.
     #[arg(long, default_value = "auto")]
@@ -598,4 +645,66 @@ pub struct RunInfer {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A participant as tables and JSON name it (64 hex digits of its public key), or as
+/// addresses do (its libp2p peer id, the same key in another encoding).
+pub fn parse_public_key(text: &str) -> Result<olc_protocol::PublicKey, String> {
+    use olc_protocol::p2p::libp2p::{PeerId, identity};
+
+    if let Ok(key) = text.parse::<olc_protocol::PublicKey>() {
+        return Ok(key);
+    }
+    let refused = || format!("{text:?} is neither a public key (64 hex digits) nor a peer id");
+    let peer: PeerId = text.parse().map_err(|_| refused())?;
+    let key = identity::PublicKey::try_decode_protobuf(peer.as_ref().digest())
+        .map_err(|_| refused())?
+        .try_into_ed25519()
+        .map_err(|_| format!("{text:?} is the peer id of a key that is not ed25519"))?;
+    Ok(olc_protocol::PublicKey::from_bytes(key.to_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::{Cli, parse_public_key};
+
+    #[test]
+    fn a_participant_is_accepted_as_public_key_or_peer_id() {
+        let id = olc_protocol::Identity::from_seed(&[7; 32]);
+        let key = id.public_key();
+        assert_eq!(parse_public_key(&key.to_string()), Ok(key));
+        assert_eq!(parse_public_key(&id.peer_id().to_string()), Ok(key));
+        for bad in ["", "12D3KooWnot", "ABCDEF", &key.to_string()[1..]] {
+            assert!(parse_public_key(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// Every flag and argument of every command says what it is for, and a default that
+    /// clap prints is not written into the text a second time.
+    #[test]
+    fn every_argument_is_described_once() {
+        fn walk(cmd: &clap::Command, path: &str, problems: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                if help.trim().is_empty() {
+                    problems.push(format!("{path} --{id}: no help"));
+                }
+                if !arg.get_default_values().is_empty() && help.contains("[default:") {
+                    problems.push(format!("{path} --{id}: default shown twice"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), problems);
+            }
+        }
+        let mut problems = Vec::new();
+        walk(&Cli::command(), "olc", &mut problems);
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
 }

@@ -148,6 +148,9 @@ fn it_learns_the_completions_and_records_who_taught_it() {
         serde_json::from_slice(&std::fs::read(out.join("provenance.json")).unwrap()).unwrap();
     assert_eq!(prov["adapter_commitment"], report["commitment"]);
     assert_eq!(prov["base_model"], report["model"]);
+    // One model id everywhere: `model show` names the model as the provenance does.
+    let shown = json(&olc(&["model", "show", &m, "--json"]));
+    assert_eq!(shown["id"], prov["base_model"]);
     assert_eq!(
         prov["dataset"].as_str().unwrap(),
         blake3::hash(&std::fs::read(&data).unwrap())
@@ -367,4 +370,40 @@ fn an_initial_adapter_must_fit_the_model_and_outputs_are_not_overwritten() {
     assert!(err.contains("nope"), "{err}");
     let err = refused(&["--model", &m, "--data", &data, "--out", "z"]);
     assert!(err.contains("--steps") || err.contains("--epochs"), "{err}");
+}
+
+#[test]
+fn a_run_that_diverges_fails_naming_the_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model(tmp.path());
+    let data = dataset(tmp.path());
+    let out = tmp.path().join("out");
+    // A final norm of f32::MAX: every weight is finite, so the model loads, but its logits
+    // overflow and the first loss is NaN. Training used to finish "successfully" anyway.
+    // The file ends with that tensor's 64 F32 values.
+    let weights = Path::new(&m).join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let n = bytes.len();
+    for v in bytes[n - 64 * 4..].chunks_exact_mut(4) {
+        v.copy_from_slice(&f32::MAX.to_le_bytes());
+    }
+    std::fs::write(&weights, bytes).unwrap();
+    let err = refused(&[
+        "--model",
+        &m,
+        "--data",
+        &data,
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        "3",
+    ]);
+    assert!(
+        err.contains(
+            "training diverged at step 1: the loss is NaN (before any update: the base model \
+             or the initial adapter overflows)"
+        ),
+        "{err}"
+    );
+    assert!(!out.join("adapter_model.safetensors").exists());
 }

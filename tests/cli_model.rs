@@ -27,8 +27,8 @@ fn same_seed_same_bytes_and_show_reads_it_back() {
     let a = init(&tmp.path().join("a"), "tiny", "7");
     let b = init(&tmp.path().join("b"), "tiny", "7");
     let c = init(&tmp.path().join("c"), "tiny", "8");
-    assert_eq!(a["weights_id"], b["weights_id"]);
-    assert_ne!(a["weights_id"], c["weights_id"]);
+    assert_eq!(a["id"], b["id"]);
+    assert_ne!(a["id"], c["id"]);
     for file in ["config.json", "model.safetensors", "tokenizer.json"] {
         let x = std::fs::read(tmp.path().join("a").join(file)).unwrap();
         let y = std::fs::read(tmp.path().join("b").join(file)).unwrap();
@@ -46,7 +46,7 @@ fn same_seed_same_bytes_and_show_reads_it_back() {
         tmp.path().join("a").to_str().unwrap(),
         "--json",
     ]));
-    assert_eq!(shown["weights_id"], a["weights_id"]);
+    assert_eq!(shown["id"], a["id"]);
     assert_eq!(shown["parameters"], a["parameters"]);
 }
 
@@ -87,4 +87,24 @@ fn init_refuses_to_overwrite_and_bad_input_is_explained() {
     ]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("config.json"));
+}
+
+#[test]
+fn show_refuses_a_model_with_a_nan_weight() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    init(&dir, "tiny", "2");
+    // The file ends with the last element of its last tensor (all F32).
+    let weights = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let n = bytes.len();
+    bytes[n - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&weights, bytes).unwrap();
+    let out = olc(&["model", "show", dir.to_str().unwrap()]);
+    assert!(!out.status.success(), "a NaN weight was accepted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("holds a non-finite value (NaN) at element"),
+        "{err}"
+    );
 }

@@ -91,7 +91,10 @@ fn bad_inputs_are_refused_clearly() {
         (&["--tokens", "99999"], "outside the vocabulary"),
         (&["--tokens", "1", "--isa", "sse9"], "unknown --isa"),
         (&["--tokens", "1", "--threads", "0"], "--threads"),
-        (&["--tokens", "1", "--max-tokens", "0"], "--max-tokens"),
+        (
+            &["--tokens", "1", "--max-tokens", "0"],
+            "max_tokens must be between 1 and 65536",
+        ),
         (&["--tokens", "1,x"], "invalid"),
         (&["--tokens", "1", "--prompt", "hi"], "cannot be used with"),
         (&[], "required"),

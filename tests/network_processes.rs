@@ -120,7 +120,13 @@ fn coordinator_and_two_worker_processes() {
         ],
         home.path(),
     );
-    let coord_peer = line_after(&coordinator, "coordinator ");
+    let coord_key = line_after(&coordinator, "coordinator ");
+    let coord_peer = line_after(&coordinator, "peer id ");
+    assert_eq!(
+        coord_key.len(),
+        64,
+        "the coordinator is named by its public key"
+    );
     let addr = line_after(&coordinator, "listening on ");
     assert!(addr.ends_with(&format!("/p2p/{coord_peer}")), "{addr}");
 
@@ -164,7 +170,7 @@ fn coordinator_and_two_worker_processes() {
             assert!(w["hardware"]["cpu"]["logical_cores"].as_u64().unwrap() >= 1);
             assert!(w["last_seen"].as_u64().unwrap() > 1_700_000_000_000);
             (
-                w["peer_id"].as_str().unwrap().to_string(),
+                w["public_key"].as_str().unwrap().to_string(),
                 w["price"].as_u64().unwrap(),
             )
         })
@@ -194,7 +200,62 @@ fn coordinator_and_two_worker_processes() {
     };
     assert!(status.success(), "worker exited with {status}");
     let left = wait_for_count(&addr, 1);
-    assert_eq!(left[0]["peer_id"], peers[0].as_str());
+    assert_eq!(left[0]["public_key"], peers[0].as_str());
+}
+
+/// A new GPU owner funds and stakes the worker's key before starting the daemon with it:
+/// the client commands' connections must not keep the daemon from registering (they once
+/// ran under the worker's own peer id, and the coordinator then never told the daemon its
+/// gossip subscriptions).
+#[test]
+fn a_worker_whose_key_was_used_by_client_commands_first_registers() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let (_coordinator, addr) = start_coordinator(
+        h,
+        "/ip4/127.0.0.1/udp/0/quic-v1",
+        &h.join("coord"),
+        Stdio::null(),
+    );
+    let dir = h.join("w0");
+    let key = dir.join("key.pem");
+    std::fs::create_dir_all(&dir).unwrap();
+    let made = run_json(
+        &["keys", "new", "--out", key.to_str().unwrap(), "--json"],
+        h,
+    );
+    account(h, &addr, &key, "deposit", 2_000);
+    account(h, &addr, &key, "stake", 1_000);
+    let _worker = spawn(
+        &[
+            "worker",
+            "start",
+            "--coordinator",
+            &addr,
+            "--listen",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+            "--data",
+            dir.to_str().unwrap(),
+            "--advert-interval",
+            "300ms",
+        ],
+        h,
+    );
+    let listed = wait_for_count(&addr, 1);
+    assert_eq!(listed[0]["public_key"], made["public_key"]);
+    // `olc workers` finds the coordinator as every other client command does.
+    let out = olc()
+        .args(["workers", "--json"])
+        .env("OLC_COORDINATOR", &addr)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let by_env: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(by_env.len(), 1);
 }
 
 #[test]
@@ -500,6 +561,171 @@ fn a_job_through_real_processes_submit_wait_status_list_receipt() {
     let checked = run_json(&["receipt", "verify", file.to_str().unwrap(), "--json"], h);
     assert_eq!(checked["valid"], true);
     assert_eq!(checked["job_id"], id);
+    drop(net);
+}
+
+/// `--wait` not on a terminal (a script, CI, a pipe): the job id comes at once as the
+/// first line of stdout, progress comes as plain lines on stderr, and the job can then be
+/// named by a short prefix of its id.
+#[test]
+fn a_waited_fine_tune_off_a_terminal_shows_its_id_at_once_and_plain_progress() {
+    use std::io::{BufRead, BufReader, Read};
+
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let net = job_network(h, 1);
+    let addr = net.addr.clone();
+    let model = init_model(h, "tiny");
+    let data = h.join("data.jsonl");
+    let records: Vec<String> = (0..8)
+        .map(|i| format!(r#"{{"prompt": "Q: {i}?\nA:", "completion": " answer {i}"}}"#))
+        .collect();
+    std::fs::write(&data, records.join("\n")).unwrap();
+    let mut child = olc()
+        .args([
+            "job",
+            "submit",
+            "finetune",
+            "--coordinator",
+            &addr,
+            "--key",
+            &net.key,
+            "--model",
+            &model,
+            "--data",
+            data.to_str().unwrap(),
+            "--rank",
+            "4",
+            "--steps",
+            "30",
+            "--wait",
+        ])
+        .env("HOME", h)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let id = first.trim().to_string();
+    assert_eq!(id.len(), 64, "the first line is the job id: {first:?}");
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let mut progress = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut progress)
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{progress}");
+    assert!(rest.contains(": done"), "{rest}");
+    let short = &id[..8];
+    assert!(
+        progress
+            .lines()
+            .any(|l| l.starts_with(&format!("job {short}: "))),
+        "no plain progress line on stderr: {progress:?}"
+    );
+    assert!(
+        !progress.contains('\r'),
+        "a spinner was drawn off a terminal: {progress:?}"
+    );
+
+    // The short id names the job; the status shows the last step and loss.
+    let status = run_json(
+        &[
+            "job",
+            "status",
+            short,
+            "--coordinator",
+            &addr,
+            "--key",
+            &net.key,
+            "--json",
+        ],
+        h,
+    );
+    assert_eq!(status["job_id"], id.as_str());
+    // `job result --out` refuses to write into a directory that holds files, unless told.
+    let out_dir = h.join("adapter");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    std::fs::write(out_dir.join("notes.txt"), "mine").unwrap();
+    let result = |extra: &[&str]| {
+        let mut args = vec![
+            "job",
+            "result",
+            short,
+            "--coordinator",
+            &addr,
+            "--key",
+            &net.key,
+            "--out",
+            out_dir.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        olc().args(&args).env("HOME", h).output().unwrap()
+    };
+    let refused = result(&[]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
+    assert!(!out_dir.join("adapter_model.safetensors").exists());
+    let forced = result(&["--force", "--wait"]);
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    assert!(out_dir.join("adapter_model.safetensors").exists());
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("notes.txt")).unwrap(),
+        "mine"
+    );
+
+    // A prefix that names no job, and one too short, are refused with the reason.
+    let none = olc()
+        .args([
+            "job",
+            "status",
+            "ffffffff",
+            "--coordinator",
+            &addr,
+            "--key",
+            &net.key,
+        ])
+        .env("HOME", h)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no job id starts with"));
+    let tiny = olc()
+        .args([
+            "job",
+            "status",
+            "ab",
+            "--coordinator",
+            &addr,
+            "--key",
+            &net.key,
+        ])
+        .env("HOME", h)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&tiny.stderr).contains("is not a job id"));
+
+    // A file that never was a receipt is called that, not a newer protocol.
+    let junk = h.join("junk.bin");
+    std::fs::write(&junk, b"this is not a receipt at all").unwrap();
+    let verified = olc()
+        .args(["receipt", "verify", junk.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&verified.stderr);
+    assert!(!verified.status.success());
+    assert!(
+        err.contains("is not a receipt") && !err.contains("upgrade"),
+        "{err}"
+    );
     drop(net);
 }
 

@@ -1,14 +1,15 @@
 //! `olc coordinator start|ledger|audit`.
 
 use anyhow::{Context, Result, bail};
-use olc_coordinator::audit::{AuditReport, audit};
-use olc_coordinator::{Coordinator, CoordinatorConfig, JobStore, RegistryConfig};
-use olc_protocol::p2p::{Client, NodeConfig};
-use olc_protocol::{Identity, LedgerView, RpcRequest, RpcResponse, VerificationPolicy};
+use olc_coordinator::audit::{AuditReport, audit_data_dir};
+use olc_coordinator::{Coordinator, CoordinatorConfig, RegistryConfig};
+use olc_protocol::p2p::NodeConfig;
+use olc_protocol::{LedgerView, RpcRequest, RpcResponse, VerificationPolicy};
 
-use super::daemon;
+use super::{daemon, remote};
 use crate::cli::{CoordinatorAudit, CoordinatorCommand, CoordinatorLedger, CoordinatorStart};
 use crate::config::{self, CoordinatorFile, pick, pick_list};
+use crate::limits;
 
 pub fn run(command: CoordinatorCommand) -> Result<()> {
     match command {
@@ -32,12 +33,13 @@ fn start(args: CoordinatorStart) -> Result<()> {
         cfg.listen = listen;
     }
     if let Some(skew) = pick(args.max_clock_skew, file.max_clock_skew) {
+        let skew = limits::check_duration("--max-clock-skew", skew, &limits::MAX_CLOCK_SKEW)?;
         cfg.registry = RegistryConfig {
             max_clock_skew_ms: skew.as_millis() as u64,
         };
     }
     if let Some(min) = pick(args.min_stake, file.min_stake) {
-        cfg.policy.min_stake = min;
+        cfg.policy.min_stake = limits::check("--min-stake", min, &limits::MIN_STAKE)?;
     }
     let file_verify = file
         .default_verify
@@ -51,7 +53,10 @@ fn start(args: CoordinatorStart) -> Result<()> {
         Some(policy) => cfg.jobs.default_verification = policy,
         None => {}
     }
-    match pick(args.referee_threads, file.referee_threads) {
+    let referee_threads = pick(args.referee_threads, file.referee_threads)
+        .map(|n| limits::check("--referee-threads", n, &limits::REFEREE_THREADS))
+        .transpose()?;
+    match referee_threads {
         Some(0) => cfg.referee_threads = None,
         Some(n) => cfg.referee_threads = Some(n),
         None => {}
@@ -64,7 +69,8 @@ fn start(args: CoordinatorStart) -> Result<()> {
     let identity = daemon::load_or_create_key(&key)?;
     daemon::runtime()?.block_on(async {
         let coordinator = Coordinator::start(&identity, cfg).await?;
-        println!("coordinator {}", coordinator.peer_id());
+        println!("coordinator {}", identity.public_key());
+        println!("peer id {}", coordinator.peer_id());
         for addr in coordinator.listen_addrs() {
             println!("listening on {addr}");
         }
@@ -76,21 +82,9 @@ fn start(args: CoordinatorStart) -> Result<()> {
 }
 
 async fn ledger(args: CoordinatorLedger) -> Result<()> {
-    // Reading the ledger needs no account: a throwaway key asks.
-    let client = Client::connect(
-        &Identity::generate()?,
-        &NodeConfig::default(),
-        &args.coordinator,
-        args.timeout,
-    )
-    .await
-    .with_context(|| format!("cannot reach the coordinator at {}", args.coordinator))?;
-    let view = match tokio::time::timeout(args.timeout, client.rpc(RpcRequest::Ledger)).await {
-        Err(_) => bail!("no answer from the coordinator within {:?}", args.timeout),
-        Ok(Err(e)) => return Err(e.into()),
-        Ok(Ok(RpcResponse::Ledger(view))) => *view,
-        Ok(Ok(RpcResponse::Refused(why))) => bail!("the coordinator refused: {why}"),
-        Ok(Ok(other)) => bail!("unexpected answer from the coordinator: {other:?}"),
+    let view = match remote::ask(&args.at, RpcRequest::Ledger).await? {
+        RpcResponse::Ledger(view) => *view,
+        other => bail!("unexpected answer from the coordinator: {other:?}"),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&view)?);
@@ -147,16 +141,13 @@ fn audit_store(args: CoordinatorAudit) -> Result<()> {
             data.display()
         );
     }
-    let store = JobStore::open(&data.join("jobs")).with_context(|| {
+    let report = audit_data_dir(&data).with_context(|| {
         format!(
-            "cannot open the coordinator's store in {} (is the coordinator still running? \
+            "cannot audit the coordinator's store in {} (is the coordinator still running? \
              `olc coordinator ledger` checks a live one)",
             data.display()
         )
     })?;
-    let records = store.load_all()?;
-    let economy = store.load_economy()?.unwrap_or_default();
-    let report = audit(&records, &economy);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -173,8 +164,15 @@ fn print_audit(r: &AuditReport) {
         "minted {}  held {}  jobs {} (open {}, done {}, failed {})  settled {}",
         r.minted, r.total, r.jobs, r.open_jobs, r.done_jobs, r.failed_jobs, r.settled_jobs
     );
+    println!(
+        "blobs {} checked, {} missing, {} corrupt",
+        r.blobs_checked, r.blobs_missing, r.blobs_corrupt
+    );
     if r.is_clean() {
-        println!("ok: the ledger balances and every job's money matches its state");
+        println!(
+            "ok: the ledger balances, every job's money matches its state, and every blob a \
+             job refers to is stored intact"
+        );
     }
     for p in &r.problems {
         println!("PROBLEM: {p}");

@@ -169,7 +169,7 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
         .context("the coordinator has no address")?;
     say(
         json,
-        format!("coordinator {} on {addr}", coordinator.peer_id()),
+        format!("coordinator {} on {addr}", coord_id.public_key()),
     );
     let threads =
         (std::thread::available_parallelism().map_or(1, |n| n.get()) / args.workers).max(1);
@@ -190,6 +190,7 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
                 amount: Amount(WORKER_STAKE),
             })
             .await?;
+        account.close().await;
         let conduct = match i {
             i if i >= args.cheaters => Conduct::Honest,
             i if i % 2 == 0 => Conduct::WrongOutput,
@@ -215,7 +216,7 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
             json,
             format!(
                 "worker {} started, staked {WORKER_STAKE}{}",
-                w.peer_id(),
+                id.public_key(),
                 if conduct == Conduct::Honest {
                     String::new()
                 } else {
@@ -291,7 +292,9 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
         targets: TargetModule::ALL.to_vec(),
         learning_rate: 0.01,
         weight_decay: 0.0,
-        max_len: None,
+        // The lessons are a dozen tokens each. Saying so keeps the job's declared size
+        // (what its max fee must cover) near the work it really is.
+        max_len: Some(64),
         batch_size: 2,
         grad_accum: 1,
         length: TrainingLength::Steps(90),

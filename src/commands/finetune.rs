@@ -61,9 +61,12 @@ impl TrainingArgs {
         })
     }
 
-    /// The hyperparameters these flags ask for, checked.
+    /// The hyperparameters these flags ask for, checked against the same limits a job's
+    /// are (`TrainingParams::validate`), so a local run and a job refuse alike.
     pub fn hyper(&self) -> Result<Hyper> {
-        Ok(olc_worker::executor::hyper(&self.params(None)?)?)
+        let params = self.params(None)?;
+        params.validate().map_err(anyhow::Error::msg)?;
+        Ok(olc_worker::executor::hyper(&params)?)
     }
 
     /// The adapter training starts from: `--init-adapter`, or a new one. Shape flags that
@@ -140,9 +143,6 @@ pub fn finetune(args: RunFinetune) -> Result<()> {
         ..EngineOptions::default()
     };
     if let Some(threads) = args.threads {
-        if threads == 0 {
-            bail!("--threads must be at least 1");
-        }
         options.threads = threads;
     }
     let engine = Engine::new(checkpoint.config, checkpoint.weights, options)?;

@@ -1,22 +1,27 @@
 //! `olc job …` and `olc receipt …`: a submitter's view of the network.
 
+use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use olc_coordinator::Submitter;
-use olc_protocol::p2p::{NodeConfig, unix_ms};
+use olc_gpu::model::{Adapter, Checkpoint};
+use olc_gpu::train::{Dataset, resolve_max_len, tokenize};
+use olc_protocol::p2p::unix_ms;
 use olc_protocol::{
-    Amount, ContentId, FinetuneJob, Identity, InferenceJob, JobKind, JobOutput, JobSpec, JobState,
-    JobView, Prompt, Requirements, Sampling, SettlementReceipt, Signed, keyfile, verify_receipt,
+    Amount, CodecError, ContentId, FinetuneJob, InferenceJob, JobKind, JobOutput, JobSpec,
+    JobState, JobView, PROTOCOL_VERSION, Prompt, Requirements, SettlementReceipt, Signed,
+    TrainingParams, verify_receipt,
 };
 use serde::Serialize;
 
 use super::daemon;
+use super::remote::with_submitter;
 use crate::cli::{
-    CoordinatorArgs, JobCommand, JobIdArgs, JobList, JobResult, ReceiptCommand, ReceiptShow,
-    ReceiptVerify, SubmitCommand, SubmitCommon, SubmitFinetune, SubmitInference,
+    JobCommand, JobIdArgs, JobList, JobResult, ReceiptCommand, ReceiptShow, ReceiptVerify,
+    SubmitCommand, SubmitCommon, SubmitFinetune, SubmitInference,
 };
 
 pub fn run(command: JobCommand) -> Result<()> {
@@ -37,32 +42,40 @@ pub fn run_receipt(command: ReceiptCommand) -> Result<()> {
     }
 }
 
-fn load_key(args: &CoordinatorArgs) -> Result<Identity> {
-    let path = crate::paths::key_file(args.key.clone())?;
-    keyfile::load(&path).with_context(|| {
-        format!(
-            "cannot load your key from {} (create one with `olc keys new`)",
-            path.display()
-        )
-    })
+/// A job id in full, or a prefix of one (as tables and progress lines print them) that
+/// names exactly one job the coordinator knows.
+async fn resolve_id(submitter: &Submitter, text: &str) -> Result<ContentId> {
+    if let Ok(id) = text.parse::<ContentId>() {
+        return Ok(id);
+    }
+    let prefix = text.to_ascii_lowercase();
+    if prefix.len() < MIN_ID_PREFIX
+        || prefix.len() > 64
+        || !prefix.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        bail!(
+            "{text:?} is not a job id: give the 64 hex digits `olc job submit` printed, or at \
+             least {MIN_ID_PREFIX} of its first ones"
+        );
+    }
+    let jobs = submitter.list(false).await?;
+    let matching: Vec<ContentId> = jobs
+        .iter()
+        .map(|j| j.job_id)
+        .filter(|id| id.to_string().starts_with(&prefix))
+        .collect();
+    match matching.as_slice() {
+        [id] => Ok(*id),
+        [] => bail!("no job id starts with {text}"),
+        many => bail!(
+            "{text} is ambiguous: {} job ids start with it; give more digits",
+            many.len()
+        ),
+    }
 }
 
-pub(super) async fn connect(args: &CoordinatorArgs) -> Result<Submitter> {
-    let identity = load_key(args)?;
-    Submitter::connect(
-        &identity,
-        &NodeConfig::default(),
-        &args.coordinator,
-        args.timeout,
-    )
-    .await
-    .with_context(|| format!("cannot reach the coordinator at {}", args.coordinator))
-}
-
-fn parse_id(text: &str) -> Result<ContentId> {
-    text.parse()
-        .map_err(|e| anyhow::anyhow!("{text:?} is not a job id: {e}"))
-}
+/// The shortest job-id prefix accepted: short ids (`ContentId::short`) are 8 digits.
+const MIN_ID_PREFIX: usize = 6;
 
 fn spec(kind: JobKind, common: &SubmitCommon) -> Result<JobSpec> {
     let now = unix_ms();
@@ -80,111 +93,180 @@ fn spec(kind: JobKind, common: &SubmitCommon) -> Result<JobSpec> {
     })
 }
 
+/// Checks on this machine what a worker would refuse, before anything is uploaded or
+/// escrowed: a job whose inputs can never work is refused here at once, with the reason.
+/// This loads the model as a worker would (every tensor checked), so a large model takes
+/// a while and its size in memory.
+async fn precheck(
+    model: &Path,
+    adapter: Option<&Path>,
+    dataset: Option<(&Path, Option<usize>)>,
+) -> Result<()> {
+    let model = model.to_path_buf();
+    let adapter = adapter.map(Path::to_path_buf);
+    let dataset = dataset.map(|(p, max_len)| (p.to_path_buf(), max_len));
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let checkpoint = Checkpoint::load(&model)
+            .with_context(|| format!("cannot load the model in {}", model.display()))?;
+        if let Some(dir) = &adapter {
+            Adapter::load(dir, &checkpoint.config).with_context(|| {
+                format!("the adapter in {} does not fit this model", dir.display())
+            })?;
+        }
+        if let Some((path, max_len)) = &dataset {
+            let bad = || format!("bad dataset {}", path.display());
+            let max_len = resolve_max_len(*max_len, &checkpoint.config)
+                .map_err(|e| anyhow::anyhow!("--max-len: {e}"))?;
+            let data = Dataset::from_file(path).with_context(bad)?;
+            tokenize(&data, &checkpoint.tokenizer, max_len).with_context(bad)?;
+        }
+        Ok(())
+    })
+    .await
+    .context("the input check stopped")?
+}
+
 async fn submit_inference(args: SubmitInference) -> Result<()> {
     let g = &args.generate;
-    let submitter = connect(&args.common.coordinator).await?;
-    let model = submitter
-        .upload_model(&g.model)
-        .await
-        .context("uploading the model")?;
-    let adapter = match &g.adapter {
-        Some(dir) => Some(
-            submitter
-                .upload_adapter(dir)
-                .await
-                .context("uploading the adapter")?,
-        ),
-        None => None,
-    };
     let prompt = match (&g.prompt, &g.tokens) {
         (Some(t), _) => Prompt::Text(t.clone()),
         (None, Some(t)) => Prompt::Tokens(t.clone()),
         (None, None) => bail!("give --prompt TEXT or --tokens 1,2,3"),
     };
-    let kind = JobKind::Inference(InferenceJob {
-        model,
-        adapter,
-        prompt,
-        sampling: match g.sampling() {
-            Some((temperature, top_k, top_p, _)) => Sampling::Sample {
-                temperature,
-                top_k,
-                top_p,
-            },
-            None => Sampling::Greedy,
-        },
-        max_tokens: g.max_tokens,
-        seed: g.sampling().map_or(0, |s| s.3),
-    });
-    let spec = spec(kind, &args.common)?;
-    spec.validate(unix_ms()).map_err(anyhow::Error::msg)?;
-    submit_and_report(&submitter, &spec, &args.common).await
+    olc_protocol::check_generation(&g.job_sampling(), g.max_tokens).map_err(anyhow::Error::msg)?;
+    precheck(&g.model, g.adapter.as_deref(), None).await?;
+    with_submitter(&args.common.coordinator, async |submitter| {
+        let model = submitter
+            .upload_model(&g.model)
+            .await
+            .context("uploading the model")?;
+        let adapter = match &g.adapter {
+            Some(dir) => Some(
+                submitter
+                    .upload_adapter(dir)
+                    .await
+                    .context("uploading the adapter")?,
+            ),
+            None => None,
+        };
+        let kind = JobKind::Inference(InferenceJob {
+            model,
+            adapter,
+            prompt,
+            sampling: g.job_sampling(),
+            max_tokens: g.max_tokens,
+            seed: g.sampling().map_or(0, |s| s.3),
+        });
+        let spec = spec(kind, &args.common)?;
+        spec.validate(unix_ms()).map_err(anyhow::Error::msg)?;
+        submit_and_report(submitter, &spec, &args.common).await
+    })
+    .await
 }
 
 async fn submit_finetune(args: SubmitFinetune) -> Result<()> {
-    let submitter = connect(&args.common.coordinator).await?;
-    let model = submitter
-        .upload_model(&args.model)
-        .await
-        .context("uploading the model")?;
-    let dataset = submitter
-        .upload_file(&args.data)
-        .await
-        .context("uploading the dataset")?;
-    let init = match &args.training.init_adapter {
-        Some(dir) => Some(
-            submitter
-                .upload_adapter(dir)
-                .await
-                .context("uploading the initial adapter")?,
-        ),
-        None => None,
-    };
-    let kind = JobKind::Finetune(FinetuneJob {
-        model,
-        dataset,
-        params: args.training.params(init)?,
-    });
-    let spec = spec(kind, &args.common)?;
-    spec.validate(unix_ms()).map_err(anyhow::Error::msg)?;
-    submit_and_report(&submitter, &spec, &args.common).await
+    let params = args.training.params(None)?;
+    params.validate().map_err(anyhow::Error::msg)?;
+    precheck(
+        &args.model,
+        args.training.init_adapter.as_deref(),
+        Some((&args.data, args.training.max_len)),
+    )
+    .await?;
+    with_submitter(&args.common.coordinator, async |submitter| {
+        let model = submitter
+            .upload_model(&args.model)
+            .await
+            .context("uploading the model")?;
+        let dataset = submitter
+            .upload_file(&args.data)
+            .await
+            .context("uploading the dataset")?;
+        let init_adapter = match &args.training.init_adapter {
+            Some(dir) => Some(
+                submitter
+                    .upload_adapter(dir)
+                    .await
+                    .context("uploading the initial adapter")?,
+            ),
+            None => None,
+        };
+        let kind = JobKind::Finetune(FinetuneJob {
+            model,
+            dataset,
+            params: TrainingParams {
+                init_adapter,
+                ..params
+            },
+        });
+        let spec = spec(kind, &args.common)?;
+        spec.validate(unix_ms()).map_err(anyhow::Error::msg)?;
+        submit_and_report(submitter, &spec, &args.common).await
+    })
+    .await
 }
 
+/// Submits, then (text mode) prints the job id alone on stdout at once, so scripts can
+/// capture it and a person sees it before any wait; with `--wait`, follows the job to its
+/// end and prints the result.
 async fn submit_and_report(
     submitter: &Submitter,
     spec: &JobSpec,
     common: &SubmitCommon,
 ) -> Result<()> {
     let id = submitter.submit(spec).await?;
-    if !common.wait {
-        if common.json {
-            println!(
-                "{}",
-                serde_json::json!({ "job_id": id.to_string(), "state": "queued" })
-            );
-        } else {
-            println!("{id}");
-        }
+    if common.json && !common.wait {
+        println!(
+            "{}",
+            serde_json::json!({ "job_id": id.to_string(), "state": "queued" })
+        );
         return Ok(());
     }
-    let bar = if common.json {
-        ProgressBar::hidden()
+    if common.json {
+        eprintln!("submitted job {id}");
     } else {
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})")?);
-        bar.enable_steady_tick(Duration::from_millis(120));
-        bar
-    };
-    bar.set_message(format!("job {} submitted", id.short()));
-    let view = submitter
-        .wait(id, |v| bar.set_message(progress_line(v)))
-        .await?;
-    bar.finish_and_clear();
-    report(&view, common.json)?;
+        println!("{id}");
+    }
+    if !common.wait {
+        return Ok(());
+    }
+    follow_and_report(submitter, id, common.json).await
+}
+
+/// Follows a job to its end, showing where it is (a spinner on a terminal, a plain line
+/// per change elsewhere, always on stderr), then prints it; a failed job is an error.
+async fn follow_and_report(submitter: &Submitter, id: ContentId, json: bool) -> Result<()> {
+    let view = follow(submitter, id).await?;
+    report(&view, json)?;
     if let JobState::Failed(why) = &view.state {
         bail!("job {id} failed: {why}");
     }
     Ok(())
+}
+
+async fn follow(submitter: &Submitter, id: ContentId) -> Result<JobView> {
+    if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})")?);
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar.set_message(format!("job {} submitted", id.short()));
+        let view = submitter
+            .wait(id, |v| bar.set_message(progress_line(v)))
+            .await;
+        bar.finish_and_clear();
+        Ok(view?)
+    } else {
+        let mut last = String::new();
+        Ok(submitter
+            .wait(id, |v| {
+                let line = progress_line(v);
+                if line != last {
+                    eprintln!("{line}");
+                    last = line;
+                }
+            })
+            .await?)
+    }
 }
 
 /// One line about where a job is: state, workers, the newest training step.
@@ -197,7 +279,7 @@ pub fn progress_line(v: &JobView) -> String {
         if let Some(p) = &r.progress {
             line.push_str(&format!(
                 "; worker {}: step {}/{} loss {:.4}",
-                &r.worker.to_string()[..8],
+                short_key(&r.worker),
                 p.step,
                 p.total,
                 p.loss
@@ -205,6 +287,12 @@ pub fn progress_line(v: &JobView) -> String {
         }
     }
     line
+}
+
+/// A public key's first 8 hex digits, as job ids are shortened: enough to tell workers
+/// apart in a progress line.
+fn short_key(key: &olc_protocol::PublicKey) -> String {
+    key.to_string().chars().take(8).collect()
 }
 
 /// The JSON shape of a job for scripts: `job_id`, `state`, `output`, `receipt`, and more.
@@ -267,6 +355,11 @@ pub fn job_json(v: &JobView) -> JobJson {
                     "replica": r.replica,
                     "state": r.state,
                     "commitment": r.commitment.map(|c| c.to_string()),
+                    "progress": r.progress.as_ref().map(|p| serde_json::json!({
+                        "step": p.step,
+                        "total": p.total,
+                        "loss": p.loss,
+                    })),
                 })
             })
             .collect(),
@@ -337,8 +430,11 @@ fn report(v: &JobView, json: bool) -> Result<()> {
         println!("  waiting: {w}");
     }
     for r in &v.replicas {
+        let progress = r.progress.as_ref().map_or(String::new(), |p| {
+            format!(", step {}/{} loss {:.4}", p.step, p.total, p.loss)
+        });
         println!(
-            "  replica {} on worker {}: {}",
+            "  replica {} on worker {}: {}{progress}",
             r.replica, r.worker, r.state
         );
     }
@@ -383,14 +479,19 @@ fn report(v: &JobView, json: bool) -> Result<()> {
 }
 
 async fn status(args: JobIdArgs) -> Result<()> {
-    let submitter = connect(&args.coordinator).await?;
-    let view = submitter.status(parse_id(&args.id)?).await?;
+    let view = with_submitter(&args.coordinator, async |submitter| {
+        let id = resolve_id(submitter, &args.id).await?;
+        Ok(submitter.status(id).await?)
+    })
+    .await?;
     report(&view, args.json)
 }
 
 async fn list(args: JobList) -> Result<()> {
-    let submitter = connect(&args.coordinator).await?;
-    let jobs = submitter.list(args.mine).await?;
+    let jobs = with_submitter(&args.coordinator, async |submitter| {
+        Ok(submitter.list(args.mine).await?)
+    })
+    .await?;
     if args.json {
         let rows: Vec<JobJson> = jobs.iter().map(job_json).collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -411,28 +512,59 @@ async fn list(args: JobList) -> Result<()> {
 }
 
 async fn result(args: JobResult) -> Result<()> {
-    let submitter = connect(&args.coordinator).await?;
-    let view = submitter.status(parse_id(&args.id)?).await?;
-    if !view.state.is_final() {
+    if let Some(out) = &args.out {
+        refuse_occupied(out, args.force)?;
+    }
+    with_submitter(&args.coordinator, async |submitter| {
+        let id = resolve_id(submitter, &args.id).await?;
+        let view = if args.wait {
+            follow(submitter, id).await?
+        } else {
+            submitter.status(id).await?
+        };
+        if !view.state.is_final() {
+            bail!(
+                "job {} is {}; no result yet (add --wait to follow it to the end)",
+                view.job_id,
+                view.state.name()
+            );
+        }
+        if let Some(out) = &args.out {
+            std::fs::create_dir_all(out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            if let Some(JobOutput::Finetune { adapter, .. }) = &view.output {
+                submitter
+                    .download_dir(*adapter, out)
+                    .await
+                    .context("downloading the adapter")?;
+            }
+            if let Some(r) = &view.receipt {
+                save_receipt(r, &out.join("receipt.bin"))?;
+            }
+        }
+        report(&view, args.json)?;
+        if let JobState::Failed(why) = &view.state {
+            bail!("job {} failed: {why}", view.job_id);
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// `--out` must not silently replace what is there: a directory that already holds files
+/// needs `--force`.
+fn refuse_occupied(out: &Path, force: bool) -> Result<()> {
+    if out.exists() && !out.is_dir() {
+        bail!("{} exists and is not a directory", out.display());
+    }
+    let occupied = std::fs::read_dir(out).is_ok_and(|mut entries| entries.next().is_some());
+    if occupied && !force {
         bail!(
-            "job {} is {}; no result yet",
-            view.job_id,
-            view.state.name()
+            "{} is not empty; pass --force to write the result into it anyway",
+            out.display()
         );
     }
-    if let Some(out) = &args.out {
-        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-        if let Some(JobOutput::Finetune { adapter, .. }) = &view.output {
-            submitter
-                .download_dir(*adapter, out)
-                .await
-                .context("downloading the adapter")?;
-        }
-        if let Some(r) = &view.receipt {
-            save_receipt(r, &out.join("receipt.bin"))?;
-        }
-    }
-    report(&view, args.json)
+    Ok(())
 }
 
 fn save_receipt(r: &Signed<SettlementReceipt>, path: &Path) -> Result<()> {
@@ -440,8 +572,11 @@ fn save_receipt(r: &Signed<SettlementReceipt>, path: &Path) -> Result<()> {
 }
 
 async fn receipt_show(args: ReceiptShow) -> Result<()> {
-    let submitter = connect(&args.coordinator).await?;
-    let view = submitter.status(parse_id(&args.id)?).await?;
+    let view = with_submitter(&args.coordinator, async |submitter| {
+        let id = resolve_id(submitter, &args.id).await?;
+        Ok(submitter.status(id).await?)
+    })
+    .await?;
     let Some(receipt) = &view.receipt else {
         bail!(
             "job {} has no receipt yet (it is {})",
@@ -455,11 +590,25 @@ async fn receipt_show(args: ReceiptShow) -> Result<()> {
     show_verified(receipt, args.json)
 }
 
+/// A version this far beyond ours is no future receipt but bytes that never were one.
+const IMPLAUSIBLE_VERSION_GAP: u16 = 100;
+
 fn receipt_verify(args: &ReceiptVerify) -> Result<()> {
     let bytes = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let signed = Signed::<SettlementReceipt>::from_bytes(&bytes)
-        .with_context(|| format!("{} is not a receipt", args.file.display()))?;
+    let signed = match Signed::<SettlementReceipt>::from_bytes(&bytes) {
+        Ok(signed) => signed,
+        Err(CodecError::UnsupportedVersion { got, .. })
+            if got > PROTOCOL_VERSION.saturating_add(IMPLAUSIBLE_VERSION_GAP) =>
+        {
+            bail!(
+                "{} is not a receipt: it does not start like one (write receipts with \
+                 `olc receipt show ID --out FILE`)",
+                args.file.display()
+            )
+        }
+        Err(e) => bail!("{} is not a receipt: {e}", args.file.display()),
+    };
     show_verified(&signed, args.json)
 }
 

@@ -6,6 +6,7 @@ mod finetune;
 mod job;
 mod keys;
 mod model;
+mod remote;
 mod run;
 mod worker;
 mod workers;

@@ -4,7 +4,6 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use olc_gpu::model::{Checkpoint, ModelConfig, write_checkpoint};
-use olc_protocol::ContentHasher;
 use serde::Serialize;
 
 use crate::cli::{ModelCommand, ModelInit, ModelShow};
@@ -29,8 +28,9 @@ struct Summary<'a> {
     kv_heads: usize,
     head_dim: usize,
     tied_embeddings: bool,
-    /// BLAKE3 of model.safetensors (or of the shard index), so two copies can be compared.
-    weights_id: String,
+    /// The model's content id: what jobs name it by and what an adapter's provenance
+    /// records as its base model (the manifest of the files the loader reads).
+    id: String,
 }
 
 impl<'a> Summary<'a> {
@@ -47,7 +47,7 @@ impl<'a> Summary<'a> {
             kv_heads: c.num_key_value_heads,
             head_dim: c.head_dim,
             tied_embeddings: c.tie_word_embeddings,
-            weights_id: weights_id(dir)?,
+            id: super::finetune::model_id(dir)?,
         })
     }
 
@@ -73,33 +73,10 @@ impl<'a> Summary<'a> {
                     ""
                 }
             );
-            println!("weights id: {}", self.weights_id);
+            println!("id: {}", self.id);
         }
         Ok(())
     }
-}
-
-/// Streams the weights file through BLAKE3 instead of reading it whole (it can be GBs).
-fn weights_id(dir: &Path) -> Result<String> {
-    let single = dir.join("model.safetensors");
-    let path = if single.exists() {
-        single
-    } else {
-        dir.join("model.safetensors.index.json")
-    };
-    let mut file =
-        std::fs::File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut hasher = ContentHasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = std::io::Read::read(&mut file, &mut buf)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finalize().to_string())
 }
 
 fn init(args: ModelInit) -> Result<()> {

@@ -54,13 +54,8 @@ fn infer(args: RunInfer) -> Result<()> {
         },
         None => Sampling::Greedy,
     };
-    if let Err(why) = sampling.check() {
-        bail!("{why}");
-    }
+    olc_protocol::check_generation(&g.job_sampling(), g.max_tokens).map_err(anyhow::Error::msg)?;
     let max_tokens = g.max_tokens as usize;
-    if max_tokens == 0 {
-        bail!("--max-tokens must be at least 1");
-    }
     let isa = parse_isa(&args.isa)?;
     let checkpoint = Checkpoint::load(&g.model)
         .with_context(|| format!("cannot load the model in {}", g.model.display()))?;
@@ -82,9 +77,6 @@ fn infer(args: RunInfer) -> Result<()> {
         ..EngineOptions::default()
     };
     if let Some(threads) = args.threads {
-        if threads == 0 {
-            bail!("--threads must be at least 1");
-        }
         options.threads = threads;
     }
     options.max_positions = prompt.len() + max_tokens;

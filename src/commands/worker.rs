@@ -11,6 +11,7 @@ use olc_worker::{Worker, WorkerConfig};
 use super::daemon;
 use crate::cli::{WorkerCommand, WorkerStart};
 use crate::config::{self, WorkerFile, pick, pick_list};
+use crate::limits;
 
 pub fn run(command: WorkerCommand) -> Result<()> {
     match command {
@@ -43,19 +44,15 @@ fn start(args: WorkerStart) -> Result<()> {
         );
     }
     cfg.offer.interval_ms = interval_ms;
-    cfg.offer.price_per_ktoken = Amount(pick(args.price, file.price).unwrap_or(10));
-    cfg.offer.max_concurrent_jobs = pick(args.max_jobs, file.max_jobs).unwrap_or(1).max(1);
+    let price = pick(args.price, file.price).unwrap_or(10);
+    cfg.offer.price_per_ktoken = Amount(limits::check("--price", price, &limits::PRICE)?);
+    let max_jobs = pick(args.max_jobs, file.max_jobs).unwrap_or(1);
+    cfg.offer.max_concurrent_jobs = limits::check("--max-jobs", max_jobs, &limits::MAX_JOBS)?;
     if let Some(threads) = pick(args.threads, file.threads) {
-        if threads == 0 {
-            bail!("--threads must be at least 1");
-        }
-        cfg.threads = threads;
+        cfg.threads = limits::check("--threads", threads, &limits::THREADS)?;
     }
     if let Some(gib) = pick(args.cache_gib, file.cache_gib) {
-        if gib == 0 {
-            bail!("--cache-gib must be at least 1: a worker needs room for one model");
-        }
-        cfg.cache_bytes = gib.saturating_mul(1 << 30);
+        cfg.cache_bytes = limits::check("--cache-gib", gib, &limits::CACHE_GIB)? << 30;
     }
     cfg.node = NodeConfig {
         mdns,
@@ -65,7 +62,10 @@ fn start(args: WorkerStart) -> Result<()> {
     let identity = daemon::load_or_create_key(&key)?;
     daemon::runtime()?.block_on(async {
         let worker = Worker::start(&identity, cfg).await?;
-        println!("worker {}", worker.peer_id());
+        // Accounts, jobs and receipts name a participant by its public key; the peer id
+        // (the same key in libp2p's form) is what addresses carry.
+        println!("worker {}", identity.public_key());
+        println!("peer id {}", worker.peer_id());
         let hw = worker.hardware();
         match hw.gpus.as_slice() {
             [] => println!(

@@ -1,40 +1,25 @@
-//! `olc workers`: ask a coordinator who is live.
+//! `olc workers`: ask a coordinator who is live, and whether it would give them work.
 
-use anyhow::{Context, Result, bail};
-use olc_protocol::p2p::{Client, NodeConfig, unix_ms};
-use olc_protocol::{Identity, RegisteredWorker, RpcRequest, RpcResponse};
+use anyhow::{Result, bail};
+use olc_protocol::p2p::unix_ms;
+use olc_protocol::{RegisteredWorker, RpcRequest, RpcResponse, WorkerStanding, WorkerStandings};
 use serde::Serialize;
 
-use super::daemon;
+use super::{daemon, remote};
 use crate::cli::WorkersArgs;
 
 pub fn run(args: WorkersArgs) -> Result<()> {
-    let workers = daemon::runtime()?.block_on(async {
-        // Reading the registry needs no authority: a throwaway key keeps the user's own
-        // key out of it.
-        let identity = Identity::generate()?;
-        let client = Client::connect(
-            &identity,
-            &NodeConfig::default(),
-            &args.coordinator,
-            args.timeout,
-        )
-        .await
-        .with_context(|| format!("cannot reach the coordinator at {}", args.coordinator))?;
-        match tokio::time::timeout(args.timeout, client.rpc(RpcRequest::ListWorkers)).await {
-            Err(_) => bail!("the coordinator did not answer within {:?}", args.timeout),
-            Ok(answer) => match answer? {
-                RpcResponse::Workers(workers) => Ok(workers),
-                RpcResponse::Refused(why) => bail!("the peer refused: {why}"),
-                other => bail!("the peer answered with something else: {other:?}"),
-            },
+    let standings = daemon::runtime()?.block_on(async {
+        match remote::ask(&args.at, RpcRequest::WorkerStandings).await? {
+            RpcResponse::WorkerStandings(standings) => Ok(*standings),
+            other => bail!("the coordinator answered with something else: {other:?}"),
         }
     })?;
     if args.json {
-        let rows: Vec<WorkerRow<'_>> = workers.iter().map(WorkerRow::from).collect();
+        let rows: Vec<WorkerRow<'_>> = standings.workers.iter().map(WorkerRow::from).collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        print_table(&workers);
+        print_table(&standings);
     }
     Ok(())
 }
@@ -54,10 +39,18 @@ struct WorkerRow<'a> {
     listen_addrs: &'a [String],
     max_concurrent_jobs: u32,
     active_jobs: u32,
+    /// Bonded stake at this coordinator.
+    stake: u64,
+    jailed_until: Option<u64>,
+    reputation: f64,
+    /// Whether the coordinator would match it to a job now, and if not, why.
+    matchable: bool,
+    not_matched_because: Option<&'a str>,
 }
 
-impl<'a> From<&'a RegisteredWorker> for WorkerRow<'a> {
-    fn from(w: &'a RegisteredWorker) -> Self {
+impl<'a> From<&'a WorkerStanding> for WorkerRow<'a> {
+    fn from(s: &'a WorkerStanding) -> Self {
+        let w = &s.worker;
         Self {
             peer_id: peer_id(w),
             public_key: w.public_key.to_string(),
@@ -70,6 +63,11 @@ impl<'a> From<&'a RegisteredWorker> for WorkerRow<'a> {
             listen_addrs: &w.advert.listen_addrs,
             max_concurrent_jobs: w.advert.max_concurrent_jobs,
             active_jobs: w.advert.active_jobs,
+            stake: s.bonded.0,
+            jailed_until: s.jailed_until_ms,
+            reputation: s.reputation,
+            matchable: s.ineligible.is_none(),
+            not_matched_because: s.ineligible.as_deref(),
         }
     }
 }
@@ -85,17 +83,19 @@ fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
-fn print_table(workers: &[RegisteredWorker]) {
+fn print_table(standings: &WorkerStandings) {
+    let workers = &standings.workers;
     if workers.is_empty() {
         println!("no live workers");
         return;
     }
     let now = unix_ms();
     println!(
-        "{:<52}  {:<40}  {:>10}  {:>12}  {:>9}",
-        "PEER ID", "HARDWARE", "MEMORY", "PRICE/1kTOK", "LAST SEEN"
+        "{:<64}  {:<32}  {:>10}  {:>11}  {:>8}  {:>9}  MATCHED",
+        "WORKER (PUBLIC KEY)", "HARDWARE", "MEMORY", "PRICE/1kTOK", "STAKE", "LAST SEEN"
     );
-    for w in workers {
+    for s in workers {
+        let w = &s.worker;
         let hw = &w.advert.hardware;
         let (what, memory) = if hw.gpus.is_empty() {
             (
@@ -109,15 +109,24 @@ fn print_table(workers: &[RegisteredWorker]) {
                 hw.gpus.iter().map(|g| g.memory_total_bytes).sum(),
             )
         };
-        let what: String = what.chars().take(40).collect();
+        let what: String = what.chars().take(32).collect();
         let ago = now.saturating_sub(w.last_seen_ms) as f64 / 1000.0;
+        let matched = match &s.ineligible {
+            None => "yes".to_string(),
+            Some(why) => format!("no: {why}"),
+        };
         println!(
-            "{:<52}  {:<40}  {:>10}  {:>12}  {:>8.1}s",
-            peer_id(w),
+            "{:<64}  {:<32}  {:>10}  {:>11}  {:>8}  {:>8.1}s  {matched}",
+            w.public_key,
             what,
             gib(memory),
             w.advert.price_per_ktoken,
+            s.bonded,
             ago
         );
     }
+    println!(
+        "(a worker needs a stake of at least {} here to be matched)",
+        standings.min_stake
+    );
 }

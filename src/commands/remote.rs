@@ -1,0 +1,64 @@
+//! Talking to a coordinator from a one-shot command: connect, ask, close.
+
+use anyhow::{Context, Result, bail};
+use olc_coordinator::Submitter;
+use olc_protocol::p2p::{Client, NodeConfig};
+use olc_protocol::{Identity, RpcRequest, RpcResponse, keyfile};
+
+use crate::cli::{CoordinatorAddr, CoordinatorArgs};
+
+/// Asks a request that needs no account (the registry, the ledger) and closes the
+/// connection.
+pub async fn ask(at: &CoordinatorAddr, request: RpcRequest) -> Result<RpcResponse> {
+    let client = Client::connect(&NodeConfig::default(), &at.coordinator, at.timeout)
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {}", at.coordinator))?;
+    let answer = tokio::time::timeout(at.timeout, client.rpc(request)).await;
+    client.close().await;
+    match answer {
+        Err(_) => bail!(
+            "no answer from the coordinator within {}",
+            humantime::format_duration(at.timeout)
+        ),
+        Ok(Err(e)) => Err(e.into()),
+        Ok(Ok(RpcResponse::Refused(why))) => bail!("the coordinator refused: {why}"),
+        Ok(Ok(answer)) => Ok(answer),
+    }
+}
+
+fn load_key(args: &CoordinatorArgs) -> Result<Identity> {
+    let path = crate::paths::key_file(args.key.clone())?;
+    keyfile::load(&path).with_context(|| {
+        format!(
+            "cannot load your key from {} (create one with `olc keys new`)",
+            path.display()
+        )
+    })
+}
+
+/// Connects as the key's owner. The key signs requests; the connection itself runs under
+/// a key of its own (see `Client`), so a worker's key used here never disturbs that
+/// worker's own connection.
+pub async fn connect(args: &CoordinatorArgs) -> Result<Submitter> {
+    let identity = load_key(args)?;
+    Submitter::connect(
+        &identity,
+        &NodeConfig::default(),
+        &args.at.coordinator,
+        args.at.timeout,
+    )
+    .await
+    .with_context(|| format!("cannot reach the coordinator at {}", args.at.coordinator))
+}
+
+/// Runs `work` with a connection as the key's owner, then closes the connection, whether
+/// or not the work succeeded.
+pub async fn with_submitter<T>(
+    args: &CoordinatorArgs,
+    work: impl AsyncFnOnce(&Submitter) -> Result<T>,
+) -> Result<T> {
+    let submitter = connect(args).await?;
+    let result = work(&submitter).await;
+    submitter.close().await;
+    result
+}
