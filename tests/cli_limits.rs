@@ -86,39 +86,40 @@ fn absurd_daemon_and_job_settings_are_refused_with_the_range() {
     let data = tmp.path().to_str().unwrap();
     let coord = "/ip4/127.0.0.1/udp/9/quic-v1";
     let worker = ["worker", "start", "--coordinator", coord, "--data", data];
-    for (extra, expect) in [
+    let coordinator = ["coordinator", "start", "--data", data];
+    for (command, extra, expect) in [
         (
+            &worker[..],
             &["--max-jobs", "0"][..],
             "--max-jobs must be between 1 and 1024, got 0",
         ),
         (
-            &["--threads", "100000"][..],
+            &worker,
+            &["--threads", "100000"],
             "--threads must be between 1 and 1024, got 100000",
         ),
         (
-            &["--cache-gib", "0"][..],
+            &worker,
+            &["--cache-gib", "0"],
             "--cache-gib must be between 1 and",
         ),
-    ] {
-        let args: Vec<&str> = worker.iter().chain(extra).copied().collect();
-        refused(&args, expect);
-    }
-    let coordinator = ["coordinator", "start", "--data", data];
-    for (extra, expect) in [
         (
-            &["--min-stake", "18446744073709551615"][..],
+            &coordinator,
+            &["--min-stake", "18446744073709551615"],
             "--min-stake must be between 0 and",
         ),
         (
-            &["--max-clock-skew", "0s"][..],
+            &coordinator,
+            &["--max-clock-skew", "0s"],
             "--max-clock-skew must be between 1s and 1h",
         ),
         (
-            &["--referee-threads", "100000"][..],
+            &coordinator,
+            &["--referee-threads", "100000"],
             "--referee-threads must be between 0 and 1024",
         ),
     ] {
-        let args: Vec<&str> = coordinator.iter().chain(extra).copied().collect();
+        let args: Vec<&str> = command.iter().chain(extra).copied().collect();
         refused(&args, expect);
     }
     // A worker's settings from its config file meet the same limits as its flags.

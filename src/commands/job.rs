@@ -140,15 +140,7 @@ async fn submit_inference(args: SubmitInference) -> Result<()> {
             .upload_model(&g.model)
             .await
             .context("uploading the model")?;
-        let adapter = match &g.adapter {
-            Some(dir) => Some(
-                submitter
-                    .upload_adapter(dir)
-                    .await
-                    .context("uploading the adapter")?,
-            ),
-            None => None,
-        };
+        let adapter = upload_adapter(submitter, g.adapter.as_deref(), "the adapter").await?;
         let kind = JobKind::Inference(InferenceJob {
             model,
             adapter,
@@ -182,15 +174,12 @@ async fn submit_finetune(args: SubmitFinetune) -> Result<()> {
             .upload_file(&args.data)
             .await
             .context("uploading the dataset")?;
-        let init_adapter = match &args.training.init_adapter {
-            Some(dir) => Some(
-                submitter
-                    .upload_adapter(dir)
-                    .await
-                    .context("uploading the initial adapter")?,
-            ),
-            None => None,
-        };
+        let init_adapter = upload_adapter(
+            submitter,
+            args.training.init_adapter.as_deref(),
+            "the initial adapter",
+        )
+        .await?;
         let kind = JobKind::Finetune(FinetuneJob {
             model,
             dataset,
@@ -204,6 +193,19 @@ async fn submit_finetune(args: SubmitFinetune) -> Result<()> {
         submit_and_report(submitter, &spec, &args.common).await
     })
     .await
+}
+
+async fn upload_adapter(
+    submitter: &Submitter,
+    dir: Option<&Path>,
+    what: &str,
+) -> Result<Option<ContentId>> {
+    let Some(dir) = dir else { return Ok(None) };
+    let id = submitter
+        .upload_adapter(dir)
+        .await
+        .with_context(|| format!("uploading {what}"))?;
+    Ok(Some(id))
 }
 
 /// Submits, then (text mode) prints the job id alone on stdout at once, so scripts can
