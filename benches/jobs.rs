@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use olc_coordinator::{Coordinator, CoordinatorConfig, Submitter};
 use olc_gpu::model::{Preset, write_checkpoint};
-use olc_protocol::p2p::libp2p::Multiaddr;
-use olc_protocol::p2p::{NodeConfig, unix_ms, unix_us};
+use olc_net::libp2p::Multiaddr;
+use olc_net::{NodeConfig, unix_ms, unix_us};
 use olc_protocol::{
     Amount, ContentId, Identity, InferenceJob, JobKind, JobSpec, JobState, Prompt, Requirements,
     Sampling, VerificationPolicy,

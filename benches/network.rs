@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use olc_coordinator::{Coordinator, CoordinatorConfig};
+use olc_net::AdvertSeen;
+use olc_net::libp2p::Multiaddr;
 use olc_protocol::Identity;
-use olc_protocol::p2p::AdvertSeen;
-use olc_protocol::p2p::libp2p::Multiaddr;
 use olc_worker::{Worker, WorkerConfig};
 use tokio::sync::mpsc;
 
@@ -129,7 +129,7 @@ async fn propagation(dir: &std::path::Path) -> (Vec<f64>, Vec<f64>, usize, usize
     tokio::time::sleep(Duration::from_secs(warmup)).await;
     while rx.try_recv().is_ok() {}
     // Only adverts published inside the window count, so none is half-observed.
-    let window_start_us = olc_protocol::p2p::unix_us();
+    let window_start_us = olc_net::unix_us();
     let window_end_us = window_start_us + PROPAGATION_SECS * 1_000_000;
     let window_end = Instant::now() + Duration::from_secs(PROPAGATION_SECS);
     let mut seen: HashMap<(olc_protocol::PublicKey, u64), Vec<u64>> = HashMap::new();

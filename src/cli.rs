@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use olc_protocol::p2p::libp2p::Multiaddr;
+use olc_net::libp2p::Multiaddr;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -650,7 +650,7 @@ pub struct RunInfer {
 /// A participant as tables and JSON name it (64 hex digits of its public key), or as
 /// addresses do (its libp2p peer id, the same key in another encoding).
 pub fn parse_public_key(text: &str) -> Result<olc_protocol::PublicKey, String> {
-    use olc_protocol::p2p::libp2p::{PeerId, identity};
+    use olc_net::libp2p::{PeerId, identity};
 
     if let Ok(key) = text.parse::<olc_protocol::PublicKey>() {
         return Ok(key);

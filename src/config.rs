@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use olc_protocol::p2p::libp2p::Multiaddr;
+use olc_net::libp2p::Multiaddr;
 use serde::Deserialize;
 
 /// A config file is a few lines; refuse to read anything absurd.

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use olc_coordinator::{Coordinator, CoordinatorConfig, JobsConfig, SubmitError, Submitter};
 use olc_gpu::model::{Preset, write_checkpoint};
-use olc_protocol::p2p::libp2p::Multiaddr;
-use olc_protocol::p2p::{NodeConfig, unix_ms, unix_us};
+use olc_net::libp2p::Multiaddr;
+use olc_net::{NodeConfig, unix_ms, unix_us};
 use olc_protocol::*;
 use olc_worker::{Conduct, Worker, WorkerConfig};
 
@@ -616,7 +616,7 @@ async fn a_worker_that_unstaked_below_the_minimum_is_not_matched_and_the_job_say
     };
     assert!(waiting.contains("minimum stake of 100"), "{waiting}");
     // The worker list says why: no stake bonded, so it is not matched.
-    let client = olc_protocol::p2p::Client::connect(&node(), &net.addr, BOUND)
+    let client = olc_net::Client::connect(&node(), &net.addr, BOUND)
         .await
         .unwrap();
     let RpcResponse::WorkerStandings(standings) =

@@ -7,16 +7,16 @@ use std::time::{Duration, Instant};
 
 use futures::prelude::*;
 use olc_coordinator::{Coordinator, CoordinatorConfig};
-use olc_protocol::blob::{self, BlobError, BlobOutline, BlobSource};
-use olc_protocol::p2p::libp2p::request_response::{self, ProtocolSupport};
-use olc_protocol::p2p::libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use olc_protocol::p2p::libp2p::{
+use olc_net::libp2p::request_response::{self, ProtocolSupport};
+use olc_net::libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use olc_net::libp2p::{
     Multiaddr, StreamProtocol, Swarm, SwarmBuilder, gossipsub, noise, tcp, yamux,
 };
-use olc_protocol::p2p::{
+use olc_net::{
     BLOB_PROTOCOL, BehaviourEvent, Client, ClientError, NodeConfig, RPC_PROTOCOL, adverts_topic,
     build_swarm, unix_ms,
 };
+use olc_protocol::blob::{self, BlobError, BlobOutline, BlobSource};
 use olc_protocol::*;
 use olc_worker::{Worker, WorkerConfig};
 
@@ -198,7 +198,7 @@ async fn a_worker_whose_peer_id_the_coordinator_already_holds_still_registers() 
 /// A bare gossip peer that publishes whatever bytes it is told to, with a transmit limit
 /// far above ours so that oversized messages really leave it.
 #[derive(NetworkBehaviour)]
-#[behaviour(prelude = "olc_protocol::p2p::libp2p::swarm::derive_prelude")]
+#[behaviour(prelude = "olc_net::libp2p::swarm::derive_prelude")]
 struct GossipOnly {
     gossipsub: gossipsub::Behaviour,
 }
@@ -443,7 +443,7 @@ impl request_response::Codec for RawCodec {
 }
 
 #[derive(NetworkBehaviour)]
-#[behaviour(prelude = "olc_protocol::p2p::libp2p::swarm::derive_prelude")]
+#[behaviour(prelude = "olc_net::libp2p::swarm::derive_prelude")]
 struct RawRequests {
     raw: request_response::Behaviour<RawCodec>,
 }
@@ -464,7 +464,7 @@ async fn send_raw(target: &Multiaddr, protocol: StreamProtocol, payloads: &[Vec<
         .with_behaviour(|_| behaviour)
         .unwrap()
         .build();
-    let peer = olc_protocol::p2p::addr::peer_id_of(target).unwrap();
+    let peer = olc_net::addr::peer_id_of(target).unwrap();
     swarm.dial(target.clone()).unwrap();
     for p in payloads {
         swarm.behaviour_mut().raw.send_request(&peer, p.clone());
@@ -589,7 +589,7 @@ impl BlobSource for Tampered {
 async fn serve_blobs(source: Tampered) -> Multiaddr {
     let identity = Identity::generate().unwrap();
     let mut swarm = build_swarm(&identity, &NodeConfig::default()).unwrap();
-    let addrs = olc_protocol::p2p::listen_and_wait(&mut swarm, &loopback_quic())
+    let addrs = olc_net::listen_and_wait(&mut swarm, &loopback_quic())
         .await
         .unwrap();
     tokio::spawn(async move {
@@ -696,9 +696,9 @@ async fn a_coordinator_address_without_a_peer_id_is_enough() {
     let with_id = c.listen_addrs()[0].clone();
     let bare: Multiaddr = with_id
         .iter()
-        .filter(|p| !matches!(p, olc_protocol::p2p::libp2p::multiaddr::Protocol::P2p(_)))
+        .filter(|p| !matches!(p, olc_net::libp2p::multiaddr::Protocol::P2p(_)))
         .collect();
-    assert!(olc_protocol::p2p::addr::peer_id_of(&bare).is_none());
+    assert!(olc_net::addr::peer_id_of(&bare).is_none());
     let identity = Identity::generate().unwrap();
     let w = Worker::start(&identity, worker_config(bare.clone(), dir.path()))
         .await

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use olc_gpu::model::Checkpoint;
-use olc_protocol::p2p::libp2p::Multiaddr;
-use olc_protocol::p2p::{Client, ClientError, NodeConfig};
+use olc_net::libp2p::Multiaddr;
+use olc_net::{Client, ClientError, NodeConfig};
 use olc_protocol::{
     AccountAction, AccountRequest, AccountView, BlobUpload, ContentId, Identity, JobSpec, JobView,
     LedgerView, Manifest, ManifestEntry, PublicKey, RpcRequest, RpcResponse, Signed,
@@ -98,7 +98,7 @@ impl Submitter {
     /// the clock in microseconds, so requests from one key are ordered without any state
     /// kept on this side.
     pub async fn account(&self, action: AccountAction) -> Result<AccountView, SubmitError> {
-        let nonce = olc_protocol::p2p::unix_us();
+        let nonce = olc_net::unix_us();
         let signed = Signed::sign(&self.identity, &AccountRequest { action, nonce })?;
         match self.rpc(RpcRequest::Account(signed)).await? {
             RpcResponse::Account(view) => Ok(*view),

@@ -9,16 +9,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
-use olc_protocol::blob_store::{BlobStore, Uploads};
-use olc_protocol::messages::rpc::WorkerStandings;
-use olc_protocol::p2p::libp2p::gossipsub::{self, MessageAcceptance};
-use olc_protocol::p2p::libp2p::request_response::{self, Message, OutboundRequestId};
-use olc_protocol::p2p::libp2p::swarm::SwarmEvent;
-use olc_protocol::p2p::libp2p::{Multiaddr, Swarm};
-use olc_protocol::p2p::{
+use olc_net::libp2p::gossipsub::{self, MessageAcceptance};
+use olc_net::libp2p::request_response::{self, Message, OutboundRequestId};
+use olc_net::libp2p::swarm::SwarmEvent;
+use olc_net::libp2p::{Multiaddr, Swarm};
+use olc_net::{
     AdvertObserver, AdvertSeen, Behaviour, BehaviourEvent, NodeConfig, NodeError, NodeTask,
     handle_shared, reply_rpc, start_swarm, unix_ms, unix_us,
 };
+use olc_protocol::blob_store::{BlobStore, Uploads};
+use olc_protocol::messages::rpc::WorkerStandings;
 use olc_protocol::{
     Amount, ContentId, Identity, JobKind, JobSpec, LedgerView, Manifest, PeerId, PublicKey,
     RegisteredWorker, RpcRequest, RpcResponse, Signed,

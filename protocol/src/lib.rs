@@ -1,6 +1,6 @@
 //! olc-protocol: what two OLC peers must agree on. Identities, content ids, manifests, the
-//! wire codec, signed envelopes and the message types. No async and no network outside
-//! the `p2p` feature; the only file I/O is the key file (whose permissions are part of the
+//! wire codec, signed envelopes and the message types. No async and no network (that is
+//! olc-net); the only file I/O is the key file (whose permissions are part of the
 //! security story), manifests of local files, and the content-addressed blob store that
 //! coordinators and workers both keep.
 
@@ -13,8 +13,6 @@ pub mod identity;
 pub mod keyfile;
 pub mod manifest;
 pub mod messages;
-#[cfg(feature = "p2p")]
-pub mod p2p;
 pub mod signed;
 
 pub use amount::Amount;

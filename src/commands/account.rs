@@ -59,7 +59,7 @@ fn show(view: &AccountView, json: bool) -> Result<()> {
         println!(
             "  {} unlock {}",
             release.amount,
-            when(release.unlocks_ms, olc_protocol::p2p::unix_ms())
+            when(release.unlocks_ms, olc_net::unix_ms())
         );
     }
     println!(
@@ -69,7 +69,7 @@ fn show(view: &AccountView, json: bool) -> Result<()> {
     if let Some(until) = view.jailed_until_ms {
         println!(
             "jailed      until {}: not matched to jobs",
-            when(until, olc_protocol::p2p::unix_ms())
+            when(until, olc_net::unix_ms())
         );
     }
     Ok(())

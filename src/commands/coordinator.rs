@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, bail};
 use olc_coordinator::audit::{AuditReport, audit_data_dir};
 use olc_coordinator::{Coordinator, CoordinatorConfig, RegistryConfig};
-use olc_protocol::p2p::NodeConfig;
+use olc_net::NodeConfig;
 use olc_protocol::{LedgerView, RpcRequest, RpcResponse, VerificationPolicy};
 
 use super::{daemon, remote};

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use olc_coordinator::{Coordinator, CoordinatorConfig, JobsConfig, Submitter};
 use olc_gpu::model::{Preset, write_checkpoint};
-use olc_protocol::p2p::{NodeConfig, unix_ms, unix_us};
+use olc_net::{NodeConfig, unix_ms, unix_us};
 use olc_protocol::{
     AccountAction, Amount, FinetuneJob, Identity, InferenceJob, JobKind, JobOutput, JobSpec,
     JobState, JobView, Prompt, Requirements, Sampling, TargetModule, TrainingLength,

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use olc_coordinator::Submitter;
 use olc_gpu::model::{Adapter, Checkpoint};
 use olc_gpu::train::{Dataset, resolve_max_len, tokenize};
-use olc_protocol::p2p::unix_ms;
+use olc_net::unix_ms;
 use olc_protocol::{
     Amount, CodecError, ContentId, FinetuneJob, InferenceJob, JobKind, JobOutput, JobSpec,
     JobState, JobView, PROTOCOL_VERSION, Prompt, Requirements, SettlementReceipt, Signed,
@@ -89,7 +89,7 @@ fn spec(kind: JobKind, common: &SubmitCommon) -> Result<JobSpec> {
         verification: common.verify,
         deadline_ms: now + common.deadline.as_millis() as u64,
         // Unique per submission: the coordinator refuses a nonce it has seen.
-        nonce: olc_protocol::p2p::unix_us(),
+        nonce: olc_net::unix_us(),
     })
 }
 

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 use olc_coordinator::Submitter;
-use olc_protocol::p2p::{Client, NodeConfig};
+use olc_net::{Client, NodeConfig};
 use olc_protocol::{Identity, RpcRequest, RpcResponse, keyfile};
 
 use crate::cli::{CoordinatorAddr, CoordinatorArgs};

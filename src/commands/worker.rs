@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use olc_net::NodeConfig;
 use olc_protocol::Amount;
 use olc_protocol::messages::advert::{MAX_ADVERT_INTERVAL_MS, MIN_ADVERT_INTERVAL_MS};
-use olc_protocol::p2p::NodeConfig;
 use olc_worker::{Worker, WorkerConfig};
 
 use super::daemon;

@@ -1,7 +1,7 @@
 //! `olc workers`: ask a coordinator who is live, and whether it would give them work.
 
 use anyhow::{Result, bail};
-use olc_protocol::p2p::unix_ms;
+use olc_net::unix_ms;
 use olc_protocol::{RegisteredWorker, RpcRequest, RpcResponse, WorkerStanding, WorkerStandings};
 use serde::Serialize;
 

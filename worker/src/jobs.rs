@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use olc_net::libp2p::Multiaddr;
+use olc_net::{Client, NodeConfig, unix_ms};
 use olc_protocol::blob_store::BlobStore;
 use olc_protocol::messages::jobs_api::FailureKind;
-use olc_protocol::p2p::libp2p::Multiaddr;
-use olc_protocol::p2p::{Client, NodeConfig, unix_ms};
 use olc_protocol::{
     Amount, Assignment, BlobUpload, Commitment, ContentId, ExecutionReceipt, Identity, JobFailure,
     JobKind, JobOutput, JobProgress, JobSpec, PeerId, Reveal, RpcRequest, RpcResponse, Signed,

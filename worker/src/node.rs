@@ -9,17 +9,17 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use olc_gpu::probe::{self, HardwareReport};
-use olc_protocol::blob_store::BlobStore;
-use olc_protocol::p2p::addr::{peer_id_of, tcp_fallback};
-use olc_protocol::p2p::libp2p::gossipsub::{self, MessageAcceptance, PublishError};
-use olc_protocol::p2p::libp2p::request_response::{self, Message};
-use olc_protocol::p2p::libp2p::swarm::dial_opts::DialOpts;
-use olc_protocol::p2p::libp2p::swarm::{ConnectionId, SwarmEvent};
-use olc_protocol::p2p::libp2p::{Multiaddr, Swarm};
-use olc_protocol::p2p::{
+use olc_net::addr::{peer_id_of, tcp_fallback};
+use olc_net::libp2p::gossipsub::{self, MessageAcceptance, PublishError};
+use olc_net::libp2p::request_response::{self, Message};
+use olc_net::libp2p::swarm::dial_opts::DialOpts;
+use olc_net::libp2p::swarm::{ConnectionId, SwarmEvent};
+use olc_net::libp2p::{Multiaddr, Swarm};
+use olc_net::{
     AdvertObserver, AdvertSeen, Behaviour, BehaviourEvent, NodeConfig, NodeError, NodeTask,
     adverts_topic, handle_shared, reply_rpc, start_swarm, unix_ms, unix_us,
 };
+use olc_protocol::blob_store::BlobStore;
 use olc_protocol::{
     HardwareAdvert, Identity, PeerId, RpcRequest, RpcResponse, Signed, check_advert,
 };

@@ -1,16 +1,15 @@
 //! Listeners: a QUIC-only listen list also gets TCP on the same port (the port a peer
 //! whose UDP is blocked falls back to), and every failure to listen says why.
-#![cfg(feature = "p2p")]
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 
 use std::time::Duration;
 
+use olc_net::libp2p::futures::StreamExt;
+use olc_net::libp2p::multiaddr::Protocol;
+use olc_net::libp2p::swarm::SwarmEvent;
+use olc_net::libp2p::{Multiaddr, Swarm};
+use olc_net::{Behaviour, NodeConfig, NodeError, build_swarm, start_swarm};
 use olc_protocol::Identity;
-use olc_protocol::p2p::libp2p::futures::StreamExt;
-use olc_protocol::p2p::libp2p::multiaddr::Protocol;
-use olc_protocol::p2p::libp2p::swarm::SwarmEvent;
-use olc_protocol::p2p::libp2p::{Multiaddr, Swarm};
-use olc_protocol::p2p::{Behaviour, NodeConfig, NodeError, build_swarm, start_swarm};
 
 fn addr(s: &str) -> Multiaddr {
     s.parse().unwrap()
@@ -83,7 +82,7 @@ async fn quic_only_listen_also_listens_on_tcp_at_the_port_quic_got() {
     );
 
     // What a worker does when QUIC fails: the same host and port over TCP, nothing else.
-    let fallback = olc_protocol::p2p::addr::tcp_fallback(quic_bound[0]).unwrap();
+    let fallback = olc_net::addr::tcp_fallback(quic_bound[0]).unwrap();
     assert_eq!(&fallback, tcp[0]);
     let used = connect(&mut swarm, fallback.clone()).await;
     assert_eq!(port_of(&used, true), Some(udp_port), "{used}");

@@ -8,8 +8,8 @@ use libp2p::swarm::SwarmEvent;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::node::{Behaviour, BehaviourEvent};
-use crate::blob::{self, BlobSource};
+use crate::node::{Behaviour, BehaviourEvent};
+use olc_protocol::blob::{self, BlobSource};
 
 /// Handles the events whose handling does not depend on the node's role; gives back the
 /// others for the node to handle.
@@ -62,8 +62,8 @@ pub fn handle_shared(
 pub fn reply_rpc(
     swarm: &mut Swarm<Behaviour>,
     peer: libp2p::PeerId,
-    channel: libp2p::request_response::ResponseChannel<crate::RpcResponse>,
-    response: crate::RpcResponse,
+    channel: libp2p::request_response::ResponseChannel<olc_protocol::RpcResponse>,
+    response: olc_protocol::RpcResponse,
 ) {
     if swarm
         .behaviour_mut()

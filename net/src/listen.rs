@@ -3,7 +3,7 @@
 //!
 //! A listen list with QUIC addresses and no TCP address at all also gets TCP on the same
 //! IP and port as each QUIC address: a peer whose UDP is blocked retries over TCP on the
-//! port it already knows ([`super::addr::tcp_fallback`]), and that only works if
+//! port it already knows ([`crate::addr::tcp_fallback`]), and that only works if
 //! something listens there.
 
 use std::error::Error;
@@ -14,7 +14,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, Swarm};
 
-use super::node::{Behaviour, NodeError};
+use crate::node::{Behaviour, NodeError};
 
 /// One listener asked for, and the first address it reported.
 struct Listener {
@@ -86,15 +86,15 @@ pub async fn listen_and_wait(
 /// `addrs` (see [`listen_and_wait`]). Returns the bound addresses, each ending in
 /// `/p2p/<peer id>`.
 pub async fn start_swarm(
-    identity: &crate::Identity,
-    config: &super::NodeConfig,
+    identity: &olc_protocol::Identity,
+    config: &crate::NodeConfig,
     addrs: &[Multiaddr],
 ) -> Result<(Swarm<Behaviour>, Vec<Multiaddr>), NodeError> {
-    let mut swarm = super::build_swarm(identity, config)?;
+    let mut swarm = crate::build_swarm(identity, config)?;
     swarm
         .behaviour_mut()
         .gossipsub
-        .subscribe(&super::adverts_topic())
+        .subscribe(&crate::adverts_topic())
         .map_err(|e| NodeError::Gossip(e.to_string()))?;
     let bound = listen_and_wait(&mut swarm, addrs).await?;
     Ok((swarm, bound))
@@ -206,7 +206,7 @@ fn udp_port(addr: &Multiaddr) -> Option<u16> {
 
 /// The TCP address at the same IP as `quic` and the given port.
 fn tcp_twin(quic: &Multiaddr, port: u16) -> Option<Multiaddr> {
-    let tcp = super::addr::tcp_fallback(quic)?;
+    let tcp = crate::addr::tcp_fallback(quic)?;
     Some(
         tcp.iter()
             .map(|p| match p {

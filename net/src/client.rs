@@ -11,10 +11,10 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, Swarm};
 use tokio::sync::{mpsc, oneshot};
 
-use super::addr::{peer_id_of, tcp_fallback};
-use super::node::{Behaviour, BehaviourEvent, NodeConfig, NodeError, build_swarm};
-use crate::blob::{BlobError, BlobOutline};
-use crate::{
+use crate::addr::{peer_id_of, tcp_fallback};
+use crate::node::{Behaviour, BehaviourEvent, NodeConfig, NodeError, build_swarm};
+use olc_protocol::blob::{BlobError, BlobOutline};
+use olc_protocol::{
     BlobPart, BlobRequest, BlobResponse, ContentId, Identity, PeerId, RpcRequest, RpcResponse,
 };
 

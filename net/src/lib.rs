@@ -1,5 +1,6 @@
-//! The libp2p layer shared by every node: behaviour, swarm set-up, framing, addresses.
-//! Async and sockets live here and only here within the protocol crate.
+//! olc-net: the libp2p layer every node shares: the behaviour, swarm set-up, framing,
+//! addresses, and the one-peer client. Sockets and async live here; the messages that
+//! travel are olc-protocol's, which stays pure.
 
 pub mod addr;
 pub mod client;
@@ -36,7 +37,7 @@ pub fn unix_us() -> u64 {
 /// `received_us - seq` is the propagation delay when both clocks agree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdvertSeen {
-    pub signer: crate::PublicKey,
+    pub signer: olc_protocol::PublicKey,
     pub seq: u64,
     pub received_us: u64,
 }

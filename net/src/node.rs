@@ -10,9 +10,9 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{Multiaddr, StreamProtocol, Swarm, identify, mdns, noise, ping, tcp, yamux};
 
-use super::wire::MessageCodec;
-use crate::codec::Message;
-use crate::{
+use crate::wire::MessageCodec;
+use olc_protocol::codec::Message;
+use olc_protocol::{
     BlobRequest, BlobResponse, HardwareAdvert, Identity, PROTOCOL_VERSION, RpcRequest, RpcResponse,
     Signed,
 };

@@ -3,7 +3,7 @@
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 
-use crate::PeerId;
+use olc_protocol::PeerId;
 
 /// The peer id at the end of `/…/p2p/<id>`, if the address names one.
 pub fn peer_id_of(addr: &Multiaddr) -> Option<PeerId> {
@@ -47,7 +47,7 @@ mod tests {
 
     #[test]
     fn quic_address_falls_back_to_tcp_on_the_same_port() {
-        let id = crate::Identity::from_seed(&[1; 32]).peer_id();
+        let id = olc_protocol::Identity::from_seed(&[1; 32]).peer_id();
         let quic: Multiaddr = format!("/ip4/10.1.2.3/udp/7000/quic-v1/p2p/{id}")
             .parse()
             .unwrap();

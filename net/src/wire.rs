@@ -1,4 +1,4 @@
-//! Request-response framing: one message per stream, encoded by [`crate::codec`]. The
+//! Request-response framing: one message per stream, encoded by [`olc_protocol::codec`]. The
 //! reader stops at the type's size limit plus one byte, so an oversized message is
 //! refused after reading at most that much, whatever the peer keeps sending.
 
@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 use futures::prelude::*;
 use libp2p::StreamProtocol;
 
-use crate::codec::{self, Message};
+use olc_protocol::codec::{self, Message};
 
 /// A `request_response::Codec` for a request type and a response type of ours.
 #[derive(Debug)]
