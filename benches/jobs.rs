@@ -9,7 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use olc_coordinator::{Coordinator, CoordinatorConfig, Submitter};
+use olc_client::Submitter;
+use olc_coordinator::{Coordinator, CoordinatorConfig};
 use olc_gpu::model::{Preset, write_checkpoint};
 use olc_net::libp2p::Multiaddr;
 use olc_net::{NodeConfig, unix_ms, unix_us};
@@ -103,7 +104,8 @@ async fn ready_submitter(
     )
     .await
     .expect("submitter");
-    let model = s.upload_model(model_dir).await.expect("upload");
+    let files = olc_gpu::model::Checkpoint::files(model_dir).expect("model files");
+    let model = s.upload_dir(model_dir, &files).await.expect("upload");
     for i in 0..warm {
         let id = s
             .submit(&job(model, first_nonce + i))

@@ -8,7 +8,8 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use olc_coordinator::{Coordinator, CoordinatorConfig, JobsConfig, SubmitError, Submitter};
+use olc_client::{SubmitError, Submitter};
+use olc_coordinator::{Coordinator, CoordinatorConfig, JobsConfig};
 use olc_gpu::model::{Preset, write_checkpoint};
 use olc_net::libp2p::Multiaddr;
 use olc_net::{NodeConfig, unix_ms, unix_us};
@@ -221,6 +222,12 @@ fn finetune(model: ContentId, dataset: ContentId, steps: u32) -> JobKind {
     })
 }
 
+/// Uploads a model directory as the CLI does: the files the loader reads.
+async fn upload_model(s: &Submitter, dir: &std::path::Path) -> ContentId {
+    let files = olc_gpu::model::Checkpoint::files(dir).unwrap();
+    s.upload_dir(dir, &files).await.unwrap()
+}
+
 async fn wait_done(s: &Submitter, id: ContentId) -> JobView {
     let view = tokio::time::timeout(BOUND, s.wait(id, |_| {}))
         .await
@@ -239,7 +246,7 @@ async fn an_inference_job_equals_olc_run_infer_and_its_receipt_verifies() {
     let net = Net::start(3, false).await;
     let s = net.submitter().await;
     let model_dir = net.model();
-    let model = s.upload_model(&model_dir).await.unwrap();
+    let model = upload_model(&s, &model_dir).await;
     let id = s
         .submit(&spec(inference(model, None, "Hello there"), 2))
         .await
@@ -288,7 +295,7 @@ async fn a_finetune_job_equals_olc_run_finetune_and_its_adapter_serves_inference
     let s = net.submitter().await;
     let model_dir = net.model();
     let data = net.dataset();
-    let model = s.upload_model(&model_dir).await.unwrap();
+    let model = upload_model(&s, &model_dir).await;
     let dataset = s.upload_file(&data).await.unwrap();
     let id = s
         .submit(&spec(finetune(model, dataset, 8), 2))
@@ -370,7 +377,7 @@ async fn a_finetune_job_equals_olc_run_finetune_and_its_adapter_serves_inference
 async fn a_worker_killed_mid_job_is_replaced_and_the_job_completes() {
     let mut net = Net::start(3, false).await;
     let s = net.submitter().await;
-    let model = s.upload_model(&net.model()).await.unwrap();
+    let model = upload_model(&s, &net.model()).await;
     let dataset = s.upload_file(&net.dataset()).await.unwrap();
     let id = s
         .submit(&with_fee(
@@ -420,7 +427,7 @@ async fn a_worker_killed_mid_job_is_replaced_and_the_job_completes() {
 async fn impossible_requirements_are_explained_and_bad_jobs_refused() {
     let net = Net::start(3, false).await;
     let s = net.submitter().await;
-    let model = s.upload_model(&net.model()).await.unwrap();
+    let model = upload_model(&s, &net.model()).await;
     let mut big = spec(inference(model, None, "hi"), 1);
     big.requirements.min_memory_bytes = 1 << 50;
     let id = s.submit(&big).await.unwrap();
@@ -474,7 +481,7 @@ async fn impossible_requirements_are_explained_and_bad_jobs_refused() {
 async fn a_coordinator_restarted_between_submit_and_result_loses_nothing() {
     let mut net = Net::start(2, true).await;
     let s = net.submitter().await;
-    let model = s.upload_model(&net.model()).await.unwrap();
+    let model = upload_model(&s, &net.model()).await;
     let dataset = s.upload_file(&net.dataset()).await.unwrap();
     let id = s
         .submit(&with_fee(spec(finetune(model, dataset, 400), 1), 1_000_000))
@@ -500,7 +507,7 @@ async fn a_coordinator_restarted_between_submit_and_result_loses_nothing() {
 async fn a_job_no_worker_can_run_fails_quickly_with_the_workers_reason() {
     let net = Net::start(3, false).await;
     let s = net.submitter().await;
-    let model = s.upload_model(&net.model()).await.unwrap();
+    let model = upload_model(&s, &net.model()).await;
     let dataset = s.upload_file(&net.dataset()).await.unwrap();
     let JobKind::Finetune(mut ft) = finetune(model, dataset, 5) else {
         unreachable!()
@@ -527,7 +534,7 @@ async fn a_wrong_output_is_caught_by_the_referee_slashed_and_the_right_one_paid(
     let liar = net.workers[0].0.public_key();
     let honest = net.workers[1].0.public_key();
     let s = net.submitter().await;
-    let model = s.upload_model(&net.model()).await.unwrap();
+    let model = upload_model(&s, &net.model()).await;
     let id = s
         .submit(&spec(inference(model, None, "Hello"), 2))
         .await
@@ -595,7 +602,7 @@ async fn a_worker_that_unstaked_below_the_minimum_is_not_matched_and_the_job_say
         .unwrap();
     assert_eq!((view.bonded, view.unbonding), (Amount(0), Amount(STAKE)));
     let s = net.submitter().await;
-    let model = s.upload_model(&net.model()).await.unwrap();
+    let model = upload_model(&s, &net.model()).await;
     let id = s
         .submit(&spec(inference(model, None, "Hello"), 1))
         .await
@@ -659,7 +666,7 @@ async fn a_job_whose_inputs_cannot_work_fails_quickly_with_their_error_and_a_ful
     let s = net.submitter().await;
     let before = s.balance(s.identity().public_key()).await.unwrap().balance;
     let model_dir = net.model();
-    let model = s.upload_model(&model_dir).await.unwrap();
+    let model = upload_model(&s, &model_dir).await;
     let garbage = net.dir.path().join("garbage.jsonl");
     std::fs::write(&garbage, "this is not json\n").unwrap();
     let dataset = s.upload_file(&garbage).await.unwrap();
@@ -705,7 +712,7 @@ async fn a_job_whose_inputs_cannot_work_fails_quickly_with_their_error_and_a_ful
     let weights = cut.join("model.safetensors");
     let bytes = std::fs::read(&weights).unwrap();
     std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
-    let cut = s.upload_model(&cut).await.unwrap();
+    let cut = upload_model(&s, &cut).await;
     let id = s
         .submit(&spec(inference(cut, None, "Hello"), 2))
         .await
@@ -734,7 +741,7 @@ async fn a_fee_no_worker_would_take_is_refused_at_submission_with_the_sum_needed
     let net = Net::start(1, false).await;
     let s = net.submitter().await;
     let before = s.balance(s.identity().public_key()).await.unwrap().balance;
-    let model = s.upload_model(&net.model()).await.unwrap();
+    let model = upload_model(&s, &net.model()).await;
     let dataset = s.upload_file(&net.dataset()).await.unwrap();
     // 10,000,000 steps × batch 2 × 2048 tokens, at 10 per 1000 tokens.
     let huge = with_fee(spec(finetune(model, dataset, 10_000_000), 1), 100);

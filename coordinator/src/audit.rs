@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use olc_protocol::blob_store::BlobStore;
+use olc_content::BlobStore;
 use olc_protocol::{
     ContentHasher, ContentId, JobKind, JobOutput, JobState, Manifest, verify_receipt,
 };

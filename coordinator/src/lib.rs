@@ -4,7 +4,6 @@
 //! and the submitter's client.
 
 pub mod audit;
-pub mod client;
 pub mod economy;
 pub mod jobs;
 pub mod ledger;
@@ -16,7 +15,6 @@ pub mod rules;
 pub mod store;
 mod verify;
 
-pub use client::{SubmitError, Submitter};
 pub use economy::Economy;
 pub use jobs::{
     Action, Dirty, JobBook, JobRecord, JobsConfig, NoPick, Pick, PickRequest, Picked, Quote,

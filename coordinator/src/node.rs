@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
+use olc_content::{BlobStore, Uploads};
 use olc_net::libp2p::gossipsub::{self, MessageAcceptance};
 use olc_net::libp2p::request_response::{self, Message, OutboundRequestId};
 use olc_net::libp2p::swarm::SwarmEvent;
@@ -17,7 +18,6 @@ use olc_net::{
     AdvertObserver, AdvertSeen, Behaviour, BehaviourEvent, NodeConfig, NodeError, NodeTask,
     handle_shared, reply_rpc, start_swarm, unix_ms, unix_us,
 };
-use olc_protocol::blob_store::{BlobStore, Uploads};
 use olc_protocol::messages::rpc::WorkerStandings;
 use olc_protocol::{
     Amount, ContentId, Identity, JobKind, JobSpec, LedgerView, Manifest, PeerId, PublicKey,
@@ -98,7 +98,7 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
-    Blobs(#[from] olc_protocol::blob_store::BlobStoreError),
+    Blobs(#[from] olc_content::BlobStoreError),
     #[error("cannot create a temporary data directory: {0}")]
     TempDir(std::io::Error),
     #[error("bad policy: {0}")]

@@ -8,9 +8,10 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use olc_protocol::{BlobStore, ContentId, JobSpec};
-use olc_worker::content::{self, Fetch};
-use olc_worker::executor::{self, ExecOptions};
+use olc_content::BlobStore;
+use olc_content::{self as content, Fetch};
+use olc_exec::{self as executor, ExecOptions};
+use olc_protocol::{ContentId, JobSpec};
 
 /// How long one referee run may take. Far beyond any job a referee is asked to check on
 /// a devnet; a long fine-tune on a real network is bounded by its own deadline first.

@@ -73,12 +73,10 @@ impl Identity {
         Signature(self.signing.sign(message).to_bytes())
     }
 
-    pub(crate) fn signing_key(&self) -> &SigningKey {
-        &self.signing
-    }
-
-    pub(crate) fn from_signing_key(signing: SigningKey) -> Self {
-        Self { signing }
+    /// The 32-byte secret seed, for writing the key file (olc-content's `keyfile`). It
+    /// never goes on the wire.
+    pub fn secret_seed(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(self.signing.to_bytes())
     }
 }
 

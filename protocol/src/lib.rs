@@ -1,22 +1,18 @@
 //! olc-protocol: what two OLC peers must agree on. Identities, content ids, manifests, the
-//! wire codec, signed envelopes and the message types. No async and no network (that is
-//! olc-net); the only file I/O is the key file (whose permissions are part of the
-//! security story), manifests of local files, and the content-addressed blob store that
-//! coordinators and workers both keep.
+//! wire codec, signed envelopes and the message types. Pure: no async, no network (that
+//! is olc-net) and no file I/O (key files, the blob store and directories of files are
+//! olc-content's).
 
 pub mod amount;
 pub mod blob;
-pub mod blob_store;
 pub mod codec;
 pub mod content_id;
 pub mod identity;
-pub mod keyfile;
 pub mod manifest;
 pub mod messages;
 pub mod signed;
 
 pub use amount::Amount;
-pub use blob_store::{BlobStore, BlobStoreError, UploadState, Uploads};
 pub use codec::{CodecError, MAX_MESSAGE_BYTES, Message, PROTOCOL_VERSION};
 pub use content_id::{ContentHasher, ContentId, ContentIdError};
 pub use identity::{Identity, IdentityError, PublicKey, Signature};

@@ -3,12 +3,10 @@
 //! is the hash of its canonical encoding. A peer that has the manifest can fetch and check
 //! every file by id, and two directories with the same files get the same id.
 
-use std::path::Path;
-
 use bincode::{Decode, Encode};
 
 use crate::codec::{self, CodecError, Message};
-use crate::content_id::{ContentHasher, ContentId};
+use crate::content_id::ContentId;
 
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct ManifestEntry {
@@ -31,6 +29,7 @@ impl Message for Manifest {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
+    /// Reading a directory's files to list them (olc-content does; this crate reads none).
     #[error("{path}: {source}")]
     Io {
         path: std::path::PathBuf,
@@ -62,37 +61,6 @@ impl Manifest {
             return Err(ManifestError::Duplicate(w[0].path.clone()));
         }
         Ok(Self { entries })
-    }
-
-    /// Hashes the named files of `dir` (streaming, so a large checkpoint is never held in
-    /// memory at once).
-    pub fn of_files(dir: &Path, names: &[String]) -> Result<Self, ManifestError> {
-        let mut entries = Vec::with_capacity(names.len());
-        for name in names {
-            let path = dir.join(name);
-            let io = |source| ManifestError::Io {
-                path: path.clone(),
-                source,
-            };
-            let mut file = std::fs::File::open(&path).map_err(io)?;
-            let mut hasher = ContentHasher::new();
-            let mut buf = vec![0u8; 1 << 20];
-            let mut size = 0u64;
-            loop {
-                let n = std::io::Read::read(&mut file, &mut buf).map_err(io)?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                size += n as u64;
-            }
-            entries.push(ManifestEntry {
-                path: name.clone(),
-                size,
-                id: hasher.finalize(),
-            });
-        }
-        Self::new(entries)
     }
 
     pub fn entries(&self) -> &[ManifestEntry] {
@@ -158,15 +126,5 @@ mod tests {
             Manifest::new(vec![entry("a", 0), entry("a", 1)]),
             Err(ManifestError::Duplicate(_))
         ));
-    }
-
-    #[test]
-    fn files_are_hashed_as_content_ids() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("x.json"), b"{}").unwrap();
-        let m = Manifest::of_files(dir.path(), &["x.json".into()]).unwrap();
-        assert_eq!(m.entries()[0].id, ContentId::of(b"{}"));
-        assert_eq!(m.total_size(), 2);
-        assert!(Manifest::of_files(dir.path(), &["missing".into()]).is_err());
     }
 }

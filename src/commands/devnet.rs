@@ -8,7 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use olc_coordinator::{Coordinator, CoordinatorConfig, JobsConfig, Submitter};
+use olc_client::Submitter;
+use olc_coordinator::{Coordinator, CoordinatorConfig, JobsConfig};
 use olc_gpu::model::{Preset, write_checkpoint};
 use olc_net::{NodeConfig, unix_ms, unix_us};
 use olc_protocol::{
@@ -19,8 +20,8 @@ use olc_protocol::{
 use olc_worker::{Conduct, Offer, Worker, WorkerConfig};
 use serde::Serialize;
 
-use super::daemon;
 use super::job::{JobJson, job_json};
+use super::{daemon, remote};
 use crate::cli::DevnetArgs;
 
 /// What the fine-tune teaches: answers the random base model cannot know.
@@ -257,7 +258,7 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
             amount: Amount(SUBMITTER_FUNDS),
         })
         .await?;
-    let model = submitter.upload_model(&model_dir).await?;
+    let model = remote::upload_model(&submitter, &model_dir).await?;
     let dataset = submitter.upload_file(&data).await?;
     // One more replica than there are cheaters: an honest worker is always among them.
     let replicas = args.workers.min((args.cheaters + 1).max(2)).min(16) as u8;

@@ -11,7 +11,7 @@ use olc_gpu::train::{
     Dataset, FinishInputs, Hyper, StepReport, Trainer, finish, init_adapter, resolve_max_len,
     tokenize,
 };
-use olc_protocol::{ContentId, Manifest, TargetModule, TrainingLength, TrainingParams};
+use olc_protocol::{ContentId, TargetModule, TrainingLength, TrainingParams};
 use serde::Serialize;
 
 use super::run::parse_isa;
@@ -19,7 +19,7 @@ use crate::cli::{RunFinetune, TrainingArgs};
 
 impl TrainingArgs {
     /// The job form of these flags. `olc run finetune` and a fine-tune job both turn it
-    /// into the trainer's settings through [`olc_worker::executor::hyper`], so the same
+    /// into the trainer's settings through [`olc_exec::hyper`], so the same
     /// flags train the same adapter locally and on the network.
     pub fn params(&self, init_adapter: Option<ContentId>) -> Result<TrainingParams> {
         let rank = self.rank.unwrap_or(8);
@@ -66,7 +66,7 @@ impl TrainingArgs {
     pub fn hyper(&self) -> Result<Hyper> {
         let params = self.params(None)?;
         params.validate().map_err(anyhow::Error::msg)?;
-        Ok(olc_worker::executor::hyper(&params)?)
+        Ok(olc_exec::hyper(&params)?)
     }
 
     /// The adapter training starts from: `--init-adapter`, or a new one. Shape flags that
@@ -97,7 +97,7 @@ impl TrainingArgs {
 /// The content id of a model directory: the manifest of the files the loader reads.
 pub fn model_id(dir: &Path) -> Result<String> {
     let files = Checkpoint::files(dir)?;
-    let manifest = Manifest::of_files(dir, &files)?;
+    let manifest = olc_content::manifest_of_files(dir, &files)?;
     Ok(manifest.id()?.to_string())
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use olc_coordinator::Submitter;
+use olc_client::Submitter;
 use olc_gpu::model::{Adapter, Checkpoint};
 use olc_gpu::train::{Dataset, resolve_max_len, tokenize};
 use olc_net::unix_ms;
@@ -18,7 +18,7 @@ use olc_protocol::{
 use serde::Serialize;
 
 use super::daemon;
-use super::remote::with_submitter;
+use super::remote::{upload_model, with_submitter};
 use crate::cli::{
     JobCommand, JobIdArgs, JobList, JobResult, ReceiptCommand, ReceiptShow, ReceiptVerify,
     SubmitCommand, SubmitCommon, SubmitFinetune, SubmitInference,
@@ -136,10 +136,7 @@ async fn submit_inference(args: SubmitInference) -> Result<()> {
     olc_protocol::check_generation(&g.job_sampling(), g.max_tokens).map_err(anyhow::Error::msg)?;
     precheck(&g.model, g.adapter.as_deref(), None).await?;
     with_submitter(&args.common.coordinator, async |submitter| {
-        let model = submitter
-            .upload_model(&g.model)
-            .await
-            .context("uploading the model")?;
+        let model = upload_model(submitter, &g.model).await?;
         let adapter = upload_adapter(submitter, g.adapter.as_deref(), "the adapter").await?;
         let kind = JobKind::Inference(InferenceJob {
             model,
@@ -166,10 +163,7 @@ async fn submit_finetune(args: SubmitFinetune) -> Result<()> {
     )
     .await?;
     with_submitter(&args.common.coordinator, async |submitter| {
-        let model = submitter
-            .upload_model(&args.model)
-            .await
-            .context("uploading the model")?;
+        let model = upload_model(submitter, &args.model).await?;
         let dataset = submitter
             .upload_file(&args.data)
             .await

@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use olc_protocol::{Identity, keyfile};
+use olc_content::keyfile;
+use olc_protocol::Identity;
 use serde::Serialize;
 
 use crate::cli::{KeysCommand, KeysNew, KeysShow};

@@ -1,9 +1,13 @@
 //! Talking to a coordinator from a one-shot command: connect, ask, close.
 
+use std::path::Path;
+
 use anyhow::{Context, Result, bail};
-use olc_coordinator::Submitter;
+use olc_client::Submitter;
+use olc_content::keyfile;
+use olc_gpu::model::Checkpoint;
 use olc_net::{Client, NodeConfig};
-use olc_protocol::{Identity, RpcRequest, RpcResponse, keyfile};
+use olc_protocol::{ContentId, Identity, RpcRequest, RpcResponse};
 
 use crate::cli::{CoordinatorAddr, CoordinatorArgs};
 
@@ -61,4 +65,13 @@ pub async fn with_submitter<T>(
     let result = work(&submitter).await;
     submitter.close().await;
     result
+}
+
+/// Uploads a model directory: the files the engine's loader reads, and their manifest.
+pub async fn upload_model(submitter: &Submitter, dir: &Path) -> Result<ContentId> {
+    let files = Checkpoint::files(dir)?;
+    submitter
+        .upload_dir(dir, &files)
+        .await
+        .context("uploading the model")
 }

@@ -14,17 +14,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use olc_content::BlobStore;
 use olc_net::libp2p::Multiaddr;
 use olc_net::{Client, NodeConfig, unix_ms};
-use olc_protocol::blob_store::BlobStore;
 use olc_protocol::messages::jobs_api::FailureKind;
 use olc_protocol::{
     Amount, Assignment, BlobUpload, Commitment, ContentId, ExecutionReceipt, Identity, JobFailure,
     JobKind, JobOutput, JobProgress, JobSpec, PeerId, Reveal, RpcRequest, RpcResponse, Signed,
 };
 
-use crate::content::{self, Fetch};
-use crate::executor::{self, ExecOptions, ExecOutput, JobInputs};
+use olc_content::{self as content, Fetch};
+use olc_exec::{self as executor, ExecOptions, ExecOutput, JobInputs};
 
 /// Largest dataset a worker fetches.
 /// How long one attempt to reach the coordinator may take.

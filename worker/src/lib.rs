@@ -3,8 +3,6 @@
 //! inputs, run the job in the executor, commit, reveal.
 
 pub mod advert;
-pub mod content;
-pub mod executor;
 pub mod jobs;
 pub mod node;
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use olc_content::BlobStore;
 use olc_gpu::probe::{self, HardwareReport};
 use olc_net::addr::{peer_id_of, tcp_fallback};
 use olc_net::libp2p::gossipsub::{self, MessageAcceptance, PublishError};
@@ -19,7 +20,6 @@ use olc_net::{
     AdvertObserver, AdvertSeen, Behaviour, BehaviourEvent, NodeConfig, NodeError, NodeTask,
     adverts_topic, handle_shared, reply_rpc, start_swarm, unix_ms, unix_us,
 };
-use olc_protocol::blob_store::BlobStore;
 use olc_protocol::{
     HardwareAdvert, Identity, PeerId, RpcRequest, RpcResponse, Signed, check_advert,
 };
@@ -85,7 +85,7 @@ pub enum WorkerError {
     #[error("the cache in {path}: {source}")]
     Cache {
         path: PathBuf,
-        source: olc_protocol::blob_store::BlobStoreError,
+        source: olc_content::BlobStoreError,
     },
 }
 

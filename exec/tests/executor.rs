@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use olc_exec::{ExecError, ExecOptions, ExecOutput, JobInputs, catch, execute, peak_memory_bytes};
 use olc_gpu::compute::Isa;
 use olc_gpu::engine::{self, Engine, EngineOptions, generate};
 use olc_gpu::model::{Checkpoint, Preset, write_checkpoint};
@@ -14,12 +15,8 @@ use olc_gpu::train::{
 };
 use olc_protocol::messages::jobs_api::FailureKind;
 use olc_protocol::{
-    Amount, ContentId, FinetuneJob, InferenceJob, JobKind, JobSpec, Manifest, Prompt, Requirements,
-    Sampling, TargetModule, TrainingLength, TrainingParams, VerificationPolicy,
-    inference_commitment,
-};
-use olc_worker::executor::{
-    ExecError, ExecOptions, ExecOutput, JobInputs, catch, execute, peak_memory_bytes,
+    Amount, ContentId, FinetuneJob, InferenceJob, JobKind, JobSpec, Prompt, Requirements, Sampling,
+    TargetModule, TrainingLength, TrainingParams, VerificationPolicy, inference_commitment,
 };
 
 fn spec(kind: JobKind) -> JobSpec {
@@ -37,7 +34,7 @@ fn tiny_model() -> (tempfile::TempDir, ContentId) {
     let dir = tempfile::tempdir().unwrap();
     write_checkpoint(dir.path(), Preset::Tiny, 3).unwrap();
     let files = Checkpoint::files(dir.path()).unwrap();
-    let id = Manifest::of_files(dir.path(), &files)
+    let id = olc_content::manifest_of_files(dir.path(), &files)
         .unwrap()
         .id()
         .unwrap();

@@ -20,8 +20,8 @@ use std::time::SystemTime;
 
 use blake3::hazmat::HasherExt;
 
-use crate::blob::{BlobOutline, BlobSource, CHUNK_SIZE};
-use crate::{BlobUpload, ContentHasher, ContentId};
+use olc_protocol::blob::{BlobOutline, BlobSource, CHUNK_SIZE};
+use olc_protocol::{BlobUpload, ContentHasher, ContentId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobStoreError {
@@ -419,7 +419,7 @@ fn outline_of_file(path: &Path) -> io::Result<BlobOutline> {
             chunks: Vec::new(),
         });
     }
-    let mut chunks = Vec::with_capacity(crate::blob::chunk_count(len) as usize);
+    let mut chunks = Vec::with_capacity(olc_protocol::blob::chunk_count(len) as usize);
     let mut buf = vec![0u8; CHUNK_SIZE as usize];
     let mut offset = 0u64;
     while offset < len {
@@ -524,7 +524,7 @@ struct Pending {
     blob: PartialBlob,
 }
 
-/// Assembles blobs pushed piece by piece ([`crate::RpcRequest::PutBlob`]). Pieces go
+/// Assembles blobs pushed piece by piece ([`olc_protocol::RpcRequest::PutBlob`]). Pieces go
 /// straight to a temporary file of the store, so a large upload is never held in memory;
 /// the whole is checked against its id before it becomes visible.
 #[derive(Debug)]
@@ -657,7 +657,7 @@ impl Uploads {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::blob::MemoryBlobs;
+    use olc_protocol::blob::MemoryBlobs;
 
     const MIB: usize = CHUNK_SIZE as usize;
 

@@ -9,11 +9,23 @@
 use std::path::{Component, Path, PathBuf};
 
 use futures::future::BoxFuture;
-use olc_protocol::{
-    BlobStore, BlobStoreError, ContentId, JobKind, JobSpec, Manifest, ManifestEntry, ManifestError,
-};
+use olc_protocol::{ContentId, JobKind, JobSpec, Manifest, ManifestEntry, ManifestError};
 
-use crate::executor::JobInputs;
+use crate::store::{BlobStore, BlobStoreError};
+
+/// Where a job's inputs were laid out, for the executor (see [`lay_out`]).
+#[derive(Debug, Clone)]
+pub struct JobInputs {
+    pub model_dir: PathBuf,
+    /// The model's manifest id: what a fine-tune's provenance names as its base model.
+    pub model_id: ContentId,
+    pub adapter_dir: Option<PathBuf>,
+    pub adapter_id: Option<ContentId>,
+    /// The JSONL dataset of a fine-tune.
+    pub dataset_path: Option<PathBuf>,
+    /// The adapter a fine-tune continues from.
+    pub init_adapter_dir: Option<PathBuf>,
+}
 
 /// The largest manifest fetched: the codec's own limit for one.
 pub const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
@@ -352,6 +364,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+    use crate::dir::manifest_of_files;
 
     #[derive(Default)]
     struct MapFetch {
@@ -547,7 +560,7 @@ mod tests {
         let names: Vec<_> = manifest.entries().iter().map(|e| e.path.as_str()).collect();
         assert_eq!(names, ["a.safetensors", "b.json"]);
         assert_eq!(
-            Manifest::of_files(&out, &["a.safetensors".into(), "b.json".into()])
+            manifest_of_files(&out, &["a.safetensors".into(), "b.json".into()])
                 .unwrap()
                 .id()
                 .unwrap(),

@@ -1,4 +1,4 @@
-//! Key files: the one place the protocol crate touches the file system, because a key that
+//! Key files: the one place an identity touches the file system, because a key that
 //! leaks through loose permissions is a protocol failure, not a CLI detail.
 //!
 //! The format is PKCS#8 v1 PEM (`-----BEGIN PRIVATE KEY-----`, the 48-byte DER of RFC 8410
@@ -15,7 +15,7 @@ use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::spki::der::pem::{self, LineEnding};
 use ed25519_dalek::pkcs8::{ALGORITHM_OID, EncodePrivateKey, KeypairBytes, PrivateKeyInfoRef};
 
-use crate::Identity;
+use olc_protocol::Identity;
 
 /// A key file is a few hundred bytes; anything bigger is not one and is not read whole.
 const MAX_KEY_FILE_BYTES: u64 = 16 * 1024;
@@ -66,7 +66,7 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) ->
 /// the seed anyway.
 fn encode_pem(identity: &Identity) -> Result<zeroize::Zeroizing<String>, KeyFileError> {
     let bytes = KeypairBytes {
-        secret_key: identity.signing_key().to_bytes(),
+        secret_key: *identity.secret_seed(),
         public_key: None,
     };
     bytes
@@ -241,7 +241,7 @@ fn decode_pem(bytes: &[u8]) -> Result<Identity, String> {
                 .into(),
         );
     }
-    Ok(Identity::from_signing_key(signing))
+    Ok(Identity::from_seed(&signing.to_bytes()))
 }
 
 /// Names the key types people are likely to hand over by mistake.
@@ -401,10 +401,10 @@ gSEA6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw=
             loaded.public_key(),
             Identity::from_seed(&[7; 32]).public_key()
         );
-        // Signing with the loaded key matches signing with the original.
+        // The loaded key is the original, secret and all.
         assert_eq!(
-            loaded.sign_raw(b"m"),
-            Identity::from_seed(&[7; 32]).sign_raw(b"m")
+            *loaded.secret_seed(),
+            *Identity::from_seed(&[7; 32]).secret_seed()
         );
     }
 

@@ -1,11 +1,12 @@
-//! The submitter's side of the coordinator's API: upload content, submit signed jobs,
-//! follow them, fetch results. Used by `olc job …`, `olc devnet` and the tests, so they
-//! all speak to a coordinator the same way.
+//! olc-client: the submitter's side of the coordinator's API: upload content, submit
+//! signed jobs, follow them, fetch results. Used by `olc job …`, `olc devnet`, the tests
+//! (and later the gateway), so they all speak to a coordinator the same way. It knows
+//! content and the wire, not the engine: which files make up a model directory is the
+//! caller's to say (`olc_gpu::model::Checkpoint::files`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use olc_gpu::model::Checkpoint;
 use olc_net::libp2p::Multiaddr;
 use olc_net::{Client, ClientError, NodeConfig};
 use olc_protocol::{
@@ -32,8 +33,6 @@ pub enum SubmitError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Model(#[from] olc_gpu::model::ModelError),
     #[error("{0}")]
     Manifest(#[from] olc_protocol::ManifestError),
     #[error("{0}")]
@@ -120,13 +119,6 @@ impl Submitter {
         }
     }
 
-    /// Uploads the files of a model directory (those the loader reads) and their
-    /// manifest; returns the model's content id.
-    pub async fn upload_model(&self, dir: &Path) -> Result<ContentId, SubmitError> {
-        let files = Checkpoint::files(dir)?;
-        self.upload_dir(dir, &files).await
-    }
-
     /// Uploads an adapter directory (config, weights, and provenance if present).
     pub async fn upload_adapter(&self, dir: &Path) -> Result<ContentId, SubmitError> {
         let files: Vec<String> = ADAPTER_FILES
@@ -140,7 +132,7 @@ impl Submitter {
     /// Uploads the named files of `dir` and their manifest, skipping what the coordinator
     /// already has; returns the manifest's id.
     pub async fn upload_dir(&self, dir: &Path, files: &[String]) -> Result<ContentId, SubmitError> {
-        let manifest = Manifest::of_files(dir, files)?;
+        let manifest = olc_content::manifest_of_files(dir, files)?;
         let bytes = manifest.to_bytes()?;
         let id = ContentId::of(&bytes);
         let mut wanted: Vec<ContentId> = manifest.entries().iter().map(|e| e.id).collect();

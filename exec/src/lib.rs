@@ -1,4 +1,6 @@
-//! Runs one job on the CPU engine. Blocking: the daemon calls [`execute`] in
+//! olc-exec: the one executor. A job spec and its laid-out inputs in; the engine's run;
+//! the output, its commitment and the metrics out. The worker runs jobs with it and the
+//! coordinator's referee re-runs them with it. Blocking: daemons call [`execute`] in
 //! `spawn_blocking`.
 //!
 //! A job's output must be exactly what `olc run infer` / `olc run finetune` print for the
@@ -24,19 +26,7 @@ use olc_protocol::{
     TargetModule, TrainingLength, TrainingParams, inference_commitment,
 };
 
-/// Where a job's inputs were laid out (see [`crate::content`]).
-#[derive(Debug, Clone)]
-pub struct JobInputs {
-    pub model_dir: PathBuf,
-    /// The model's manifest id: what a fine-tune's provenance names as its base model.
-    pub model_id: ContentId,
-    pub adapter_dir: Option<PathBuf>,
-    pub adapter_id: Option<ContentId>,
-    /// The JSONL dataset of a fine-tune.
-    pub dataset_path: Option<PathBuf>,
-    /// The adapter a fine-tune continues from.
-    pub init_adapter_dir: Option<PathBuf>,
-}
+pub use olc_content::JobInputs;
 
 #[derive(Debug, Clone)]
 pub struct ExecOptions {
