@@ -5,26 +5,29 @@
 //!
 //! A job's output must be exactly what `olc run infer` / `olc run finetune` print for the
 //! same inputs (redundancy checks compare hashes, and submitters check results locally), so
-//! this mirrors those commands call for call. A change to one belongs in the other.
+//! those commands call the same code: [`infer::generate_text`] and [`train::train_adapter`].
+//! What is a job's alone (checking that the laid-out inputs are the job's, cancellation,
+//! the deadline, metrics) is here.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use olc_gpu::compute::Isa;
-use olc_gpu::engine::{self, Engine, EngineError, EngineOptions, generate};
-use olc_gpu::model::{Adapter, Checkpoint, LinearModule, ModelConfig, ModelError};
+use olc_gpu::engine::EngineError;
+use olc_gpu::model::{Checkpoint, LinearModule, ModelConfig, ModelError};
 use olc_gpu::train::provenance::PROVENANCE_FILE;
-use olc_gpu::train::{
-    Budget, DataError, Dataset, FinishInputs, Hyper, LoraSpec, StepReport, TrainError, Trainer,
-    finish, init_adapter, resolve_max_len, tokenize,
-};
+use olc_gpu::train::{Budget, DataError, Hyper, LoraSpec, StepReport, TrainError, resolve_max_len};
 use olc_protocol::messages::jobs_api::FailureKind;
 use olc_protocol::{
-    ContentId, FinetuneJob, InferenceJob, JobKind, JobSpec, Metrics, Prompt, Sampling,
-    TargetModule, TrainingLength, TrainingParams, inference_commitment,
+    ContentId, FinetuneJob, InferenceJob, JobKind, JobSpec, Metrics, TargetModule, TrainingLength,
+    TrainingParams,
 };
+
+pub mod infer;
+pub mod train;
+
+use infer::EngineChoice;
 
 pub use olc_content::JobInputs;
 
@@ -249,7 +252,7 @@ fn proc_status_bytes(field: &str) -> u64 {
         .map_or(0, |kb| kb.saturating_mul(1024))
 }
 
-fn load_checkpoint(dir: &Path) -> Result<Checkpoint, ExecError> {
+pub(crate) fn load_checkpoint(dir: &Path) -> Result<Checkpoint, ExecError> {
     if !dir.is_dir() {
         return Err(ExecError::Input(format!(
             "the model directory {} does not exist",
@@ -259,7 +262,7 @@ fn load_checkpoint(dir: &Path) -> Result<Checkpoint, ExecError> {
     Ok(Checkpoint::load(dir)?)
 }
 
-/// As `olc run infer`: the same sampling, engine options and calls.
+/// An inference job: [`infer::generate_text`] on its laid-out inputs, as `olc run infer`.
 fn infer(
     job: &InferenceJob,
     inputs: &JobInputs,
@@ -267,58 +270,36 @@ fn infer(
 ) -> Result<(ExecOutput, ContentId, u64), ExecError> {
     job.validate()
         .map_err(|e| ExecError::Settings(e.to_string()))?;
-    let sampling = match job.sampling {
-        Sampling::Greedy => engine::Sampling::Greedy,
-        Sampling::Sample {
-            temperature,
-            top_k,
-            top_p,
-        } => engine::Sampling::Sample {
-            temperature,
-            top_k,
-            top_p,
-            seed: job.seed,
-        },
-    };
-    sampling.check().map_err(ExecError::Settings)?;
     same_id("model", job.model, Some(inputs.model_id))?;
-    if let Some(adapter) = job.adapter {
-        same_id("adapter", adapter, inputs.adapter_id)?;
-    }
-    let checkpoint = load_checkpoint(&inputs.model_dir)?;
-    let adapter = match (job.adapter, &inputs.adapter_dir) {
+    let adapter_dir = match (job.adapter, &inputs.adapter_dir) {
         (None, _) => None,
-        (Some(_), Some(dir)) => {
-            Some(Adapter::load(dir, &checkpoint.config).map_err(ExecError::Adapter)?)
+        (Some(id), dir) => {
+            same_id("adapter", id, inputs.adapter_id)?;
+            Some(dir.as_deref().ok_or_else(|| {
+                ExecError::Input(format!(
+                    "the job names adapter {id}, but no adapter directory was given"
+                ))
+            })?)
         }
-        (Some(id), None) => {
-            return Err(ExecError::Input(format!(
-                "the job names adapter {id}, but no adapter directory was given"
-            )));
-        }
     };
-    let prompt = match &job.prompt {
-        Prompt::Text(text) => checkpoint.tokenizer.encode(text)?,
-        Prompt::Tokens(tokens) => tokens.clone(),
-    };
-    let max_tokens = job.max_tokens as usize;
-    let options = EngineOptions {
-        isa: Isa::detect(),
-        threads: opts.threads,
-        max_positions: prompt.len() + max_tokens,
-    };
-    let tokenizer = checkpoint.tokenizer;
-    let engine = Engine::new(checkpoint.config, checkpoint.weights, options)?;
-    let generation = generate(&engine, adapter.as_ref(), &prompt, max_tokens, 0, &sampling)?;
-    let text = tokenizer.decode(&generation.tokens, true)?;
-    let commitment = inference_commitment(&generation.tokens);
-    let tokens = (prompt.len() + generation.tokens.len()) as u64;
+    let generated = infer::generate_text(
+        &infer::GenerateRequest {
+            model_dir: &inputs.model_dir,
+            adapter_dir,
+            prompt: &job.prompt,
+            sampling: job.sampling,
+            seed: job.seed,
+            max_tokens: job.max_tokens,
+        },
+        &infer::EngineChoice::detect(opts.threads),
+    )?;
+    let tokens = (generated.prompt_tokens.len() + generated.tokens.len()) as u64;
     Ok((
         ExecOutput::Inference {
-            tokens: generation.tokens,
-            text,
+            tokens: generated.tokens,
+            text: generated.text,
         },
-        commitment,
+        generated.commitment,
         tokens,
     ))
 }
@@ -339,8 +320,8 @@ fn linear_module(t: TargetModule) -> Result<LinearModule, ExecError> {
         .ok_or_else(|| ExecError::Settings(format!("the engine cannot adapt {t}")))
 }
 
-/// The trainer's hyperparameters for `params`: the one conversion, used by fine-tune jobs
-/// and by `olc run finetune` alike. With an initial adapter, the adapter's own config
+/// The trainer's hyperparameters for `params`: the one conversion, used by
+/// [`train::train_adapter`] for fine-tune jobs and `olc run finetune` alike. With an initial adapter, the adapter's own config
 /// decides rank, alpha and targets and `lora` is only checked.
 pub fn hyper(params: &TrainingParams) -> Result<Hyper, ExecError> {
     let targets = params
@@ -373,7 +354,7 @@ pub fn hyper(params: &TrainingParams) -> Result<Hyper, ExecError> {
     Ok(hyper)
 }
 
-/// As `TrainingArgs::max_len`: the job's value, else the model's context up to 2048.
+/// The longest record trained: the parameters' value, else the model's context up to 2048.
 pub fn max_len(params: &TrainingParams, config: &ModelConfig) -> Result<usize, ExecError> {
     resolve_max_len(params.max_len.map(|n| n as usize), config)
         .map_err(|e| ExecError::Settings(e.to_string()))
@@ -386,7 +367,8 @@ enum Stop {
     Deadline,
 }
 
-/// As `olc run finetune`: the same hyperparameters, data handling, training and outputs.
+/// A fine-tune job: [`train::train_adapter`] on its laid-out inputs, as
+/// `olc run finetune`, stopping at the next step once cancelled or out of time.
 fn finetune(
     job: &FinetuneJob,
     inputs: &JobInputs,
@@ -394,54 +376,27 @@ fn finetune(
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(u32, u32, f32),
 ) -> Result<(ExecOutput, ContentId, u64), ExecError> {
-    let params = &job.params;
-    params
-        .validate()
-        .map_err(|e| ExecError::Settings(e.to_string()))?;
     same_id("model", job.model, Some(inputs.model_id))?;
-    let hyper = hyper(params)?;
-    let data_path = inputs
+    let dataset_path = inputs
         .dataset_path
         .as_deref()
         .ok_or_else(|| ExecError::Input("a fine-tune needs its dataset".into()))?;
-    let checkpoint = load_checkpoint(&inputs.model_dir)?;
-    let max_len = max_len(params, &checkpoint.config)?;
-    let dataset = Dataset::from_file(data_path).map_err(TrainError::from)?;
-    if dataset.content_id != job.dataset.to_string() {
-        return Err(ExecError::Input(format!(
-            "the job names dataset {}, but {} is {}",
-            job.dataset,
-            data_path.display(),
-            dataset.content_id
-        )));
-    }
-    let tokenized = tokenize(&dataset, &checkpoint.tokenizer, max_len).map_err(TrainError::from)?;
-    let initial = match (params.init_adapter, &inputs.init_adapter_dir) {
-        (None, _) => init_adapter(&hyper.lora, &checkpoint.config, hyper.seed)?,
-        (Some(_), Some(dir)) => {
-            Adapter::load(dir, &checkpoint.config).map_err(ExecError::Adapter)?
-        }
-        (Some(id), None) => {
-            return Err(ExecError::Input(format!(
-                "the job continues adapter {id}, but no adapter directory was given"
-            )));
-        }
+    let adapter_dir = opts.work_dir.join("adapter");
+    let model_id = inputs.model_id.to_string();
+    let request = train::TrainRequest {
+        model_dir: &inputs.model_dir,
+        model_id: &model_id,
+        dataset_path,
+        expect_dataset: Some(job.dataset),
+        params: &job.params,
+        init_adapter_dir: inputs.init_adapter_dir.as_deref(),
+        out_dir: &adapter_dir,
     };
-    let model = inputs.model_id.to_string();
-
-    let options = EngineOptions {
-        isa: Isa::detect(),
-        threads: opts.threads,
-        max_positions: max_len,
-    };
-    let engine = Engine::new(checkpoint.config, checkpoint.weights, options)?;
-    let trainer = Trainer::new(&engine);
     let mut stop = None;
-    let trained = trainer.train(
-        &tokenized.examples,
-        initial.clone(),
-        &hyper,
-        |r: &StepReport| {
+    let trained = train::train_adapter(
+        &request,
+        &EngineChoice::detect(opts.threads),
+        &mut |r: &StepReport| {
             progress(r.step, r.total, r.loss as f32);
             stop = if cancel.load(Ordering::Relaxed) {
                 Some(Stop::Cancelled)
@@ -452,34 +407,20 @@ fn finetune(
             };
             stop.is_none()
         },
+        // A stop asked for at the last step does not interrupt the trainer; honour it
+        // before the evaluation pass and the writes.
+        &|| check_stop(opts, cancel),
     );
     let outcome = match trained {
-        Ok(outcome) => outcome,
-        Err(TrainError::Cancelled { .. }) => {
+        Ok(trained) => trained.outcome,
+        Err(ExecError::Train(TrainError::Cancelled { .. })) => {
             return Err(match stop {
                 Some(Stop::Deadline) => ExecError::DeadlinePassed,
                 Some(Stop::Cancelled) | None => ExecError::Cancelled,
             });
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
-    // A stop asked for at the last step does not interrupt the trainer; honour it here,
-    // before the evaluation pass and the writes.
-    check_stop(opts, cancel)?;
-    let adapter_dir = opts.work_dir.join("adapter");
-    finish(
-        &trainer,
-        &FinishInputs {
-            base_model: &model,
-            dataset: &dataset,
-            tokenized: &tokenized,
-            hyper: &hyper,
-            max_len,
-            init_adapter: params.init_adapter.as_ref().map(|_| &initial),
-        },
-        &outcome,
-        &adapter_dir,
-    )?;
     let provenance_path = adapter_dir.join(PROVENANCE_FILE);
     let provenance_bytes = std::fs::read(&provenance_path).map_err(|source| ExecError::Io {
         path: provenance_path,

@@ -5,12 +5,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use olc_gpu::engine::{Engine, EngineOptions};
-use olc_gpu::model::{Adapter, Checkpoint, ModelConfig};
-use olc_gpu::train::{
-    Dataset, FinishInputs, Hyper, StepReport, Trainer, finish, init_adapter, resolve_max_len,
-    tokenize,
-};
+use olc_exec::ExecError;
+use olc_exec::infer::EngineChoice;
+use olc_exec::train::{TrainRequest, train_adapter};
+use olc_gpu::engine::EngineOptions;
+use olc_gpu::model::Checkpoint;
+use olc_gpu::train::{StepReport, TrainError};
 use olc_protocol::{ContentId, TargetModule, TrainingLength, TrainingParams};
 use serde::Serialize;
 
@@ -60,38 +60,6 @@ impl TrainingArgs {
             init_adapter,
         })
     }
-
-    /// The hyperparameters these flags ask for, checked against the same limits a job's
-    /// are (`TrainingParams::validate`), so a local run and a job refuse alike.
-    pub fn hyper(&self) -> Result<Hyper> {
-        let params = self.params(None)?;
-        params.validate().map_err(anyhow::Error::msg)?;
-        Ok(olc_exec::hyper(&params)?)
-    }
-
-    /// The adapter training starts from: `--init-adapter`, or a new one. Shape flags that
-    /// contradict a given adapter are refused rather than silently ignored.
-    pub fn initial_adapter(&self, hyper: &Hyper, config: &ModelConfig) -> Result<Adapter> {
-        let Some(dir) = &self.init_adapter else {
-            return Ok(init_adapter(&hyper.lora, config, hyper.seed)?);
-        };
-        if self.rank.is_some() || self.alpha.is_some() || self.targets.is_some() {
-            bail!(
-                "--rank, --alpha and --targets describe a new adapter; with --init-adapter the \
-                 adapter's own adapter_config.json decides them"
-            );
-        }
-        Adapter::load(dir, config).with_context(|| {
-            format!(
-                "cannot continue from the adapter in {}: it does not fit this model",
-                dir.display()
-            )
-        })
-    }
-
-    pub fn max_len(&self, config: &ModelConfig) -> Result<usize> {
-        resolve_max_len(self.max_len, config).map_err(|e| anyhow::anyhow!("--max-len: {e}"))
-    }
 }
 
 /// The content id of a model directory: the manifest of the files the loader reads.
@@ -120,33 +88,38 @@ struct Output {
 }
 
 pub fn finetune(args: RunFinetune) -> Result<()> {
-    let hyper = args.training.hyper()?;
-    let isa = parse_isa(&args.isa)?;
+    let init_adapter = match &args.training.init_adapter {
+        Some(dir) => {
+            if args.training.rank.is_some()
+                || args.training.alpha.is_some()
+                || args.training.targets.is_some()
+            {
+                bail!(
+                    "--rank, --alpha and --targets describe a new adapter; with --init-adapter \
+                     the adapter's own adapter_config.json decides them"
+                );
+            }
+            Some(adapter_id(dir)?)
+        }
+        None => None,
+    };
+    let params = args.training.params(init_adapter)?;
+    params.validate().map_err(anyhow::Error::msg)?;
+    let choice = EngineChoice {
+        isa: parse_isa(&args.isa)?,
+        threads: args
+            .threads
+            .unwrap_or_else(|| EngineOptions::default().threads),
+        prefill_chunk: 0,
+    };
     if args.out.join("adapter_model.safetensors").exists() && !args.force {
         bail!(
             "{} already holds an adapter; pass --force to replace it",
             args.out.display()
         );
     }
-    let checkpoint = Checkpoint::load(&args.model)
+    let model = model_id(&args.model)
         .with_context(|| format!("cannot load the model in {}", args.model.display()))?;
-    let max_len = args.training.max_len(&checkpoint.config)?;
-    let in_data = || format!("bad dataset {}", args.data.display());
-    let dataset = Dataset::from_file(&args.data).with_context(in_data)?;
-    let tokenized = tokenize(&dataset, &checkpoint.tokenizer, max_len).with_context(in_data)?;
-    let initial = args.training.initial_adapter(&hyper, &checkpoint.config)?;
-    let model = model_id(&args.model)?;
-
-    let mut options = EngineOptions {
-        isa,
-        max_positions: max_len,
-        ..EngineOptions::default()
-    };
-    if let Some(threads) = args.threads {
-        options.threads = threads;
-    }
-    let engine = Engine::new(checkpoint.config, checkpoint.weights, options)?;
-    let trainer = Trainer::new(&engine);
 
     let bar = if args.json {
         ProgressBar::hidden()
@@ -161,11 +134,19 @@ pub fn finetune(args: RunFinetune) -> Result<()> {
         bar
     };
     let started = Instant::now();
-    let outcome = trainer.train(
-        &tokenized.examples,
-        initial.clone(),
-        &hyper,
-        |r: &StepReport| {
+    let request = TrainRequest {
+        model_dir: &args.model,
+        model_id: &model,
+        dataset_path: &args.data,
+        expect_dataset: None,
+        params: &params,
+        init_adapter_dir: args.training.init_adapter.as_deref(),
+        out_dir: &args.out,
+    };
+    let trained = train_adapter(
+        &request,
+        &choice,
+        &mut |r: &StepReport| {
             bar.set_length(u64::from(r.total));
             bar.set_position(u64::from(r.step));
             let secs = r.elapsed.as_secs_f64().max(1e-9);
@@ -176,22 +157,12 @@ pub fn finetune(args: RunFinetune) -> Result<()> {
             ));
             true
         },
-    )?;
+        &|| Ok(()),
+    );
     bar.finish_and_clear();
-    let provenance = finish(
-        &trainer,
-        &FinishInputs {
-            base_model: &model,
-            dataset: &dataset,
-            tokenized: &tokenized,
-            hyper: &hyper,
-            max_len,
-            init_adapter: args.training.init_adapter.as_ref().map(|_| &initial),
-        },
-        &outcome,
-        &args.out,
-    )?;
-
+    let trained = trained.map_err(|e| explain(e, &args))?;
+    let outcome = &trained.outcome;
+    let max_len = trained.max_len;
     let secs = outcome.elapsed.as_secs_f64().max(1e-9);
     let out = Output {
         commitment: outcome.commitment.clone(),
@@ -201,10 +172,10 @@ pub fn finetune(args: RunFinetune) -> Result<()> {
         losses: outcome.losses.clone(),
         adapter: args.out.display().to_string(),
         model,
-        dataset: dataset.content_id.clone(),
-        records: dataset.records.len(),
-        skipped_records: tokenized.too_long.len(),
-        tokens_trained: provenance.tokens_trained,
+        dataset: trained.dataset.content_id.clone(),
+        records: trained.dataset.records.len(),
+        skipped_records: trained.skipped_records,
+        tokens_trained: trained.provenance.tokens_trained,
         tokens_processed: outcome.tokens_processed,
         elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
         tokens_per_s: outcome.tokens_processed as f64 / secs,
@@ -226,4 +197,40 @@ pub fn finetune(args: RunFinetune) -> Result<()> {
         println!("commitment {}", out.commitment);
     }
     Ok(())
+}
+
+/// The executor's error, said in the terms of this command's flags.
+fn explain(e: ExecError, args: &RunFinetune) -> anyhow::Error {
+    let context = match &e {
+        ExecError::Model(_) | ExecError::Input(_) => {
+            format!("cannot load the model in {}", args.model.display())
+        }
+        ExecError::Adapter(_) => format!(
+            "cannot continue from the adapter in {}: it does not fit this model",
+            args.training
+                .init_adapter
+                .as_deref()
+                .unwrap_or(Path::new("?"))
+                .display()
+        ),
+        ExecError::Train(TrainError::Data(_)) => format!("bad dataset {}", args.data.display()),
+        ExecError::Settings(why) if why.contains("max_len") || why.contains("context") => {
+            return anyhow::anyhow!("--max-len: {why}");
+        }
+        _ => return e.into(),
+    };
+    anyhow::Error::new(e).context(context)
+}
+
+/// The content id an adapter directory travels under (its files' manifest), as a job
+/// continuing from it would name it.
+fn adapter_id(dir: &Path) -> Result<ContentId> {
+    let files: Vec<String> = olc_client::ADAPTER_FILES
+        .iter()
+        .filter(|f| dir.join(f).is_file())
+        .map(|f| f.to_string())
+        .collect();
+    let manifest = olc_content::manifest_of_files(dir, &files)
+        .with_context(|| format!("cannot read the adapter in {}", dir.display()))?;
+    Ok(manifest.id()?)
 }

@@ -1,12 +1,14 @@
 //! `olc run`: the engine on this machine, no network.
 
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use olc_exec::ExecError;
+use olc_exec::infer::{EngineChoice, GenerateRequest, generate_text};
 use olc_gpu::compute::Isa;
-use olc_gpu::engine::{Engine, EngineOptions, Sampling, StopReason, generate};
-use olc_gpu::model::{Adapter, Checkpoint};
-use olc_protocol::inference_commitment;
+use olc_gpu::engine::{EngineOptions, StopReason};
+use olc_protocol::Prompt;
 use serde::Serialize;
 
 use crate::cli::{RunCommand, RunInfer};
@@ -45,57 +47,43 @@ struct Output {
 
 fn infer(args: RunInfer) -> Result<()> {
     let g = &args.generate;
-    let sampling = match g.sampling() {
-        Some((temperature, top_k, top_p, seed)) => Sampling::Sample {
-            temperature,
-            top_k,
-            top_p,
-            seed,
-        },
-        None => Sampling::Greedy,
-    };
-    olc_protocol::check_generation(&g.job_sampling(), g.max_tokens).map_err(anyhow::Error::msg)?;
-    let max_tokens = g.max_tokens as usize;
-    let isa = parse_isa(&args.isa)?;
-    let checkpoint = Checkpoint::load(&g.model)
-        .with_context(|| format!("cannot load the model in {}", g.model.display()))?;
-    let adapter = g
-        .adapter
-        .as_ref()
-        .map(|dir| {
-            Adapter::load(dir, &checkpoint.config)
-                .with_context(|| format!("cannot load the adapter in {}", dir.display()))
-        })
-        .transpose()?;
     let prompt = match (&g.prompt, &g.tokens) {
-        (Some(text), _) => checkpoint.tokenizer.encode(text)?,
-        (None, Some(tokens)) => tokens.clone(),
+        (Some(text), _) => Prompt::Text(text.clone()),
+        (None, Some(tokens)) => Prompt::Tokens(tokens.clone()),
         (None, None) => bail!("give --prompt TEXT or --tokens 1,2,3"),
     };
-    let mut options = EngineOptions {
-        isa,
-        ..EngineOptions::default()
+    let choice = EngineChoice {
+        isa: parse_isa(&args.isa)?,
+        threads: args
+            .threads
+            .unwrap_or_else(|| EngineOptions::default().threads),
+        prefill_chunk: args.prefill_chunk,
     };
-    if let Some(threads) = args.threads {
-        options.threads = threads;
-    }
-    options.max_positions = prompt.len() + max_tokens;
-    let tokenizer = checkpoint.tokenizer;
-    let engine = Engine::new(checkpoint.config, checkpoint.weights, options)?;
-
+    let request = GenerateRequest {
+        model_dir: &g.model,
+        adapter_dir: g.adapter.as_deref(),
+        prompt: &prompt,
+        sampling: g.job_sampling(),
+        seed: g.sampling().map_or(0, |s| s.3),
+        max_tokens: g.max_tokens,
+    };
     let started = Instant::now();
-    let generation = generate(
-        &engine,
-        adapter.as_ref(),
-        &prompt,
-        max_tokens,
-        args.prefill_chunk,
-        &sampling,
-    )?;
+    let generated = generate_text(&request, &choice).map_err(|e| match e {
+        // The only input a local run lays out is the model directory itself.
+        ExecError::Model(_) | ExecError::Input(_) => {
+            anyhow::Error::new(e).context(format!("cannot load the model in {}", g.model.display()))
+        }
+        ExecError::Adapter(_) => anyhow::Error::new(e).context(format!(
+            "cannot load the adapter in {}",
+            g.adapter.as_deref().unwrap_or(Path::new("?")).display()
+        )),
+        ExecError::Settings(why) => anyhow::anyhow!(why),
+        e => e.into(),
+    })?;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
 
     if let Some(path) = &args.logits_out {
-        let bytes: Vec<u8> = generation
+        let bytes: Vec<u8> = generated
             .logits
             .iter()
             .flat_map(|v| v.to_le_bytes())
@@ -103,16 +91,15 @@ fn infer(args: RunInfer) -> Result<()> {
         std::fs::write(path, bytes)
             .with_context(|| format!("cannot write logits to {}", path.display()))?;
     }
-    let text = tokenizer.decode(&generation.tokens, true)?;
     let out = Output {
-        commitment: inference_commitment(&generation.tokens).to_string(),
-        stop: match generation.stop {
+        commitment: generated.commitment.to_string(),
+        stop: match generated.stop {
             StopReason::Eos => "eos",
             StopReason::MaxTokens => "max_tokens",
         },
-        prompt_tokens: prompt,
-        tokens: generation.tokens,
-        text,
+        prompt_tokens: generated.prompt_tokens,
+        tokens: generated.tokens,
+        text: generated.text,
         elapsed_ms,
     };
     if args.json {
