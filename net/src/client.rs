@@ -2,21 +2,18 @@
 //! in its own task; callers talk to it through a channel, so a client is cheap to clone
 //! and usable from any task.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use libp2p::request_response::{Event, Message, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, Swarm};
+use olc_protocol::blob::BlobError;
+use olc_protocol::{ContentId, Identity, PeerId, RpcRequest, RpcResponse};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::addr::{peer_id_of, tcp_fallback};
-use crate::node::{Behaviour, BehaviourEvent, NodeConfig, NodeError, build_swarm};
-use olc_protocol::blob::{BlobError, BlobOutline};
-use olc_protocol::{
-    BlobPart, BlobRequest, BlobResponse, ContentId, Identity, PeerId, RpcRequest, RpcResponse,
-};
+use crate::node::{Behaviour, NodeConfig, NodeError, build_swarm};
+use crate::outbound::{Link, Outbound, Pending};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -40,12 +37,6 @@ pub enum ClientError {
     Key(String),
 }
 
-enum Command {
-    Rpc(RpcRequest, oneshot::Sender<Result<RpcResponse, String>>),
-    Blob(BlobRequest, oneshot::Sender<Result<BlobResponse, String>>),
-    Close(oneshot::Sender<()>),
-}
-
 /// A connection to one peer.
 ///
 /// The connection runs under a key made for it alone, never the user's: requests that
@@ -55,18 +46,8 @@ enum Command {
 /// `olc account stake` was never told the coordinator's subscriptions).
 #[derive(Clone, Debug)]
 pub struct Client {
-    peer: PeerId,
-    commands: mpsc::Sender<Command>,
-}
-
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Command::Rpc(..) => "Rpc",
-            Command::Blob(..) => "Blob",
-            Command::Close(..) => "Close",
-        })
-    }
+    link: Link,
+    close: mpsc::Sender<oneshot::Sender<()>>,
 }
 
 impl Client {
@@ -86,12 +67,16 @@ impl Client {
                 timeout,
             })??;
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(drive(swarm, peer, rx));
-        Ok(Self { peer, commands: tx })
+        let (close_tx, close_rx) = mpsc::channel(1);
+        tokio::spawn(drive(swarm, peer, rx, close_rx));
+        Ok(Self {
+            link: Link::new(peer, tx),
+            close: close_tx,
+        })
     }
 
     pub fn peer(&self) -> PeerId {
-        self.peer
+        self.link.peer()
     }
 
     /// Closes the connection and waits (briefly) until the peer has been told, so it
@@ -99,114 +84,18 @@ impl Client {
     /// one-shot command calls this before it exits; the other handles stop working.
     pub async fn close(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.commands.send(Command::Close(tx)).await.is_ok() {
+        if self.close.send(tx).await.is_ok() {
             let _ = rx.await;
         }
     }
 
     pub async fn rpc(&self, request: RpcRequest) -> Result<RpcResponse, ClientError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Rpc(request, tx))
-            .await
-            .map_err(|_| ClientError::Stopped)?;
-        let answer = rx.await.map_err(|_| ClientError::Stopped)?;
-        answer.map_err(|reason| ClientError::Request {
-            peer: self.peer,
-            reason,
-        })
+        self.link.rpc(request).await
     }
 
-    async fn blob(&self, request: BlobRequest) -> Result<BlobResponse, ClientError> {
-        let (tx, rx) = oneshot::channel();
-        let id = request.id;
-        self.commands
-            .send(Command::Blob(request, tx))
-            .await
-            .map_err(|_| ClientError::Stopped)?;
-        match rx.await.map_err(|_| ClientError::Stopped)? {
-            Ok(BlobResponse::NotFound) => Err(ClientError::BlobNotFound {
-                peer: self.peer,
-                id,
-            }),
-            Ok(response) => Ok(response),
-            Err(reason) => Err(ClientError::Request {
-                peer: self.peer,
-                reason,
-            }),
-        }
-    }
-
-    /// Fetches a whole blob of at most `cap` bytes, checking the outline against `id`
-    /// before any chunk is asked for and each chunk as it arrives. Up to `PIPELINE`
-    /// chunk requests are in flight at once, to keep a long link busy.
+    /// See [`Link::fetch_blob`].
     pub async fn fetch_blob(&self, id: ContentId, cap: u64) -> Result<Vec<u8>, ClientError> {
-        const PIPELINE: usize = 4;
-        let bad = |source| ClientError::BadBlob {
-            peer: self.peer,
-            source,
-        };
-        let outline = match self
-            .blob(BlobRequest {
-                id,
-                part: BlobPart::Outline,
-            })
-            .await?
-        {
-            BlobResponse::Outline(o) => o,
-            _ => {
-                return Err(ClientError::UnexpectedResponse {
-                    peer: self.peer,
-                    asked: "outline",
-                });
-            }
-        };
-        outline.verify(&id, cap).map_err(bad)?;
-        let count = outline.chunk_count();
-        if count == 0 {
-            return Ok(Vec::new());
-        }
-        // The last chunk first: it authenticates the exact length (see
-        // `BlobOutline::verify`), before anything is allocated for the rest.
-        let last = self.fetch_chunk(&outline, id, count - 1).await?;
-        let mut out = Vec::with_capacity(outline.len as usize);
-        let mut pending = futures::stream::iter(0..count - 1)
-            .map(|index| self.fetch_chunk(&outline, id, index))
-            .buffered(PIPELINE);
-        while let Some(chunk) = pending.next().await {
-            out.extend_from_slice(&chunk?);
-        }
-        out.extend_from_slice(&last);
-        Ok(out)
-    }
-
-    async fn fetch_chunk(
-        &self,
-        outline: &BlobOutline,
-        id: ContentId,
-        index: u64,
-    ) -> Result<Vec<u8>, ClientError> {
-        match self
-            .blob(BlobRequest {
-                id,
-                part: BlobPart::Chunk(index),
-            })
-            .await?
-        {
-            BlobResponse::Chunk(data) => {
-                outline
-                    .verify_chunk(&id, index, &data)
-                    .map_err(|source| ClientError::BadBlob {
-                        peer: self.peer,
-                        source,
-                    })?;
-                Ok(data)
-            }
-            _ => Err(ClientError::UnexpectedResponse {
-                peer: self.peer,
-                asked: "chunk",
-            }),
-        }
+        self.link.fetch_blob(id, cap).await
     }
 }
 
@@ -244,56 +133,30 @@ async fn dial_until_connected(
     })
 }
 
-type Waiting<T> = HashMap<OutboundRequestId, oneshot::Sender<Result<T, String>>>;
-
-/// Hands a response (or the reason there is none) to whoever asked for it.
-fn settle<Req, Resp>(waiting: &mut Waiting<Resp>, event: Event<Req, Resp>) {
-    let (request_id, answer) = match event {
-        Event::Message {
-            message:
-                Message::Response {
-                    request_id,
-                    response,
-                },
-            ..
-        } => (request_id, Ok(response)),
-        Event::OutboundFailure {
-            request_id, error, ..
-        } => (request_id, Err(error.to_string())),
-        _ => return,
-    };
-    if let Some(reply) = waiting.remove(&request_id) {
-        let _ = reply.send(answer);
-    }
-}
-
-async fn drive(mut swarm: Swarm<Behaviour>, peer: PeerId, mut commands: mpsc::Receiver<Command>) {
-    let mut rpc_waiting: Waiting<RpcResponse> = HashMap::new();
-    let mut blob_waiting: Waiting<BlobResponse> = HashMap::new();
+async fn drive(
+    mut swarm: Swarm<Behaviour>,
+    peer: PeerId,
+    mut requests: mpsc::Receiver<Outbound>,
+    mut close_asked: mpsc::Receiver<oneshot::Sender<()>>,
+) {
+    let mut pending = Pending::default();
     loop {
         tokio::select! {
-            command = commands.recv() => match command {
-                Some(Command::Rpc(req, reply)) => {
-                    let id = swarm.behaviour_mut().rpc.send_request(&peer, req);
-                    rpc_waiting.insert(id, reply);
-                }
-                Some(Command::Blob(req, reply)) => {
-                    let id = swarm.behaviour_mut().blobs.send_request(&peer, req);
-                    blob_waiting.insert(id, reply);
-                }
-                Some(Command::Close(done)) => {
-                    close(&mut swarm, peer).await;
-                    let _ = done.send(());
-                    return;
-                }
+            request = requests.recv() => match request {
+                Some(request) => pending.send(&mut swarm, request),
                 // Every handle dropped: nothing more will be asked.
                 None => return,
             },
-            event = swarm.select_next_some() => match event {
-                SwarmEvent::Behaviour(BehaviourEvent::Rpc(event)) => settle(&mut rpc_waiting, event),
-                SwarmEvent::Behaviour(BehaviourEvent::Blobs(event)) => settle(&mut blob_waiting, event),
-                _ => {}
-            },
+            done = close_asked.recv() => {
+                close(&mut swarm, peer).await;
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+                return;
+            }
+            event = swarm.select_next_some() => {
+                pending.settle(event);
+            }
         }
     }
 }

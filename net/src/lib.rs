@@ -6,6 +6,7 @@ pub mod addr;
 pub mod client;
 pub mod listen;
 pub mod node;
+pub mod outbound;
 pub mod serve;
 pub mod wire;
 
@@ -17,6 +18,7 @@ pub use node::{
 
 pub use client::{Client, ClientError};
 pub use listen::{listen_and_wait, start_swarm};
+pub use outbound::{Link, Outbound, Pending};
 pub use serve::{NodeTask, handle_shared, reply_rpc};
 
 /// Unix time in milliseconds: what adverts and receipts carry.

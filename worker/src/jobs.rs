@@ -13,10 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
+
 use futures::future::BoxFuture;
 use olc_content::BlobStore;
-use olc_net::libp2p::Multiaddr;
-use olc_net::{Client, NodeConfig, unix_ms};
+use olc_net::{Link, Outbound, unix_ms};
 use olc_protocol::messages::jobs_api::FailureKind;
 use olc_protocol::{
     Amount, Assignment, BlobUpload, Commitment, ContentId, ExecutionReceipt, Identity, JobFailure,
@@ -26,9 +27,7 @@ use olc_protocol::{
 use olc_content::{self as content, Fetch};
 use olc_exec::{self as executor, ExecOptions, ExecOutput, JobInputs};
 
-/// Largest dataset a worker fetches.
-/// How long one attempt to reach the coordinator may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a job waits before asking its coordinator again after a failed request.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Progress reports are sent at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
@@ -97,7 +96,9 @@ pub struct JobRunner {
     pub(crate) dirs_root: PathBuf,
     pub(crate) work_root: PathBuf,
     pub(crate) threads: usize,
-    pub(crate) node: NodeConfig,
+    /// Requests to coordinators go out through the worker's event loop, on its own
+    /// connection and identity.
+    pub(crate) outbound: mpsc::Sender<Outbound>,
     pub(crate) max_jobs: u32,
     pub(crate) conduct: Conduct,
     /// Credits per 1000 tokens this worker advertises: an assignment whose fee cap cannot
@@ -127,7 +128,7 @@ impl JobRunner {
         dirs_root: PathBuf,
         work_root: PathBuf,
         threads: usize,
-        node: NodeConfig,
+        outbound: mpsc::Sender<Outbound>,
         max_jobs: u32,
         conduct: Conduct,
     ) -> Self {
@@ -137,7 +138,7 @@ impl JobRunner {
             dirs_root,
             work_root,
             threads: threads.max(1),
-            node,
+            outbound,
             max_jobs,
             conduct,
             price_per_ktoken: AtomicU64::new(0),
@@ -263,12 +264,14 @@ impl JobRunner {
         body: Assignment,
         spec: JobSpec,
         coordinator: PeerId,
-        addr: Multiaddr,
     ) {
         let runner = self.clone();
         tokio::spawn(async move {
             let job = body.job_id;
-            let courier = Courier::new(addr, runner.node.clone(), body.deadline_ms);
+            let courier = Courier {
+                link: Link::new(coordinator, runner.outbound.clone()),
+                deadline_ms: body.deadline_ms,
+            };
             match runner
                 .run(&courier, &signed, &body, &spec, coordinator)
                 .await
@@ -540,54 +543,18 @@ impl JobRunner {
     }
 }
 
-/// A connection to one coordinator for one job, re-dialed whenever it breaks, until the
-/// job's deadline. It runs under the client's own transport key, not the worker's: the
-/// coordinator must never route its own requests (assignments, reveals) to it, since it
-/// does not serve them.
+/// The job's way to its coordinator: the worker's own connection ([`Link`]), retried
+/// through connection failures until the job's deadline.
 #[derive(Debug, Clone)]
 struct Courier {
-    addr: Multiaddr,
-    node: NodeConfig,
+    link: Link,
     deadline_ms: u64,
-    client: Arc<tokio::sync::Mutex<Option<Client>>>,
 }
 
 impl Courier {
-    fn new(addr: Multiaddr, node: NodeConfig, deadline_ms: u64) -> Self {
-        Self {
-            addr,
-            node,
-            deadline_ms,
-            client: Arc::new(tokio::sync::Mutex::new(None)),
-        }
-    }
-
-    async fn client(&self) -> Result<Client, String> {
-        let mut guard = self.client.lock().await;
-        if let Some(c) = guard.as_ref() {
-            return Ok(c.clone());
-        }
-        let c = Client::connect(&self.node, &self.addr, CONNECT_TIMEOUT)
-            .await
-            .map_err(|e| e.to_string())?;
-        *guard = Some(c.clone());
-        Ok(c)
-    }
-
-    async fn forget(&self) {
-        *self.client.lock().await = None;
-    }
-
     /// One attempt.
     async fn once(&self, request: RpcRequest) -> Result<RpcResponse, String> {
-        let client = self.client().await?;
-        match client.rpc(request).await {
-            Ok(r) => Ok(r),
-            Err(e) => {
-                self.forget().await;
-                Err(e.to_string())
-            }
-        }
+        self.link.rpc(request).await.map_err(|e| e.to_string())
     }
 
     /// Retries through connection failures until the job's deadline.
@@ -613,16 +580,11 @@ impl Fetch for Courier {
     fn fetch(&self, id: ContentId, cap: u64) -> BoxFuture<'_, Result<Vec<u8>, String>> {
         Box::pin(async move {
             loop {
-                let attempt = match self.client().await {
-                    Ok(c) => c.fetch_blob(id, cap).await.map_err(|e| e.to_string()),
-                    Err(e) => Err(e),
-                };
-                match attempt {
+                match self.link.fetch_blob(id, cap).await {
                     Ok(bytes) => return Ok(bytes),
-                    Err(e) if unix_ms() >= self.deadline_ms => return Err(e),
+                    Err(e) if unix_ms() >= self.deadline_ms => return Err(e.to_string()),
                     Err(e) => {
                         tracing::debug!(%id, error = %e, "fetch failed; retrying");
-                        self.forget().await;
                         tokio::time::sleep(RETRY_PAUSE).await;
                     }
                 }
@@ -647,7 +609,7 @@ mod tests {
             dir.join("dirs"),
             dir.join("work"),
             1,
-            NodeConfig::default(),
+            mpsc::channel(1).0,
             max_jobs,
             Conduct::Honest,
         )

@@ -18,12 +18,12 @@ use olc_net::libp2p::swarm::{ConnectionId, SwarmEvent};
 use olc_net::libp2p::{Multiaddr, Swarm};
 use olc_net::{
     AdvertObserver, AdvertSeen, Behaviour, BehaviourEvent, NodeConfig, NodeError, NodeTask,
-    adverts_topic, handle_shared, reply_rpc, start_swarm, unix_ms, unix_us,
+    Outbound, Pending, adverts_topic, handle_shared, reply_rpc, start_swarm, unix_ms, unix_us,
 };
 use olc_protocol::{
     HardwareAdvert, Identity, PeerId, RpcRequest, RpcResponse, Signed, check_advert,
 };
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::advert::{self, Offer, Sequencer};
 use crate::jobs::{Conduct, Decline, JobRunner};
@@ -98,6 +98,10 @@ const MIN_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 /// still holds under our peer id swallows them): the worker reconnects.
 const SUBSCRIPTION_GRACE: Duration = Duration::from_secs(3);
 
+/// Requests from running jobs waiting for the event loop; a job whose request finds the
+/// queue full waits its turn.
+const OUTBOUND_QUEUE: usize = 256;
+
 /// A running worker.
 #[derive(Debug)]
 pub struct Worker {
@@ -121,13 +125,14 @@ impl Worker {
                     source,
                 }
             })?;
+        let (outbound_tx, outbound) = mpsc::channel(OUTBOUND_QUEUE);
         let runner = Arc::new(JobRunner::new(
             identity.clone(),
             Arc::new(store),
             cache.join("dirs"),
             config.data_dir.join("work"),
             config.threads,
-            config.node.clone(),
+            outbound_tx,
             config.offer.max_concurrent_jobs,
             config.conduct,
         ));
@@ -155,6 +160,8 @@ impl Worker {
             observer: config.observer,
             worker_peers: config.worker_peers,
             peer_dials: HashSet::new(),
+            outbound,
+            pending: Pending::default(),
         };
         let task = NodeTask::spawn(move |rx| async move {
             state.run(interval, rx).await;
@@ -270,6 +277,10 @@ struct State {
     worker_peers: usize,
     /// Workers being dialed because of their adverts.
     peer_dials: HashSet<PeerId>,
+    /// What running jobs send their coordinator (commitments, progress, failures, blob
+    /// fetches and uploads), on this node's own connection.
+    outbound: mpsc::Receiver<Outbound>,
+    pending: Pending,
 }
 
 impl State {
@@ -291,6 +302,7 @@ impl State {
                     self.dial_disconnected(|b| std::mem::take(&mut b.redial));
                     self.reconnect_unsubscribed(Instant::now());
                 }
+                Some(request) = self.outbound.recv() => self.pending.send(&mut self.swarm, request),
                 event = self.swarm.select_next_some() => self.handle(event),
             }
         }
@@ -422,6 +434,9 @@ impl State {
     }
 
     fn handle(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        let Some(event) = self.pending.settle(event) else {
+            return;
+        };
         let Some(event) = handle_shared(&mut self.swarm, &*self.runner.store, event) else {
             return;
         };
@@ -522,18 +537,13 @@ impl State {
     fn answer(&mut self, peer: PeerId, request: RpcRequest) -> RpcResponse {
         match request {
             RpcRequest::Assign(signed) => {
-                let Some(addr) = self
-                    .bootstrap
-                    .iter()
-                    .find(|b| b.peer == Some(peer))
-                    .map(|b| b.target().clone())
-                else {
+                if !self.bootstrap.iter().any(|b| b.peer == Some(peer)) {
                     return RpcResponse::Declined("not one of this worker's coordinators".into());
-                };
+                }
                 match self.runner.accept(&signed, peer) {
                     Ok(Some((body, spec))) => {
                         tracing::info!(job = %body.job_id, replica = body.replica, "assignment accepted");
-                        self.runner.spawn(signed, body, spec, peer, addr);
+                        self.runner.spawn(signed, body, spec, peer);
                         RpcResponse::Accepted
                     }
                     Ok(None) => RpcResponse::Accepted,
