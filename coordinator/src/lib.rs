@@ -1,19 +1,25 @@
-//! olc-coordinator: the registry of live workers (built from gossip), the matcher, the job
-//! book that takes jobs from submission to a signed receipt, the verifier and its
-//! referee, the ledger and settlement, their durable store, the node that serves them,
-//! and the submitter's client.
+//! olc-coordinator. [`core`](crate::core) holds the decisions as pure state machines with the clock
+//! passed in: the registry of live workers (built from gossip), the matcher, the job book
+//! that takes jobs from submission to a signed receipt, the verifier, the ledger and
+//! settlement, the audit's checks. Around it, the node feeds it events and carries out
+//! its actions: the event loop and RPC ([`node`]), the durable store ([`store`]), the
+//! referee's re-runs ([`referee`]) and the audit of the blobs on disk ([`audit`]).
 
 pub mod audit;
-pub mod economy;
-pub mod jobs;
-pub mod ledger;
-pub mod matcher;
+pub mod core;
 pub mod node;
 pub mod referee;
-pub mod registry;
-pub mod rules;
 pub mod store;
-mod verify;
+
+// The core's modules under the paths they had before it existed.
+pub use crate::core::{economy, ledger, matcher, registry, rules};
+
+/// The job book and the records it keeps.
+pub mod jobs {
+    pub use crate::core::action::Action;
+    pub use crate::core::book::*;
+    pub use crate::core::record::*;
+}
 
 pub use economy::Economy;
 pub use jobs::{

@@ -26,12 +26,15 @@ use olc_protocol::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::{AuditReport, audit_with_blobs};
-use crate::jobs::{Action, JobBook, JobsConfig, NoPick, PickRequest, Quote};
-use crate::ledger::LedgerConfig;
-use crate::matcher::{self, Need, WorkerStats};
+use crate::core::action::Action;
+use crate::core::book::{JobBook, JobsConfig, PickRequest, Quote};
+use crate::core::candidates::Candidates;
+use crate::core::ledger::LedgerConfig;
+use crate::core::notice::Notice;
+use crate::core::registry::{Admission, Registry, RegistryConfig};
+use crate::core::rules::Policy;
+use crate::core::verified::Verified;
 use crate::referee::Referee;
-use crate::registry::{Admission, Registry, RegistryConfig};
-use crate::rules::Policy;
 use crate::store::JobStore;
 
 #[derive(Debug, Clone)]
@@ -102,7 +105,7 @@ pub enum StartError {
     #[error("cannot create a temporary data directory: {0}")]
     TempDir(std::io::Error),
     #[error("bad policy: {0}")]
-    Policy(#[from] crate::rules::RuleError),
+    Policy(#[from] crate::core::rules::RuleError),
 }
 
 /// A running coordinator. Dropping it without [`Coordinator::stop`] leaves the task
@@ -283,6 +286,8 @@ impl Node {
                         tracing::info!(worker = %key, "worker expired: missed 3 advert intervals");
                         lock(&self.book).worker_gone(&key, unix_ms());
                     }
+                    // The sweep is the timer: deadlines, adverts and back-offs move with
+                    // the clock, not with any event the book sees.
                     self.advance();
                 }
                 Some((job, result)) = self.referee_rx.recv() => {
@@ -316,7 +321,15 @@ impl Node {
         tracing::info!("coordinator stopped");
     }
 
-    /// Runs the book's clock and carries out what it decided.
+    /// A full matching pass, if the book changed since the last one: most requests only
+    /// read it.
+    fn advance_if_due(&mut self) {
+        if lock(&self.book).take_match_due() {
+            self.advance();
+        }
+    }
+
+    /// Runs the book's clock and carries out what it decided: a full matching pass.
     fn advance(&mut self) {
         let wanted = lock(&self.book).wants_workers();
         let workers = if wanted {
@@ -327,87 +340,17 @@ impl Node {
         let now = unix_ms();
         let actions = {
             let mut book = lock(&self.book);
-            // Workers without enough stake, jailed, or that just said they were busy are
-            // not candidates at all.
             self.busy_until.retain(|_, until| *until > now);
-            let online = workers.len();
-            let min_stake = book.policy().min_stake;
-            let eligible: Vec<RegisteredWorker> = workers
-                .into_iter()
-                .filter(|w| book.ineligible(&w.public_key, now).is_none())
-                .collect();
-            let workers: Vec<&RegisteredWorker> = eligible
-                .iter()
-                .filter(|w| !self.busy_until.contains_key(&w.public_key))
-                .collect();
-            let mut stats: HashMap<PublicKey, WorkerStats> = workers
-                .iter()
-                .map(|w| {
-                    let s = WorkerStats {
-                        load: book.load_of(&w.public_key),
-                        reputation: book.economy().standing(&w.public_key).reputation,
-                        ..WorkerStats::default()
-                    };
-                    (w.public_key, s)
-                })
-                .collect();
-            let prices: HashMap<PublicKey, u64> = workers
-                .iter()
-                .map(|w| (w.public_key, w.advert.price_per_ktoken.0))
-                .collect();
-            let price = |k: &PublicKey| prices.get(k).copied().unwrap_or(0);
-            let mut pick = |request: &PickRequest<'_>| {
-                let spec = request.spec;
-                let content = job_content(spec);
-                let need = Need {
-                    min_memory_bytes: spec.requirements.min_memory_bytes,
-                    backend: spec.requirements.backend,
-                    replicas: request.replicas,
-                    content: &content,
-                    max_price_per_ktoken: None,
-                    fee: request.fee,
-                    exclude: request.exclude,
-                };
-                // Busy workers count as untried: they may take the job once free.
-                let untried = || {
-                    eligible
-                        .iter()
-                        .filter(|w| {
-                            !request.exclude.contains(&w.public_key) && matcher::could_run(w, &need)
-                        })
-                        .count()
-                };
-                if workers.is_empty() {
-                    let reason = if online == 0 {
-                        "no worker is online".into()
-                    } else {
-                        format!(
-                            "none of the {online} online workers can be matched now: each is \
-                             below the minimum stake of {min_stake}, jailed, or busy"
-                        )
-                    };
-                    return Err(NoPick {
-                        reason,
-                        untried: untried(),
-                    });
-                }
-                let picked = matcher::pick(workers.iter().copied(), |k| stats.get(k), &need)
-                    .map_err(|e| NoPick {
-                        reason: e.0,
-                        untried: untried(),
-                    })?;
-                // Later jobs in this pass see the slots these take.
-                for k in &picked {
-                    if let Some(s) = stats.get_mut(k) {
-                        s.load += 1;
-                    }
-                }
-                Ok(picked.into_iter().map(|k| (k, price(&k))).collect())
-            };
+            let busy = &self.busy_until;
+            let mut candidates = Candidates::gather(workers, &book, |k| busy.contains_key(k), now);
+            let mut pick = |request: &PickRequest<'_>| candidates.pick(request);
             let blobs = &self.blobs;
             book.tick_sized(&self.identity, now, &mut pick, &|id| blobs.len_of(id))
         };
         self.persist();
+        // This pass saw every change so far, its own included: nothing new to match until
+        // the next event (the sweep repeats the pass anyway).
+        lock(&self.book).take_match_due();
         self.carry_out(actions);
     }
 
@@ -460,7 +403,7 @@ impl Node {
         if !self.refereeing.insert(job_id) {
             return;
         }
-        let spec = lock(&self.book).get(&job_id).and_then(|j| j.spec());
+        let spec = lock(&self.book).spec(&job_id).cloned();
         let tx = self.referee_tx.clone();
         let Some(spec) = spec else {
             let _ = tx.send((job_id, Err("the job no longer verifies".into())));
@@ -490,6 +433,7 @@ impl Node {
     /// never reaches the disk without its money.
     fn persist(&mut self) {
         let mut book = lock(&self.book);
+        book.take_notices().into_iter().for_each(log_notice);
         let dirty = book.take_dirty();
         if dirty.jobs.is_empty() && !dirty.economy {
             return;
@@ -620,11 +564,12 @@ impl Node {
 
     fn submit(&mut self, signed: Signed<JobSpec>, now: u64) -> RpcResponse {
         // The signature first: nothing about an unsigned job is worth looking at.
-        let spec = match signed.verify() {
-            Ok(spec) => spec,
+        let verified = match Verified::check(signed) {
+            Ok(verified) => verified,
             Err(e) => return RpcResponse::Refused(format!("bad signature: {e}")),
         };
-        let missing = self.missing_inputs(&spec);
+        let spec = verified.body();
+        let missing = self.missing_inputs(spec);
         if !missing.is_empty() {
             let ids: Vec<String> = missing.iter().map(|m| m.to_string()).collect();
             return RpcResponse::Refused(format!(
@@ -632,7 +577,7 @@ impl Node {
                 ids.join(", ")
             ));
         }
-        let attribution = self.attribution(&spec);
+        let attribution = self.attribution(spec);
         let quote = Quote {
             cheapest_price: lock(&self.registry).cheapest_price(),
             dataset_bytes: match &spec.kind {
@@ -640,7 +585,7 @@ impl Node {
                 JobKind::Inference(_) => None,
             },
         };
-        let result = lock(&self.book).submit_quoted(signed, attribution, quote, now);
+        let result = lock(&self.book).submit_verified(verified, attribution, quote, now);
         match result {
             Ok(id) => {
                 self.persist();
@@ -702,7 +647,7 @@ impl Node {
             },
         }
         self.persist();
-        self.advance();
+        self.advance_if_due();
     }
 
     fn handle(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -754,7 +699,7 @@ impl Node {
             })) => {
                 let response = self.answer(request);
                 reply_rpc(&mut self.swarm, peer, channel, response);
-                self.advance();
+                self.advance_if_due();
             }
             SwarmEvent::Behaviour(BehaviourEvent::Rpc(request_response::Event::Message {
                 message:
@@ -814,12 +759,25 @@ impl Node {
     }
 }
 
-/// The manifests a job reads, for the matcher's cache preference.
-fn job_content(spec: &JobSpec) -> Vec<ContentId> {
-    match &spec.kind {
-        JobKind::Inference(j) => std::iter::once(j.model).chain(j.adapter).collect(),
-        JobKind::Finetune(j) => std::iter::once(j.model)
-            .chain(j.params.init_adapter)
-            .collect(),
+/// Writes out what the core asked an operator to read.
+fn log_notice(notice: Notice) {
+    match notice {
+        Notice::SlashNotApplied { worker, error } => {
+            tracing::error!(%worker, %error, "slash could not be applied");
+        }
+        Notice::UnbondedNotReleased { error } => {
+            tracing::error!(%error, "cannot release unbonded stake");
+        }
+        Notice::NotSettled { job, error } => {
+            tracing::error!(%job, %error, "cannot settle the job");
+        }
+        Notice::SlashedForWrongOutput {
+            job,
+            worker,
+            amount,
+        } => {
+            tracing::warn!(%job, %worker, amount,
+                "worker slashed: its output differs from the referee's");
+        }
     }
 }

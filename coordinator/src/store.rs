@@ -10,9 +10,9 @@ use olc_protocol::codec;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use crate::economy::Economy;
-use crate::jobs::JobRecord;
-use crate::ledger::LedgerError;
+use crate::core::economy::Economy;
+use crate::core::ledger::LedgerError;
+use crate::core::record::JobRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -139,7 +139,7 @@ mod tests {
     use olc_protocol::{ContentId, Identity, PublicKey};
 
     use super::*;
-    use crate::ledger::{LedgerConfig, Payee, Settled};
+    use crate::core::ledger::{LedgerConfig, Payee, Settled};
 
     fn key(n: u8) -> PublicKey {
         Identity::from_seed(&[n; 32]).public_key()

@@ -313,3 +313,20 @@ fn sample_audits_catch_a_liar_at_the_advertised_rate() {
         assert_eq!(sim.referee_runs, caught, "every audit found the liar");
     }
 }
+
+#[test]
+fn a_slash_for_a_wrong_output_is_told_to_the_operator() {
+    let (mut sim, job) = one_cheater(Behaviour::Wrong);
+    let notices = sim.book.take_notices();
+    assert_eq!(
+        notices,
+        vec![
+            olc_coordinator::core::notice::Notice::SlashedForWrongOutput {
+                job: job.job_id,
+                worker: sim.key(0),
+                amount: HONEST_STAKE / 2,
+            }
+        ]
+    );
+    assert!(sim.book.take_notices().is_empty(), "drained once");
+}

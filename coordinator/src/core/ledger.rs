@@ -1,6 +1,6 @@
 //! The coordinator's ledger: balances, stakes, escrows and the treasury, as a pure state
 //! machine so every rule is tested without a clock, a network or a disk. It is stored,
-//! inside [`crate::economy::Economy`], by [`crate::store::JobStore`].
+//! inside [`crate::core::economy::Economy`], by [`crate::store::JobStore`].
 //!
 //! Amounts are integer credits (u64) and every sum is checked: an overflow is an error,
 //! never a wrap-around or a panic. Every operation either succeeds as a whole or returns
@@ -71,7 +71,7 @@ pub enum LedgerError {
 }
 
 /// Who receives credits from a settlement or a slash (the fee and slash rules in
-/// [`crate::rules`] speak of the same payees).
+/// [`crate::core::rules`] speak of the same payees).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, Serialize)]
 pub enum Payee {
     Account(PublicKey),
@@ -543,5 +543,4 @@ impl Ledger {
 }
 
 #[cfg(test)]
-#[path = "ledger_tests.rs"]
 mod tests;

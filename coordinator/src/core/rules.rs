@@ -84,7 +84,7 @@ pub enum RuleError {
 }
 
 /// Who receives a payout: the ledger's own payee, so a split settles without translation.
-pub use crate::ledger::Payee;
+pub use crate::core::ledger::Payee;
 
 /// One worker's metered work on a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -480,5 +480,4 @@ pub fn update_reputation(old: f64, good: bool) -> f64 {
 }
 
 #[cfg(test)]
-#[path = "rules_tests.rs"]
 mod tests;

@@ -6,9 +6,13 @@ use olc_protocol::{
 };
 
 use super::*;
-use olc_protocol::{AccountAction, AccountRequest, ReceiptError};
+use olc_protocol::messages::jobs_api::FailureKind;
+use olc_protocol::{
+    AccountAction, AccountRequest, JobFailure, JobOutput, ReceiptError, Reveal, SettlementReceipt,
+    Slash,
+};
 
-use crate::economy::AccountError;
+use crate::core::economy::AccountError;
 
 const NOW: u64 = 1_800_000_000_000;
 
@@ -1161,5 +1165,78 @@ fn an_account_says_when_its_unbonding_credits_unlock_and_a_worker_whether_it_is_
     assert_eq!(
         unstaked.ineligible.as_deref(),
         Some("stake 0 is below the minimum of 100")
+    );
+}
+
+#[test]
+fn a_matching_pass_is_due_after_a_change_not_after_a_read() {
+    let mut book = book();
+    assert!(
+        book.take_match_due(),
+        "the faucet deposit changed the economy"
+    );
+    let _ = book.take_dirty();
+    assert!(book.take_match_due(), "persisted, but not matched yet");
+    assert!(!book.take_match_due(), "cleared once taken");
+    let id = book
+        .submit(job(1, VerificationPolicy::Single), vec![], NOW)
+        .unwrap();
+    // Persisting the submission first does not hide it from the pass.
+    let _ = book.take_dirty();
+    assert!(book.take_match_due());
+    let a = assigned(&book.tick(&coordinator(), NOW, &mut pool(3)));
+    assert_eq!(a.len(), 1);
+    let _ = book.take_dirty();
+    assert!(book.take_match_due(), "the pass assigned a replica");
+    // A pass that moves nothing leaves nothing due.
+    assert!(book.tick(&coordinator(), NOW, &mut pool(3)).is_empty());
+    let _ = book.take_dirty();
+    assert!(!book.take_match_due());
+    // Status requests only read the book.
+    let _ = book.get(&id).map(JobRecord::view);
+    let _ = book.jobs().count();
+    assert!(!book.take_match_due());
+    // A worker's answer is a change.
+    book.on_assign_answer(&id, &a[0].1.id(), Err("no".into()), NOW);
+    assert!(book.take_match_due());
+}
+
+#[test]
+fn a_restored_book_is_due_for_a_pass() {
+    let mut book = JobBook::restore(
+        JobsConfig::default(),
+        Policy::default(),
+        LedgerConfig::default(),
+        None,
+        Vec::new(),
+    );
+    assert!(book.take_match_due());
+}
+
+#[test]
+fn a_spec_is_verified_on_entry_and_a_stored_one_that_no_longer_verifies_fails() {
+    let mut book = book();
+    let signed = job(4, VerificationPolicy::Single);
+    let id = book.submit(signed.clone(), vec![], NOW).unwrap();
+    assert_eq!(book.spec(&id), Some(&signed.verify().unwrap()));
+    // A stored envelope tampered with behind the book's back is caught once, on restore,
+    // not on every tick.
+    let mut record = book.get(&id).unwrap().clone();
+    let mut bytes = record.signed.to_bytes().unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    record.signed = Signed::<JobSpec>::from_bytes(&bytes).unwrap();
+    let mut again = JobBook::restore(
+        JobsConfig::default(),
+        Policy::default(),
+        LedgerConfig::default(),
+        Some(book.economy().clone()),
+        vec![record],
+    );
+    assert_eq!(again.spec(&id), None);
+    assert!(again.tick(&coordinator(), NOW, &mut pool(3)).is_empty());
+    assert_eq!(
+        again.get(&id).unwrap().state,
+        JobState::Failed("the stored job no longer verifies".into())
     );
 }

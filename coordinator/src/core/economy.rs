@@ -3,7 +3,7 @@
 //! and who owns which adapter. One value, stored in the same transaction as the job
 //! records it pays for, so a crash can never separate a job's state from its money.
 //!
-//! The rules applied here live in [`crate::rules`]; this only keeps their results.
+//! The rules applied here live in [`crate::core::rules`]; this only keeps their results.
 
 use std::collections::BTreeMap;
 
@@ -15,8 +15,9 @@ use olc_protocol::{
     MAX_MESSAGE_BYTES, Message, PublicKey, RegisteredWorker, Signed, Slash, SlashReason,
 };
 
-use crate::ledger::{Ledger, LedgerConfig, LedgerError};
-use crate::rules::{self, Policy, UNKNOWN_REPUTATION};
+use crate::core::ledger::{Ledger, LedgerConfig, LedgerError};
+use crate::core::notice::Notice;
+use crate::core::rules::{self, Policy, UNKNOWN_REPUTATION};
 
 /// Most credits one faucet deposit may mint: enough for any devnet, far from overflowing
 /// the ledger's u64 however often it is asked.
@@ -211,7 +212,7 @@ impl Economy {
     /// stake (bonded and unbonding), shares it between the `honest` workers of the same
     /// job and the treasury, lowers its reputation and, unless it merely missed a
     /// deadline, jails it. Returns the slash as the receipt records it, with the amount
-    /// actually taken.
+    /// actually taken, and a notice when the ledger refused it.
     pub fn slash(
         &mut self,
         policy: &Policy,
@@ -220,19 +221,23 @@ impl Economy {
         honest: &[PublicKey],
         evidence: Vec<Signed<Commitment>>,
         now_ms: u64,
-    ) -> Slash {
+    ) -> (Slash, Option<Notice>) {
         let stake = self
             .ledger
             .bonded(worker)
             .saturating_add(self.ledger.unbonding(worker));
         let (amount, to) = rules::slash_plan(policy, reason, stake, honest);
+        let mut notice = None;
         let taken = if amount == 0 {
             0
         } else {
             // The plan never asks for more than the stake and its shares sum to the amount,
             // so the ledger takes it whole; an error would leave the ledger untouched.
             self.ledger.slash(worker, amount, &to).unwrap_or_else(|e| {
-                tracing::error!(%worker, error = %e, "slash could not be applied");
+                notice = Some(Notice::SlashNotApplied {
+                    worker,
+                    error: e.to_string(),
+                });
                 0
             })
         };
@@ -242,12 +247,13 @@ impl Economy {
         if reason != SlashReason::MissedDeadline {
             s.jailed_until_ms = s.jailed_until_ms.max(now_ms.saturating_add(policy.jail_ms));
         }
-        Slash {
+        let slash = Slash {
             worker,
             amount: Amount(taken),
             reason,
             evidence,
-        }
+        };
+        (slash, notice)
     }
 
     /// A worker's output was checked and found right.

@@ -1,20 +1,22 @@
 //! The verifier: once a job's replicas have revealed, decide whether the output is
 //! accepted, the referee must re-run the job, or workers are slashed; and, on acceptance,
 //! split the escrow and sign the settlement receipt. The decision rules themselves are
-//! [`crate::rules`]; this applies them to a job record.
+//! [`crate::core::rules`]; this applies them to a job record.
 //!
 //! Honest workers never lose a cent to a false alarm: nobody is slashed for a wrong
 //! output unless the referee, running the same deterministic engine, produced something
 //! else.
 
 use olc_protocol::{
-    Amount, Commitment, ContentId, Identity, JobKind, JobOutput, JobState, Payout, PayoutRole,
-    PublicKey, Reveal, SettlementReceipt, Signed, SlashReason, VerificationPolicy,
+    Amount, Commitment, ContentId, Identity, JobKind, JobOutput, JobSpec, JobState, Payout,
+    PayoutRole, PublicKey, Reveal, SettlementReceipt, Signed, SlashReason, VerificationPolicy,
 };
 
-use crate::economy::Economy;
-use crate::jobs::{Action, JobRecord, ReplicaState, derive_state, fail};
-use crate::rules::{self, AuditKey, FeeInputs, Payee, Policy, Verdict, Work};
+use crate::core::action::Action;
+use crate::core::economy::Economy;
+use crate::core::notice::Notice;
+use crate::core::record::{JobRecord, ReplicaState, derive_state, fail};
+use crate::core::rules::{self, AuditKey, FeeInputs, Payee, Policy, Verdict, Work};
 
 /// What judging needs besides the job.
 pub(crate) struct Ctx<'a> {
@@ -22,6 +24,9 @@ pub(crate) struct Ctx<'a> {
     pub policy: &'a Policy,
     pub identity: &'a Identity,
     pub audit_key: &'a AuditKey,
+    /// The job's spec as verified on entry; `None` when the stored job no longer verifies.
+    pub spec: Option<&'a JobSpec>,
+    pub notices: &'a mut Vec<Notice>,
     pub now_ms: u64,
 }
 
@@ -74,7 +79,7 @@ pub(crate) fn judge(job: &mut JobRecord, ctx: &mut Ctx<'_>) -> Vec<Action> {
         .replicas
         .iter()
         .filter_map(|r| {
-            let c = r.commitment()?.verify().ok()?;
+            let c = r.commitment()?.body();
             Some((r.worker, c.output))
         })
         .collect();
@@ -110,12 +115,12 @@ pub(crate) fn judge(job: &mut JobRecord, ctx: &mut Ctx<'_>) -> Vec<Action> {
                 if !wrong.contains(&r.worker) {
                     continue;
                 }
-                let Some(evidence) = r.commitment().cloned() else {
+                let Some(evidence) = r.commitment().map(|c| c.signed().clone()) else {
                     continue;
                 };
                 r.state = ReplicaState::Dropped("slashed: wrong output".into());
                 job.excluded.push(r.worker);
-                let slash = ctx.economy.slash(
+                let (slash, notice) = ctx.economy.slash(
                     ctx.policy,
                     r.worker,
                     SlashReason::WrongOutput,
@@ -123,16 +128,17 @@ pub(crate) fn judge(job: &mut JobRecord, ctx: &mut Ctx<'_>) -> Vec<Action> {
                     vec![evidence],
                     ctx.now_ms,
                 );
-                tracing::warn!(job = %job.job_id, worker = %r.worker, amount = slash.amount.0,
-                    "worker slashed: its output differs from the referee's");
+                ctx.notices.extend(notice);
+                ctx.notices.push(Notice::SlashedForWrongOutput {
+                    job: job.job_id,
+                    worker: r.worker,
+                    amount: slash.amount.0,
+                });
                 job.slashes.push(slash);
             }
             let any_right = job.replicas.iter().any(|r| {
                 matches!(r.state, ReplicaState::Revealed { .. })
-                    && r.commitment()
-                        .and_then(|c| c.verify().ok())
-                        .map(|c| c.output)
-                        == Some(correct)
+                    && r.commitment().map(|c| c.body().output) == Some(correct)
             });
             if any_right {
                 accept(job, ctx, correct, true);
@@ -152,7 +158,7 @@ pub(crate) fn judge(job: &mut JobRecord, ctx: &mut Ctx<'_>) -> Vec<Action> {
 /// signs the receipt. The ledger carries the payouts out when the job book touches the
 /// finished job, from this very receipt.
 fn accept(job: &mut JobRecord, ctx: &mut Ctx<'_>, output: ContentId, checked: bool) {
-    let Some(spec) = job.spec() else {
+    let Some(spec) = ctx.spec else {
         fail(job, "the stored job no longer verifies");
         return;
     };
@@ -163,7 +169,7 @@ fn accept(job: &mut JobRecord, ctx: &mut Ctx<'_>, output: ContentId, checked: bo
         let ReplicaState::Revealed { commitment, reveal } = &r.state else {
             continue;
         };
-        if commitment.verify().ok().map(|c| c.output) != Some(output) {
+        if commitment.body().output != output {
             continue;
         }
         let tokens = reveal
