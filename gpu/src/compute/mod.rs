@@ -1,4 +1,6 @@
-//! Canonical CPU compute kernels: the specification every backend follows bit for bit.
+//! Canonical compute: the specification every backend follows bit for bit, the
+//! [`Backend`] trait the engine and trainer reach it through, and today's implementation of
+//! it, the CPU kernels ([`CpuBackend`], module `cpu`).
 //!
 //! Redundant workers are compared by the hash of their outputs, so every floating-point
 //! operation below has ONE specified order. Scalar, SIMD, multi-threaded and (later) CUDA
@@ -89,27 +91,45 @@
 //! pins its output to the canonical NaN. Verifiers should treat such outputs as failed
 //! jobs rather than compare them.
 
-mod attention;
-mod buf;
-mod dot;
-mod exp;
-mod isa;
-mod matmul;
-mod ops;
+//!
+//! # Backends
+//!
+//! The engine and the trainer call compute only through [`Backend`] (see `backend.rs` for
+//! what crosses the seam: weights as opaque backend-owned handles loaded once, activations
+//! as host f32 slices). Its methods are the rules above, batched the way the model code
+//! loops (all rows of a pass, every head), plus the training rules T3–T7 of `train/mod.rs`
+//! and the data movement around them (loading weights, embedding lookup, transposed weights
+//! for the backward pass). A method's result is defined by the rules alone, so any two
+//! backends must agree bit for bit on every input, including odd lengths, signed zeros,
+//! subnormals and infinities; `compute::conformance` is the suite that checks that, and a new
+//! backend (CUDA) is done when it passes against [`CpuBackend`].
+//!
+//! Model code is generic over the backend (`Engine<B: Backend = CpuBackend>`), not
+//! `&dyn Backend`: the weight handle is an associated type and `run` is generic, and with
+//! monomorphisation the CPU path compiles to the direct kernel calls it made before the
+//! seam existed (measured: BENCHMARKS.md, "Backend seam").
+//!
+//! The free functions below (`matmul`, `dot`, `attention`, ...) are the CPU kernels
+//! themselves, kept public as the executable form of the rules for tests and benchmarks.
+//! Sampling (`engine::sample`) runs on the host over downloaded logits with the scalar
+//! [`exp`] and the portable [`sum`], on purpose outside the backend.
+
+mod backend;
+pub mod cpu;
 mod rope;
 
-#[cfg(test)]
-mod tests;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 
-pub use attention::{attention, kv_head};
-pub use buf::AlignedVec;
-pub(crate) use dot::tree16;
-pub use dot::{dot, sum};
-pub use exp::{EXP_POLY, LN2_HI, LN2_LO, LOG2E, exp, exp_inplace};
-pub use isa::Isa;
-pub(crate) use matmul::in_pool;
-pub use matmul::matmul;
-pub use ops::{rmsnorm, silu, silu_inplace, softmax_inplace, swiglu};
+pub use backend::{
+    AttentionGrads, AttentionShape, AttentionTape, Backend, HostWeights, KvView, LoraProduct,
+    MatrixRef, QueryRow, WeightShape, kv_head,
+};
+pub(crate) use cpu::tree16;
+pub use cpu::{
+    AlignedVec, CpuBackend, CpuWeights, EXP_POLY, Isa, LN2_HI, LN2_LO, LOG2E, attention, dot, exp,
+    exp_inplace, matmul, rmsnorm, silu, silu_inplace, softmax_inplace, sum, swiglu,
+};
 pub use rope::{Llama3RopeScaling, RopeTable, rope_inv_freq};
 
 /// Number of accumulation lanes of rule 1; fixed by the contract, not by any SIMD width.
@@ -166,4 +186,15 @@ pub(crate) fn check_len(
 
 pub(crate) fn checked_mul(op: &'static str, a: usize, b: usize) -> Result<usize, ComputeError> {
     a.checked_mul(b).ok_or(ComputeError::Overflow { op })
+}
+
+/// `[rows, cols]` → `[cols, rows]`, so that a sum over rows becomes a contiguous dot.
+pub(crate) fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; m.len()];
+    for (r, row) in m.chunks_exact(cols.max(1)).enumerate().take(rows) {
+        for (c, v) in row.iter().enumerate() {
+            out[c * rows + r] = *v;
+        }
+    }
+    out
 }

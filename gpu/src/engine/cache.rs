@@ -33,7 +33,7 @@ impl KvCache {
         self.capacity
     }
 
-    pub(super) fn fits(&self, layers: usize, kv_dim: usize) -> bool {
+    pub(crate) fn fits(&self, layers: usize, kv_dim: usize) -> bool {
         self.k.len() == layers && self.kv_dim == kv_dim
     }
 
@@ -46,6 +46,12 @@ impl KvCache {
 
     pub(super) fn layer(&self, layer: usize) -> (&[f32], &[f32]) {
         (&self.k[layer], &self.v[layer])
+    }
+
+    /// Forgets every position, keeping the memory: positions are always written before
+    /// they are read.
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
     }
 
     pub(super) fn advance(&mut self, t: usize) {

@@ -2,6 +2,7 @@
 
 use super::sample::Sampling;
 use super::{Engine, EngineError};
+use crate::compute::Backend;
 use crate::model::Adapter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,8 +20,8 @@ pub struct Generation {
 }
 
 /// Greedy decoding: [`generate`] with [`Sampling::Greedy`].
-pub fn generate_greedy(
-    engine: &Engine,
+pub fn generate_greedy<B: Backend>(
+    engine: &Engine<B>,
     adapter: Option<&Adapter>,
     prompt: &[u32],
     max_tokens: usize,
@@ -38,8 +39,8 @@ pub fn generate_greedy(
 
 /// Prefills `prompt` in chunks of `chunk` tokens (0 = whole), then chooses tokens with
 /// `sampling` until an EOS token of the model or `max_tokens`: a batch of one.
-pub fn generate(
-    engine: &Engine,
+pub fn generate<B: Backend>(
+    engine: &Engine<B>,
     adapter: Option<&Adapter>,
     prompt: &[u32],
     max_tokens: usize,
@@ -69,8 +70,8 @@ pub struct Request<'a> {
 /// `chunk` tokens per sequence, 0 = whole), then every step decodes one token for each
 /// sequence still running, in one batched forward pass. Each sequence's result is
 /// bit-identical to generating it alone.
-pub fn generate_batch(
-    engine: &Engine,
+pub fn generate_batch<B: Backend>(
+    engine: &Engine<B>,
     requests: &[Request<'_>],
     chunk: usize,
 ) -> Result<Vec<Generation>, EngineError> {

@@ -1,6 +1,7 @@
 //! The forward pass of a Llama-family model (Llama, Mistral, Qwen2) with optional LoRA,
-//! built only from the canonical kernels of [`crate::compute`], so that its output bits
-//! depend on neither the SIMD path, nor the thread count, nor how a prompt is chunked.
+//! built only from the canonical ops of a [`Backend`] (the CPU one unless told otherwise),
+//! so that its output bits depend on neither the backend, nor the SIMD path, nor the thread
+//! count, nor how a prompt is chunked.
 //!
 //! Each token's row goes through every op independently of the other rows of its chunk
 //! (matmul rows never mix; attention reads the cache up to the row's own position), which
@@ -9,6 +10,8 @@
 mod adapter_cache;
 mod cache;
 mod generate;
+pub(crate) mod layers;
+mod resident;
 mod sample;
 
 pub use adapter_cache::{AdapterCache, CacheError, adapter_bytes};
@@ -16,12 +19,11 @@ pub use cache::KvCache;
 pub use generate::{Generation, Request, StopReason, generate, generate_batch, generate_greedy};
 pub use sample::{GREEDY_TEMPERATURE_THRESHOLD, Sampling, argmax};
 
-use std::ops::Range;
-
-use rayon::prelude::*;
-
-use crate::compute::{self, AlignedVec, ComputeError, Isa, RopeTable};
-use crate::model::{Adapter, LinearModule, LlamaWeights, LoraWeights, ModelConfig};
+use crate::compute::{
+    self, AlignedVec, Backend, ComputeError, CpuBackend, CpuWeights, Isa, RopeTable, WeightShape,
+};
+use crate::model::{Adapter, LinearModule, LlamaWeights, ModelConfig};
+use resident::Resident;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -47,7 +49,7 @@ pub struct BatchItem<'a> {
     pub adapter: Option<&'a Adapter>,
 }
 
-/// How the engine computes: never what it computes.
+/// How the CPU engine computes: never what it computes.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineOptions {
     pub isa: Isa,
@@ -66,81 +68,65 @@ impl Default for EngineOptions {
     }
 }
 
-/// A loaded model, ready to run.
+/// A loaded model, ready to run on backend `B`.
 #[derive(Debug)]
-pub struct Engine {
+pub struct Engine<B: Backend = CpuBackend> {
     config: ModelConfig,
-    /// Norms, biases and untied input embeddings; the matmul weights moved to `packed`.
+    /// Norms, biases and every matrix's shape; the matrices' values moved to `resident`.
     weights: LlamaWeights,
-    packed: Packed,
+    resident: Resident<B>,
     rope: RopeTable,
-    options: EngineOptions,
+    max_positions: usize,
+    backend: B,
 }
 
-/// Every matmul weight (each layer's seven projections, then the LM head) in one arena,
-/// each matrix starting on a 64-byte boundary and the whole backed by huge pages where
-/// possible (see [`AlignedVec`]): loaded `Vec`s start 16 bytes past a cache line and sit
-/// on 4 KiB pages, which costs prefill split loads and decode TLB misses. Same values, so
-/// same bits.
-#[derive(Debug)]
-struct Packed {
-    arena: AlignedVec,
-    /// Per layer, each projection's place in `arena`, indexed by `LinearModule as usize`.
-    layers: Vec<[Range<usize>; 7]>,
-    /// `[vocab, hidden]`; with tied embeddings also the input embedding table.
-    head: Range<usize>,
-}
+impl Engine<CpuBackend> {
+    /// A model on the CPU backend with `options`' instruction set and threads.
+    pub fn new(
+        config: ModelConfig,
+        weights: LlamaWeights,
+        options: EngineOptions,
+    ) -> Result<Self, EngineError> {
+        let backend = CpuBackend::new(options.isa, options.threads.max(1))?;
+        Self::with_backend(config, weights, backend, options.max_positions)
+    }
 
-impl Packed {
-    /// Moves the matrices' data out of `weights` one by one (leaving them empty, shapes
-    /// intact), so that at most one matrix exists twice at any moment.
-    fn take(weights: &mut LlamaWeights) -> Self {
-        let head = match weights.lm_head.as_mut() {
-            Some(m) => m,
-            None => &mut weights.embed_tokens,
-        };
-        let total: usize = weights
-            .layers
-            .iter()
-            .flat_map(|l| LinearModule::ALL.map(|m| l.linear(m).data.len()))
-            .chain([head.data.len()])
-            .map(|n| n.next_multiple_of(16))
-            .sum();
-        let mut arena = AlignedVec::with_capacity(total);
-        let mut put = |m: &mut Vec<f32>| arena.push_aligned(&std::mem::take(m));
-        let layers = weights
-            .layers
-            .iter_mut()
-            .map(|l| {
-                [
-                    &mut l.q_proj,
-                    &mut l.k_proj,
-                    &mut l.v_proj,
-                    &mut l.o_proj,
-                    &mut l.gate_proj,
-                    &mut l.up_proj,
-                    &mut l.down_proj,
-                ]
-                .map(|m| put(&mut m.data))
-            })
-            .collect();
-        let head = put(&mut head.data);
-        Packed {
-            arena,
-            layers,
-            head,
+    pub fn options(&self) -> EngineOptions {
+        EngineOptions {
+            isa: self.backend.isa(),
+            threads: self.backend.threads(),
+            max_positions: self.max_positions,
         }
+    }
+
+    /// One projection's `[out, in]` weight values.
+    pub fn linear_weight(&self, layer: usize, m: LinearModule) -> &[f32] {
+        self.resident
+            .linear(layer, m)
+            .map_or(&[], CpuWeights::values)
+    }
+
+    /// The LM head `[vocab, hidden]`.
+    pub fn head_weight(&self) -> &[f32] {
+        self.resident.head().values()
+    }
+
+    /// The input embedding table `[vocab, hidden]` (the LM head's values when tied).
+    pub fn embeddings(&self) -> &[f32] {
+        self.resident.embeddings().values()
     }
 }
 
-impl Engine {
-    pub fn new(
+impl<B: Backend> Engine<B> {
+    /// A model on `backend`, for sequences of up to `max_positions` (capped by the model's
+    /// own limit).
+    pub fn with_backend(
         config: ModelConfig,
         mut weights: LlamaWeights,
-        mut options: EngineOptions,
+        backend: B,
+        max_positions: usize,
     ) -> Result<Self, EngineError> {
-        options.max_positions = options.max_positions.min(config.max_sequence_len()).max(1);
-        options.threads = options.threads.max(1);
+        let max_positions = max_positions.min(config.max_sequence_len()).max(1);
         let scaling = config
             .rope_scaling
             .as_ref()
@@ -153,16 +139,17 @@ impl Engine {
         let rope = RopeTable::new(
             config.head_dim,
             config.rope_theta,
-            options.max_positions,
+            max_positions,
             scaling.as_ref(),
         )?;
-        let packed = Packed::take(&mut weights);
+        let resident = Resident::take(&backend, &mut weights)?;
         Ok(Self {
             config,
             weights,
-            packed,
+            resident,
             rope,
-            options,
+            max_positions,
+            backend,
         })
     }
 
@@ -170,36 +157,34 @@ impl Engine {
         &self.config
     }
 
-    pub fn options(&self) -> &EngineOptions {
-        &self.options
+    pub fn backend(&self) -> &B {
+        &self.backend
     }
 
-    /// Norms, biases and every matrix's shape. The matmul weights' values live in the
-    /// engine's aligned arena: read them through [`Engine::linear_weight`],
-    /// [`Engine::head_weight`] and [`Engine::embeddings`].
+    /// Longest sequence (prompt + generated) this engine runs.
+    pub fn max_positions(&self) -> usize {
+        self.max_positions
+    }
+
+    /// Norms, biases and every matrix's shape. The matmul weights live in the backend:
+    /// see [`Engine::linear`], [`Engine::head`] and [`Engine::embedding_table`].
     pub fn weights(&self) -> &LlamaWeights {
         &self.weights
     }
 
-    /// One projection's `[out, in]` weight values.
-    pub fn linear_weight(&self, layer: usize, m: LinearModule) -> &[f32] {
-        self.packed
-            .layers
-            .get(layer)
-            .map_or(&[], |l| &self.packed.arena[l[m as usize].clone()])
+    /// One projection's `[out, in]` weight.
+    pub fn linear(&self, layer: usize, m: LinearModule) -> Option<&B::Weights> {
+        self.resident.linear(layer, m)
     }
 
     /// The LM head `[vocab, hidden]`.
-    pub fn head_weight(&self) -> &[f32] {
-        &self.packed.arena[self.packed.head.clone()]
+    pub fn head(&self) -> &B::Weights {
+        self.resident.head()
     }
 
-    /// The input embedding table `[vocab, hidden]` (the LM head's values when tied).
-    pub fn embeddings(&self) -> &[f32] {
-        match self.weights.lm_head {
-            Some(_) => &self.weights.embed_tokens.data,
-            None => self.head_weight(),
-        }
+    /// The input embedding table `[vocab, hidden]` (the LM head when tied).
+    pub fn embedding_table(&self) -> &B::Weights {
+        self.resident.embeddings()
     }
 
     pub fn rope(&self) -> &RopeTable {
@@ -210,7 +195,7 @@ impl Engine {
         KvCache::new(
             self.config.num_hidden_layers,
             self.config.num_key_value_heads * self.config.head_dim,
-            self.options.max_positions,
+            self.max_positions,
         )
     }
 
@@ -243,141 +228,41 @@ impl Engine {
         batch: &mut [BatchItem<'_>],
         all_logits: bool,
     ) -> Result<Vec<Vec<f32>>, EngineError> {
-        // One hand-off to the thread pool per pass, not one per matmul: see `in_pool`.
-        compute::in_pool(self.options.threads, || {
-            self.forward_in_pool(batch, all_logits)
-        })?
+        // One entry into the backend's context per pass, not one per op: see `Backend::run`.
+        self.backend
+            .run(|| self.forward_in_context(batch, all_logits))?
     }
 
-    fn forward_in_pool(
+    fn forward_in_context(
         &self,
         batch: &mut [BatchItem<'_>],
         all_logits: bool,
     ) -> Result<Vec<Vec<f32>>, EngineError> {
-        let c = &self.config;
-        let (isa, threads) = (self.options.isa, self.options.threads);
-        let hidden = c.hidden_size;
-        let (q_dim, kv_dim) = (c.q_dim(), c.num_key_value_heads * c.head_dim);
-        let eps = c.rms_norm_eps as f32;
-        let limit = self.options.max_positions;
-
-        // Where each item's rows sit in the batch, and the position of its first token.
-        let mut spans = Vec::with_capacity(batch.len());
-        let mut t = 0;
-        let mut longest = 0;
-        for item in batch.iter() {
-            if item.tokens.is_empty() {
-                return Err(EngineError::EmptyPrompt);
-            }
-            if !item.cache.fits(c.num_hidden_layers, kv_dim) {
-                return Err(EngineError::CacheMismatch);
-            }
-            let start = item.cache.len();
-            let needed = start + item.tokens.len();
-            let max = item.cache.capacity().min(limit);
-            if needed > max {
-                return Err(EngineError::TooLong { needed, max });
-            }
-            longest = longest.max(needed);
-            spans.push((t, item.tokens.len(), start));
-            t += item.tokens.len();
-        }
-        if t == 0 {
+        let trunk = self.run_layers(batch, None)?;
+        if trunk.x.is_empty() {
             return Ok(Vec::new());
         }
-
-        let embeddings = self.embeddings();
-        let mut x = vec![0.0f32; t * hidden];
-        let all_tokens = batch.iter().flat_map(|item| item.tokens.iter());
-        for (row, &tok) in x.chunks_exact_mut(hidden).zip(all_tokens) {
-            let id = tok as usize;
-            if id >= c.vocab_size {
-                return Err(EngineError::TokenOutOfRange {
-                    token: tok,
-                    vocab: c.vocab_size,
-                });
-            }
-            row.copy_from_slice(&embeddings[id * hidden..][..hidden]);
-        }
-        let mut xn = vec![0.0f32; t * hidden];
-        let mut q = vec![0.0f32; t * q_dim];
-        let mut k = vec![0.0f32; t * kv_dim];
-        let mut v = vec![0.0f32; t * kv_dim];
-        let mut attn = vec![0.0f32; t * q_dim];
-        let mut proj = vec![0.0f32; t * hidden];
-        let mut gate = vec![0.0f32; t * c.intermediate_size];
-        let mut up = vec![0.0f32; t * c.intermediate_size];
-        let mut act = vec![0.0f32; t * c.intermediate_size];
-        let adapters: Vec<Option<&Adapter>> = batch.iter().map(|item| item.adapter).collect();
-
-        for (l, layer) in self.weights.layers.iter().enumerate() {
-            let lin = |m: LinearModule, input: &[f32], bias: Option<&[f32]>, out: &mut [f32]| {
-                let w = layer.linear(m);
-                let data = self.linear_weight(l, m);
-                compute::matmul(isa, threads, input, t, w.cols, data, w.rows, bias, out)?;
-                // Each sequence's low-rank product writes only its own rows, so they run
-                // in parallel (a decode batch with many adapters would otherwise leave all
-                // threads but one idle); who computes a row never changes its bits.
-                let mut work = Vec::with_capacity(spans.len());
-                let mut rest = &mut out[..];
-                for (adapter, &(row0, rows, _)) in adapters.iter().zip(&spans) {
-                    let (mine, tail) = std::mem::take(&mut rest).split_at_mut(rows * w.rows);
-                    rest = tail;
-                    if let Some(lora) = adapter.and_then(|a| a.modules.get(&(l, m))) {
-                        let inp = &input[row0 * w.cols..(row0 + rows) * w.cols];
-                        work.push((lora, inp, rows, mine));
-                    }
-                }
-                work.into_par_iter()
-                    .try_for_each(|(lora, inp, rows, o)| self.add_lora(lora, inp, rows, o))?;
-                Ok::<(), EngineError>(())
-            };
-            rmsnorm_rows(isa, &x, &layer.input_layernorm, eps, &mut xn)?;
-            lin(LinearModule::QProj, &xn, layer.q_bias.as_deref(), &mut q)?;
-            lin(LinearModule::KProj, &xn, layer.k_bias.as_deref(), &mut k)?;
-            lin(LinearModule::VProj, &xn, layer.v_bias.as_deref(), &mut v)?;
-            for (item, &(row0, rows, start)) in batch.iter_mut().zip(&spans) {
-                for i in 0..rows {
-                    let r = row0 + i;
-                    self.rope.apply(start + i, &mut q[r * q_dim..][..q_dim])?;
-                    self.rope.apply(start + i, &mut k[r * kv_dim..][..kv_dim])?;
-                }
-                let span = row0 * kv_dim..(row0 + rows) * kv_dim;
-                item.cache.write(l, start, &k[span.clone()], &v[span]);
-            }
-            self.attend(l, batch, &spans, longest, &q, &mut attn)?;
-            lin(LinearModule::OProj, &attn, None, &mut proj)?;
-            add_in_place(&mut x, &proj);
-
-            rmsnorm_rows(isa, &x, &layer.post_attention_layernorm, eps, &mut xn)?;
-            lin(LinearModule::GateProj, &xn, None, &mut gate)?;
-            lin(LinearModule::UpProj, &xn, None, &mut up)?;
-            compute::swiglu(isa, &gate, &up, &mut act)?;
-            lin(LinearModule::DownProj, &act, None, &mut proj)?;
-            add_in_place(&mut x, &proj);
-        }
-        for (item, &(_, rows, _)) in batch.iter_mut().zip(&spans) {
-            item.cache.advance(rows);
-        }
-
+        let b = &self.backend;
+        let hidden = self.config.hidden_size;
+        let eps = self.config.rms_norm_eps as f32;
         // Final norm and LM head over the rows whose logits are wanted, in one matmul.
-        let wanted: Vec<(usize, usize)> = spans
+        let wanted: Vec<(usize, usize)> = trunk
+            .spans
             .iter()
-            .map(|&(row0, rows, _)| {
+            .map(|s| {
                 if all_logits {
-                    (row0, rows)
+                    (s.row0, s.rows)
                 } else {
-                    (row0 + rows - 1, 1)
+                    (s.row0 + s.rows - 1, 1)
                 }
             })
             .collect();
         let n: usize = wanted.iter().map(|w| w.1).sum();
-        let mut normed = vec![0.0f32; n * hidden];
+        let mut normed = AlignedVec::zeros(n * hidden);
         let mut at = 0;
         for &(row0, rows) in &wanted {
-            let src = &x[row0 * hidden..(row0 + rows) * hidden];
-            rmsnorm_rows(
-                isa,
+            let src = &trunk.x[row0 * hidden..(row0 + rows) * hidden];
+            b.rmsnorm(
                 src,
                 &self.weights.norm,
                 eps,
@@ -385,131 +270,16 @@ impl Engine {
             )?;
             at += src.len();
         }
-        let head = self.weights.lm_head();
-        let mut logits = vec![0.0f32; n * head.rows];
-        compute::matmul(
-            isa,
-            threads,
-            &normed,
-            n,
-            hidden,
-            self.head_weight(),
-            head.rows,
-            None,
-            &mut logits,
-        )?;
+        let head = self.head();
+        let vocab = head.rows();
+        let mut logits = vec![0.0f32; n * vocab];
+        b.matmul(&normed, n, head, None, &mut logits)?;
         let mut out = Vec::with_capacity(batch.len());
         let mut at = 0;
         for &(_, rows) in &wanted {
-            out.push(logits[at * head.rows..(at + rows) * head.rows].to_vec());
+            out.push(logits[at * vocab..(at + rows) * vocab].to_vec());
             at += rows;
         }
         Ok(out)
-    }
-
-    /// Attention of every row of the batch at layer `l`, in parallel over (row, head):
-    /// each task writes its own `head_dim` slice of `attn` and reads only its sequence's
-    /// cache, so who runs it does not matter. Rows are `[row, head, head_dim]` in `attn`.
-    fn attend(
-        &self,
-        l: usize,
-        batch: &[BatchItem<'_>],
-        spans: &[(usize, usize, usize)],
-        longest: usize,
-        q: &[f32],
-        attn: &mut [f32],
-    ) -> Result<(), EngineError> {
-        let c = &self.config;
-        let (hd, heads, kv_heads) = (c.head_dim, c.num_attention_heads, c.num_key_value_heads);
-        let caches: Vec<(&[f32], &[f32])> = batch.iter().map(|item| item.cache.layer(l)).collect();
-        // Each row's sequence and position.
-        let rows: Vec<(usize, usize)> = spans
-            .iter()
-            .enumerate()
-            .flat_map(|(s, &(_, n, start))| (start..start + n).map(move |pos| (s, pos)))
-            .collect();
-        attn.par_chunks_mut(hd).enumerate().try_for_each_init(
-            || vec![0.0f32; longest],
-            |scores, (g, out)| {
-                let (r, h) = (g / heads, g % heads);
-                let (s, pos) = rows[r];
-                let (kc, vc) = caches[s];
-                let kvh = compute::kv_head(h, heads, kv_heads)?;
-                compute::attention(
-                    self.options.isa,
-                    &q[g * hd..][..hd],
-                    &kc[kvh * hd..],
-                    &vc[kvh * hd..],
-                    pos + 1,
-                    kv_heads * hd,
-                    scores,
-                    out,
-                )
-            },
-        )?;
-        Ok(())
-    }
-
-    /// Adds an adapter's `(input · Aᵀ · Bᵀ) · scale` to `out`, after the base product, as
-    /// PEFT does.
-    fn add_lora(
-        &self,
-        lora: &LoraWeights,
-        input: &[f32],
-        rows: usize,
-        out: &mut [f32],
-    ) -> Result<(), EngineError> {
-        // A sequence's low-rank product is far too small to be worth the thread pool's
-        // hand-off; one thread gives the same bits (threads never change them).
-        let (isa, threads) = (self.options.isa, 1);
-        let r = lora.a.rows;
-        let mut low = vec![0.0f32; rows * r];
-        compute::matmul(
-            isa,
-            threads,
-            input,
-            rows,
-            lora.a.cols,
-            &lora.a.data,
-            r,
-            None,
-            &mut low,
-        )?;
-        let mut delta = vec![0.0f32; rows * lora.b.rows];
-        compute::matmul(
-            isa,
-            threads,
-            &low,
-            rows,
-            r,
-            &lora.b.data,
-            lora.b.rows,
-            None,
-            &mut delta,
-        )?;
-        for (o, d) in out.iter_mut().zip(&delta) {
-            *o += *d * lora.scale;
-        }
-        Ok(())
-    }
-}
-
-fn rmsnorm_rows(
-    isa: Isa,
-    x: &[f32],
-    weight: &[f32],
-    eps: f32,
-    out: &mut [f32],
-) -> Result<(), ComputeError> {
-    let n = weight.len();
-    for (row, o) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-        compute::rmsnorm(isa, row, weight, eps, o)?;
-    }
-    Ok(())
-}
-
-fn add_in_place(x: &mut [f32], y: &[f32]) {
-    for (a, b) in x.iter_mut().zip(y) {
-        *a += *b;
     }
 }

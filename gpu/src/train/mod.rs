@@ -8,9 +8,11 @@
 //!
 //! # T1. Forward
 //!
-//! Exactly the engine's forward (same kernels, same order), for every token of every
-//! example of a micro-batch, each example a sequence starting at position 0. Logits are
-//! computed only for rows that predict a trained token.
+//! Exactly the engine's forward, for every token of every example of a micro-batch, each
+//! example a sequence starting at position 0 (its own empty KV cache): the trainer runs the
+//! engine's own layer code (`engine::layers`) with a tape that keeps what the backward pass
+//! reads. Logits are computed only for rows that predict a trained token, so the final norm
+//! and LM head are the trainer's own (the same ops on fewer rows).
 //!
 //! # T2. Loss and its gradient
 //!
@@ -77,9 +79,9 @@
 pub mod adamw;
 pub mod data;
 pub mod error;
-mod grad_ops;
 mod lanes;
 pub mod lora;
+mod loss;
 pub mod output;
 mod pass;
 pub mod provenance;

@@ -2,7 +2,7 @@
 //! gradients themselves (not only the trained adapter) can be compared.
 
 use super::lora::{LoraSpec, init_adapter};
-use super::pass::{Grads, ModuleGrad, Pass, Seq, Transposed};
+use super::pass::{Grads, ModuleGrad, Pass, Scratch, Seq, Transposed};
 use crate::compute::Isa;
 use crate::engine::{Engine, EngineOptions};
 use crate::model::init::{Preset, write_checkpoint};
@@ -102,7 +102,7 @@ fn loss_only(engine: &Engine, base_t: &Transposed, adapter: &Adapter) -> f64 {
 #[test]
 fn every_lora_gradient_matches_finite_differences() {
     let (_dir, engine) = tiny_engine(Isa::detect(), 2);
-    let base_t = Transposed::new(&engine);
+    let base_t = Transposed::new(&engine).unwrap();
     let adapter = busy_adapter(&engine, 2);
     let (_, grads) = loss_and_grads(&engine, &base_t, &adapter, SEQS.len());
     assert_eq!(
@@ -146,7 +146,7 @@ fn every_lora_gradient_matches_finite_differences() {
 #[test]
 fn training_forward_gives_the_engines_loss_exactly() {
     let (_dir, engine) = tiny_engine(Isa::detect(), 1);
-    let base_t = Transposed::new(&engine);
+    let base_t = Transposed::new(&engine).unwrap();
     let adapter = busy_adapter(&engine, 4);
     let pass = Pass {
         engine: &engine,
@@ -178,7 +178,7 @@ fn gradients_do_not_depend_on_isa_threads_or_micro_batching() {
     for isa in Isa::supported() {
         for threads in [1, 2, 4] {
             let (_dir, engine) = tiny_engine(isa, threads);
-            let base_t = Transposed::new(&engine);
+            let base_t = Transposed::new(&engine).unwrap();
             let adapter = busy_adapter(&engine, 3);
             for micro in [1, 2, 3] {
                 let (loss, grads) = loss_and_grads(&engine, &base_t, &adapter, micro);
@@ -197,6 +197,49 @@ fn gradients_do_not_depend_on_isa_threads_or_micro_batching() {
             }
         }
     }
+}
+
+#[test]
+fn buffers_reused_across_micro_batches_change_no_bit() {
+    let (_dir, engine) = tiny_engine(Isa::detect(), 2);
+    let base_t = Transposed::new(&engine).unwrap();
+    let adapter = busy_adapter(&engine, 2);
+    let pass = Pass {
+        engine: &engine,
+        base_t: &base_t,
+        adapter: &adapter,
+    };
+    // Micro-batches that grow, shrink and change their longest sequence.
+    let all = seqs();
+    let micro: [&[Seq<'_>]; 4] = [&all[2..], &all[..1], &all[1..2], &all[..]];
+    let grads_of = |fresh: bool| {
+        let mut grads: Grads = adapter
+            .modules
+            .iter()
+            .map(|(k, w)| (*k, ModuleGrad::for_weights(w)))
+            .collect();
+        let mut scratch = Scratch::default();
+        let mut losses = Vec::new();
+        let mut rows = 0;
+        for m in micro {
+            if fresh {
+                scratch = Scratch::default();
+            }
+            let l = pass
+                .run_with(&mut scratch, m, rows, 20.0, &mut grads)
+                .unwrap();
+            losses.extend(l.iter().map(|l| l.sum.to_bits()));
+            rows += m.iter().map(|s| s.tokens.len()).sum::<usize>();
+        }
+        let bits: Vec<u32> = grads
+            .values()
+            .flat_map(|g| [g.a.finish(), g.b.finish()])
+            .flatten()
+            .map(f32::to_bits)
+            .collect();
+        (losses, bits)
+    };
+    assert_eq!(grads_of(false), grads_of(true));
 }
 
 /// PyTorch + peft (float64) on the same model, initial adapter and batch:
@@ -289,7 +332,7 @@ mod reference {
         assert_eq!(initial.modules.len(), 14);
 
         // Gradients at the initial adapter, as one step over the whole batch.
-        let base_t = Transposed::new(&engine);
+        let base_t = Transposed::new(&engine).unwrap();
         let seqs: Vec<Seq<'_>> = r
             .examples
             .iter()

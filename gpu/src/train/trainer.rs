@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 use super::adamw::{AdamW, Moments, scheduled_lr};
 use super::data::Example;
 use super::error::{Divergence, TrainError};
-use super::grad_ops::row_loss;
 use super::lora::{LoraSpec, adapter_commitment, tensor_name};
-use super::pass::{Grads, ModuleGrad, Pass, Seq, Transposed};
-use crate::compute::ComputeError;
+use super::loss::row_loss;
+use super::pass::{Grads, ModuleGrad, Pass, Scratch, Seq, Transposed};
+use crate::compute::{Backend, ComputeError, CpuBackend};
 use crate::engine::Engine;
 use crate::model::Adapter;
 use crate::model::error::NonFiniteKind;
@@ -181,13 +181,14 @@ fn first_non_finite(values: &[f32]) -> Option<NonFiniteKind> {
 
 /// Trains LoRA adapters on one loaded base model.
 #[derive(Debug)]
-pub struct Trainer<'e> {
-    engine: &'e Engine,
-    base_t: Transposed,
+pub struct Trainer<'e, B: Backend = CpuBackend> {
+    engine: &'e Engine<B>,
+    /// Built once per trainer; a backend that cannot hold the copy fails `train`, not `new`.
+    base_t: Result<Transposed<B>, ComputeError>,
 }
 
-impl<'e> Trainer<'e> {
-    pub fn new(engine: &'e Engine) -> Self {
+impl<'e, B: Backend> Trainer<'e, B> {
+    pub fn new(engine: &'e Engine<B>) -> Self {
         Self {
             engine,
             base_t: Transposed::new(engine),
@@ -204,7 +205,8 @@ impl<'e> Trainer<'e> {
         mut progress: impl FnMut(&StepReport) -> bool,
     ) -> Result<TrainOutcome, TrainError> {
         hyper.check()?;
-        let max = self.engine.options().max_positions;
+        let base_t = self.base_t.as_ref().map_err(Clone::clone)?;
+        let max = self.engine.max_positions();
         for e in examples {
             if e.tokens.len() > max || e.tokens.len() < 2 || e.trained_tokens() == 0 {
                 return Err(TrainError::Invalid(format!(
@@ -230,6 +232,7 @@ impl<'e> Trainer<'e> {
         let mut losses = Vec::with_capacity(steps.len());
         let mut times_seen = vec![0u32; examples.len()];
         let mut tokens_processed = 0u64;
+        let mut scratch = Scratch::default();
         let start = Instant::now();
 
         for (s, members) in steps.iter().enumerate() {
@@ -252,14 +255,14 @@ impl<'e> Trainer<'e> {
                     .collect();
                 let pass = Pass {
                     engine: self.engine,
-                    base_t: &self.base_t,
+                    base_t,
                     adapter: &adapter,
                 };
-                // One hand-off to the thread pool per micro-batch, not one per matmul.
-                let threads = self.engine.options().threads;
-                let run = crate::compute::in_pool(threads, || {
-                    pass.run(&seqs, rows, n as f32, &mut grads)
-                })?;
+                // One entry into the backend's context per micro-batch, not one per op.
+                let run = self
+                    .engine
+                    .backend()
+                    .run(|| pass.run_with(&mut scratch, &seqs, rows, n as f32, &mut grads))?;
                 let seq_losses = match run {
                     Ok(losses) => losses,
                     Err(ComputeError::NonFinite { .. }) => {
@@ -351,7 +354,7 @@ impl<'e> Trainer<'e> {
             let count = targets.len();
             for i in targets {
                 let z = &logits[(i - 1) * vocab..][..vocab];
-                sum += row_loss(self.engine.options().isa, z, e.tokens[i] as usize)?;
+                sum += row_loss(self.engine.backend(), z, e.tokens[i] as usize)?;
             }
             out.push(sum / count.max(1) as f64);
         }

@@ -58,6 +58,19 @@ impl AlignedVec {
         start..self.len
     }
 
+    /// Sets the length to `len`, keeping the allocation when it is large enough; values
+    /// that stay keep their contents and new ones are zero. Reused buffers avoid handing
+    /// tens of MB back to the allocator (and the OS) on every training step.
+    pub(crate) fn resize(&mut self, len: usize) {
+        self.blocks.resize(len.div_ceil(16), Block::default());
+        self.len = len;
+        // Past `len` in the last block: keep the zero padding that `Deref` never shows.
+        let used = len - self.blocks.len().saturating_sub(1) * 16;
+        if let Some(tail) = self.blocks.last_mut() {
+            tail.0[used..].fill(0.0);
+        }
+    }
+
     pub fn from_slice(values: &[f32]) -> Self {
         let mut v = Self::zeros(values.len());
         v.copy_from_slice(values);
@@ -152,6 +165,21 @@ mod tests {
             assert_eq!(w, v);
             assert_eq!(w.last().copied(), n.checked_sub(1).map(|i| i as f32));
         }
+    }
+
+    #[test]
+    fn resize_keeps_values_and_zero_padding() {
+        let mut v = AlignedVec::from_slice(&[1.0; 40]);
+        v.resize(17);
+        assert_eq!(&v[..], &[1.0; 17]);
+        v.resize(33);
+        assert_eq!(&v[..17], &[1.0; 17]);
+        assert!(v[17..].iter().all(|x| *x == 0.0), "grown values are zero");
+        v.resize(0);
+        assert!(v.is_empty());
+        v.resize(5);
+        assert_eq!(&v[..], &[0.0; 5]);
+        assert_eq!(v.as_ptr() as usize % 64, 0);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Every fast path against a plain transcription of the spec, bit for bit, plus accuracy
 //! against f64. Inputs come from a seeded generator so failures reproduce.
 
-use super::*;
+use crate::compute::*;
 
 /// SplitMix64: tiny, seeded, good enough to spread test inputs.
 struct Rng(u64);

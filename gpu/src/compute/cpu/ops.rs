@@ -2,6 +2,7 @@
 
 use super::dot::{dot_checked, sum_checked};
 use super::exp::{exp, exp_inplace_checked};
+use super::isa::Checked;
 use super::{ComputeError, Isa, check_len};
 
 /// Softmax of one row, in place. An empty row is left as is; a row with no element above
@@ -12,7 +13,7 @@ pub fn softmax_inplace(isa: Isa, row: &mut [f32]) -> Result<(), ComputeError> {
     Ok(())
 }
 
-pub(crate) fn softmax_checked(isa: super::isa::Checked, row: &mut [f32]) {
+pub(crate) fn softmax_checked(isa: Checked, row: &mut [f32]) {
     if row.is_empty() {
         return;
     }
@@ -38,7 +39,16 @@ pub fn rmsnorm(
     eps: f32,
     out: &mut [f32],
 ) -> Result<(), ComputeError> {
-    let isa = isa.checked()?;
+    rmsnorm_checked(isa.checked()?, x, weight, eps, out)
+}
+
+pub(crate) fn rmsnorm_checked(
+    isa: Checked,
+    x: &[f32],
+    weight: &[f32],
+    eps: f32,
+    out: &mut [f32],
+) -> Result<(), ComputeError> {
     check_len("rmsnorm", "weight", x.len(), weight.len())?;
     check_len("rmsnorm", "out", x.len(), out.len())?;
     if x.is_empty() {
@@ -60,7 +70,11 @@ pub fn silu(x: f32) -> f32 {
 
 /// SiLU of every element, in place.
 pub fn silu_inplace(isa: Isa, x: &mut [f32]) -> Result<(), ComputeError> {
-    let isa = isa.checked()?;
+    silu_inplace_checked(isa.checked()?, x);
+    Ok(())
+}
+
+pub(crate) fn silu_inplace_checked(isa: Checked, x: &mut [f32]) {
     // A stack buffer holds exp(-x) for a block, so there is no allocation.
     let mut buf = [0.0f32; 64];
     for block in x.chunks_mut(buf.len()) {
@@ -73,13 +87,20 @@ pub fn silu_inplace(isa: Isa, x: &mut [f32]) -> Result<(), ComputeError> {
             *v /= 1.0 + *e;
         }
     }
-    Ok(())
 }
 
 /// Gated MLP activation: `out_i = silu(gate_i) * up_i`. `out` doubles as the exp buffer,
 /// so no allocation is needed.
 pub fn swiglu(isa: Isa, gate: &[f32], up: &[f32], out: &mut [f32]) -> Result<(), ComputeError> {
-    let isa = isa.checked()?;
+    swiglu_checked(isa.checked()?, gate, up, out)
+}
+
+pub(crate) fn swiglu_checked(
+    isa: Checked,
+    gate: &[f32],
+    up: &[f32],
+    out: &mut [f32],
+) -> Result<(), ComputeError> {
     check_len("swiglu", "up", gate.len(), up.len())?;
     check_len("swiglu", "out", gate.len(), out.len())?;
     for (o, g) in out.iter_mut().zip(gate) {

@@ -6,12 +6,12 @@
 //! their order, which is why results are identical for every ISA and thread count.
 
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
 use super::dot::dot_portable;
 use super::isa::Checked;
+use super::pool::pool;
 use super::{ComputeError, Isa, check_len, checked_mul};
 
 /// Columns given to one thread are a multiple of this, so tiles are rarely cut short.
@@ -37,8 +37,36 @@ pub fn matmul(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) -> Result<(), ComputeError> {
+    matmul_checked(
+        isa.checked()?,
+        threads,
+        None,
+        x,
+        rows,
+        k,
+        w,
+        cols,
+        bias,
+        out,
+    )
+}
+
+/// [`matmul`] for callers that hold a checked ISA and, if `threads > 1`, usually the
+/// pool already (the CPU backend): `None` fetches the shared pool only if it is needed.
+#[allow(clippy::too_many_arguments)] // as `matmul`, plus the pool
+pub(crate) fn matmul_checked(
+    isa: Checked,
+    threads: usize,
+    pool_hint: Option<&rayon::ThreadPool>,
+    x: &[f32],
+    rows: usize,
+    k: usize,
+    w: &[f32],
+    cols: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) -> Result<(), ComputeError> {
     const OP: &str = "matmul";
-    let isa = isa.checked()?;
     check_len(OP, "x", checked_mul(OP, rows, k)?, x.len())?;
     check_len(OP, "w", checked_mul(OP, cols, k)?, w.len())?;
     check_len(OP, "out", checked_mul(OP, rows, cols)?, out.len())?;
@@ -66,7 +94,14 @@ pub fn matmul(
         return Ok(());
     }
     let per = cols.div_ceil(chunks).div_ceil(COL_ALIGN) * COL_ALIGN;
-    let pool = pool(threads)?;
+    let shared;
+    let pool = match pool_hint {
+        Some(p) => p,
+        None => {
+            shared = pool(threads)?;
+            &*shared
+        }
+    };
     if rows == 1 {
         // A one-token decode: each thread's columns are a contiguous piece of `out`, so it
         // writes them in place, with no allocation or copy on this ~200-calls-per-token path.
@@ -100,39 +135,6 @@ pub fn matmul(
         }
     }
     Ok(())
-}
-
-/// Runs `f` on a worker of the `threads`-thread pool that [`matmul`] uses.
-///
-/// A caller that makes many small matmuls (a decode step makes ~200) should wrap them in
-/// this: from outside, every call hands its work to the pool and sleeps until a worker
-/// wakes it, which on a VM costs tens of µs per call; from inside, the calling worker takes
-/// its share itself and the other workers, still spinning from the previous call, pick up
-/// the rest.
-pub(crate) fn in_pool<R: Send>(
-    threads: usize,
-    f: impl FnOnce() -> R + Send,
-) -> Result<R, ComputeError> {
-    Ok(pool(threads.max(1))?.install(f))
-}
-
-/// Rayon pools by thread count, built once: building one per call would cost more than a
-/// decode-sized matmul.
-fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>, ComputeError> {
-    static POOLS: Mutex<Vec<(usize, Arc<rayon::ThreadPool>)>> = Mutex::new(Vec::new());
-    let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, p)) = pools.iter().find(|(t, _)| *t == threads) {
-        return Ok(p.clone());
-    }
-    let p = Arc::new(
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("olc-matmul-{i}"))
-            .build()
-            .map_err(|e| ComputeError::ThreadPool(e.to_string()))?,
-    );
-    pools.push((threads, p.clone()));
-    Ok(p)
 }
 
 /// Rows per cache block: 64 rows of a 576-wide x are 144 KiB, comfortably inside L2.
@@ -254,7 +256,7 @@ impl Operands<'_> {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use crate::compute::dot::x86::{mask8, mask16, tree_from_s8, tree512};
+    use crate::compute::cpu::dot::x86::{mask8, mask16, tree_from_s8, tree512};
 
     /// Shortest slice length, so that no load can go past any operand whatever the caller
     /// passes (the tiler passes equal lengths).

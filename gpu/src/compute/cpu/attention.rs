@@ -1,19 +1,84 @@
 //! Rule 8 of the spec: attention of one query vector of one head over a KV cache.
 
+use rayon::prelude::*;
+
 use super::dot::{dot_checked, tree16};
 use super::isa::Checked;
 use super::ops::softmax_checked;
 use super::{ComputeError, Isa, LANES, check_len, checked_mul};
+use crate::compute::backend::{AttentionShape, KvView, QueryRow};
 
-/// The kv head that query head `h` reads under grouped-query attention.
-pub fn kv_head(h: usize, n_heads: usize, n_kv_heads: usize) -> Result<usize, ComputeError> {
-    if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) || h >= n_heads {
+/// [`Backend::attention`](crate::compute::Backend::attention): every (row, head) in
+/// parallel. Each task writes its own `head_dim` slice of `out` (and its own row of `probs`)
+/// and reads only its sequence's keys and values, so who runs it does not matter.
+pub(super) fn batch(
+    isa: Checked,
+    shape: AttentionShape,
+    q: &[f32],
+    kv: &[KvView<'_>],
+    rows: &[QueryRow],
+    out: &mut [f32],
+    probs: Option<&mut [f32]>,
+) -> Result<(), ComputeError> {
+    const OP: &str = "attention";
+    let (hd, heads) = (shape.head_dim, shape.heads);
+    let stride = shape.kv_dim();
+    let tasks = checked_mul(OP, rows.len(), heads)?;
+    check_len(OP, "q", checked_mul(OP, tasks, hd)?, q.len())?;
+    check_len(OP, "out", q.len(), out.len())?;
+    if hd == 0 || rows.iter().any(|r| r.seq >= kv.len()) {
         return Err(ComputeError::Invalid {
-            op: "kv_head",
-            reason: "need n_kv_heads > 0 dividing n_heads, and h < n_heads",
+            op: OP,
+            reason: "need head_dim > 0 and every row's sequence among the kv views",
         });
     }
-    Ok(h / (n_heads / n_kv_heads))
+    shape.kv_head(0)?;
+    let longest = rows.iter().map(|r| r.visible).max().unwrap_or(0);
+    let one = |g: usize, scores: &mut [f32], o: &mut [f32]| {
+        let (r, h) = (g / heads, g % heads);
+        let row = rows[r];
+        let view = kv[row.seq];
+        let kvh = shape.kv_head(h)?;
+        let (k, v) = (
+            view.k.get(kvh * hd..).unwrap_or_default(),
+            view.v.get(kvh * hd..).unwrap_or_default(),
+        );
+        attention_checked(
+            isa,
+            &q[g * hd..][..hd],
+            k,
+            v,
+            row.visible,
+            stride,
+            scores,
+            o,
+        )
+    };
+    let width = match &probs {
+        Some(p) if tasks > 0 => p.len() / tasks,
+        _ => 0,
+    };
+    match probs {
+        // No room asked for and none needed: the same as no probabilities.
+        Some(probs) if !(probs.is_empty() && longest == 0) => {
+            // After this check `width > 0`: `longest > 0` or `probs` is non-empty.
+            if width < longest || width * tasks != probs.len() {
+                check_len(OP, "probs", checked_mul(OP, tasks, longest)?, probs.len())?;
+            }
+            out.par_chunks_mut(hd)
+                .zip(probs.par_chunks_mut(width))
+                .enumerate()
+                .try_for_each(|(g, (o, p))| {
+                    one(g, p, o)?;
+                    p[rows[g / heads].visible..].fill(0.0);
+                    Ok(())
+                })
+        }
+        _ => out
+            .par_chunks_mut(hd)
+            .enumerate()
+            .try_for_each_init(|| vec![0.0f32; longest], |scores, (g, o)| one(g, scores, o)),
+    }
 }
 
 /// `out = softmax(q·k_j * scale) · v` over the `len` positions passed in.
@@ -35,8 +100,21 @@ pub fn attention(
     scores: &mut [f32],
     out: &mut [f32],
 ) -> Result<(), ComputeError> {
+    attention_checked(isa.checked()?, q, k, v, len, stride, scores, out)
+}
+
+#[allow(clippy::too_many_arguments)] // as `attention`
+pub(crate) fn attention_checked(
+    isa: Checked,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    len: usize,
+    stride: usize,
+    scores: &mut [f32],
+    out: &mut [f32],
+) -> Result<(), ComputeError> {
     const OP: &str = "attention";
-    let isa = isa.checked()?;
     let head_dim = q.len();
     check_len(OP, "out", head_dim, out.len())?;
     if scores.len() < len {
@@ -98,7 +176,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::LANES;
-    use crate::compute::dot::x86::{mask8, mask16};
+    use crate::compute::cpu::dot::x86::{mask8, mask16};
 
     /// Whether row `j`'s `d` elements fit in `v` for every `j < rows`: the SIMD loops
     /// re-check what the caller promised, so a future caller bug is a panic, not UB.
