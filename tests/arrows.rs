@@ -25,16 +25,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "olc-exec",
         ],
     ),
-    // olc-gpu only for the provenance file's format, until it moves into the protocol.
     (
         "olc-coordinator",
-        &[
-            "olc-protocol",
-            "olc-gpu",
-            "olc-net",
-            "olc-content",
-            "olc-exec",
-        ],
+        &["olc-protocol", "olc-net", "olc-content", "olc-exec"],
     ),
     (
         "olc",

@@ -20,8 +20,8 @@ use olc_net::{
 };
 use olc_protocol::messages::rpc::WorkerStandings;
 use olc_protocol::{
-    Amount, ContentId, Identity, JobKind, JobSpec, LedgerView, Manifest, PeerId, PublicKey,
-    RegisteredWorker, RpcRequest, RpcResponse, Signed,
+    Amount, ContentId, Identity, JobKind, JobSpec, LedgerView, Manifest, PROVENANCE_FILE, PeerId,
+    Provenance, PublicKey, RegisteredWorker, RpcRequest, RpcResponse, Signed,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -729,8 +729,9 @@ impl Node {
 
 impl Node {
     /// The data contributors of the adapter a job uses, with the tokens their records
-    /// trained, from the adapter's `provenance.json`. Contributors not named by a public
-    /// key cannot be paid and are left out; an adapter without provenance has none.
+    /// trained, from the adapter's `provenance.json`. An adapter without provenance, or
+    /// with one this build cannot read, has none (its data share goes unpaid, not to the
+    /// wrong keys).
     fn attribution(&self, spec: &JobSpec) -> Vec<(PublicKey, u64)> {
         let adapter = match &spec.kind {
             JobKind::Inference(j) => j.adapter,
@@ -744,16 +745,15 @@ impl Node {
             let entry = manifest
                 .entries()
                 .iter()
-                .find(|e| e.path == olc_gpu::train::provenance::PROVENANCE_FILE)?;
+                .find(|e| e.path == PROVENANCE_FILE)?;
             let bytes = self.blobs.get(&entry.id).ok()??;
-            let provenance: olc_gpu::train::Provenance = serde_json::from_slice(&bytes).ok()?;
-            Some(
-                provenance
-                    .contributors
-                    .iter()
-                    .filter_map(|c| Some((c.contributor.parse().ok()?, c.tokens_trained)))
-                    .collect(),
-            )
+            match Provenance::from_json(&bytes) {
+                Ok(provenance) => Some(provenance.contributor_tokens()),
+                Err(error) => {
+                    tracing::warn!(%adapter, %error, "the adapter's provenance is unreadable; its data contributors go unpaid");
+                    None
+                }
+            }
         };
         read().unwrap_or_default()
     }

@@ -16,15 +16,15 @@ use std::time::Instant;
 
 use olc_gpu::engine::EngineError;
 use olc_gpu::model::{Checkpoint, LinearModule, ModelConfig, ModelError};
-use olc_gpu::train::provenance::PROVENANCE_FILE;
 use olc_gpu::train::{Budget, DataError, Hyper, LoraSpec, StepReport, TrainError, resolve_max_len};
 use olc_protocol::messages::jobs_api::FailureKind;
 use olc_protocol::{
-    ContentId, FinetuneJob, InferenceJob, JobKind, JobSpec, Metrics, TargetModule, TrainingLength,
-    TrainingParams,
+    ContentId, FinetuneJob, InferenceJob, JobKind, JobSpec, Metrics, PROVENANCE_FILE, TargetModule,
+    TrainingLength, TrainingParams,
 };
 
 pub mod infer;
+pub mod provenance;
 pub mod train;
 
 use infer::EngineChoice;

@@ -7,12 +7,12 @@ use std::path::Path;
 use olc_gpu::engine::{Engine, EngineOptions};
 use olc_gpu::model::{Adapter, Checkpoint};
 use olc_gpu::train::{
-    Dataset, FinishInputs, Hyper, Provenance, StepReport, TrainError, TrainOutcome, Trainer,
-    finish, init_adapter,
+    Dataset, Hyper, StepReport, TrainError, TrainOutcome, Trainer, finish, init_adapter,
 };
-use olc_protocol::{ContentId, TrainingParams};
+use olc_protocol::{ContentId, Provenance, TrainingParams};
 
 use crate::infer::EngineChoice;
+use crate::provenance::{self, ProvenanceInputs};
 use crate::{ExecError, hyper, load_checkpoint, max_len};
 
 /// What to train.
@@ -85,19 +85,20 @@ pub fn train_adapter(
     let trainer = Trainer::new(&engine);
     let outcome = trainer.train(&tokenized.examples, initial.clone(), &hyper, |r| on_step(r))?;
     check()?;
-    let provenance = finish(
-        &trainer,
-        &FinishInputs {
+    let final_losses = finish(&trainer, &tokenized, &outcome, request.out_dir)?;
+    let provenance = provenance::build(
+        &ProvenanceInputs {
             base_model: request.model_id,
             dataset: &dataset,
             tokenized: &tokenized,
             hyper: &hyper,
             max_len,
             init_adapter: params.init_adapter.as_ref().map(|_| &initial),
+            final_losses: &final_losses,
         },
         &outcome,
-        request.out_dir,
     )?;
+    provenance::write(&provenance, request.out_dir)?;
     Ok(Trained {
         outcome,
         provenance,

@@ -10,6 +10,7 @@ pub mod content_id;
 pub mod identity;
 pub mod manifest;
 pub mod messages;
+pub mod provenance;
 pub mod signed;
 
 pub use amount::Amount;
@@ -40,5 +41,9 @@ pub use messages::rpc::{
 pub use messages::settlement::{
     Payout, PayoutRole, ReceiptError, SettlementReceipt, Slash, SlashReason, VerifiedReceipt,
     verify_receipt,
+};
+pub use provenance::{
+    ContributorShare, HyperRecord, PROVENANCE_FILE, PROVENANCE_FORMAT, Provenance, ProvenanceError,
+    RecordProvenance,
 };
 pub use signed::{Signed, SignedError};

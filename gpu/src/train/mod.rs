@@ -84,15 +84,13 @@ pub mod lora;
 mod loss;
 pub mod output;
 mod pass;
-pub mod provenance;
 pub mod trainer;
 
 pub use adamw::AdamW;
 pub use data::{Content, DataError, Dataset, Example, Record, Tokenized, tokenize};
 pub use error::{Divergence, TrainError};
 pub use lora::{LoraSpec, adapter_commitment, init_adapter, write_adapter};
-pub use output::{DEFAULT_MAX_LEN, FinishInputs, finish, resolve_max_len};
-pub use provenance::{Provenance, ProvenanceInputs, RecordProvenance};
+pub use output::{DEFAULT_MAX_LEN, finish, resolve_max_len};
 pub use trainer::{Budget, Hyper, StepReport, TrainOutcome, Trainer, plan};
 
 #[cfg(test)]

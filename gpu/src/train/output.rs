@@ -1,15 +1,13 @@
-//! The end of a fine-tune, shared by `olc run finetune` and the worker's executor so the
-//! two write the same files for the same run: final per-record losses, the provenance,
-//! and the PEFT adapter.
+//! The end of a fine-tune: final per-record losses and the PEFT adapter. The provenance
+//! built from them is olc-exec's (its format is the protocol's).
 
 use std::path::Path;
 
-use super::data::{Dataset, Tokenized};
+use super::data::Tokenized;
 use super::error::TrainError;
 use super::lora::write_adapter;
-use super::provenance::{Provenance, ProvenanceInputs};
-use super::trainer::{Hyper, TrainOutcome, Trainer};
-use crate::model::{Adapter, ModelConfig};
+use super::trainer::{TrainOutcome, Trainer};
+use crate::model::ModelConfig;
 
 /// Longest default context for training: activations grow with the square of the length.
 pub const DEFAULT_MAX_LEN: usize = 2048;
@@ -33,41 +31,16 @@ pub fn resolve_max_len(
     }
 }
 
-/// What a finished run is described by.
-#[derive(Debug)]
-pub struct FinishInputs<'a> {
-    /// Content id of the base model, as hex.
-    pub base_model: &'a str,
-    pub dataset: &'a Dataset,
-    pub tokenized: &'a Tokenized,
-    pub hyper: &'a Hyper,
-    pub max_len: usize,
-    /// The adapter training continued from, if it did.
-    pub init_adapter: Option<&'a Adapter>,
-}
-
-/// Evaluates every record under the trained adapter, builds the provenance, and writes
-/// `adapter_config.json`, `adapter_model.safetensors` and `provenance.json` into `dir`.
+/// Evaluates every record under the trained adapter and writes `adapter_config.json` and
+/// `adapter_model.safetensors` into `dir`. Returns each example's mean loss under the final
+/// adapter (in `tokenized.examples` order), what the provenance records per record.
 pub fn finish(
     trainer: &Trainer<'_>,
-    inputs: &FinishInputs<'_>,
+    tokenized: &Tokenized,
     outcome: &TrainOutcome,
     dir: &Path,
-) -> Result<Provenance, TrainError> {
-    let final_losses = trainer.eval_losses(&inputs.tokenized.examples, Some(&outcome.adapter))?;
-    let provenance = Provenance::build(
-        &ProvenanceInputs {
-            base_model: inputs.base_model,
-            dataset: inputs.dataset,
-            tokenized: inputs.tokenized,
-            hyper: inputs.hyper,
-            max_len: inputs.max_len,
-            init_adapter: inputs.init_adapter,
-            final_losses: &final_losses,
-        },
-        outcome,
-    );
+) -> Result<Vec<f64>, TrainError> {
+    let final_losses = trainer.eval_losses(&tokenized.examples, Some(&outcome.adapter))?;
     write_adapter(dir, &outcome.adapter)?;
-    provenance.write(dir)?;
-    Ok(provenance)
+    Ok(final_losses)
 }
