@@ -1,0 +1,169 @@
+//! Answering the RPC requests peers send the coordinator: queries of workers, jobs and
+//! accounts, uploads, job submission (with its inputs checked and its attribution read),
+//! and workers' progress, failures and commitments.
+
+use olc_net::unix_ms;
+use olc_protocol::messages::rpc::WorkerStandings;
+use olc_protocol::{
+    Amount, ContentId, JobKind, JobSpec, Manifest, RpcRequest, RpcResponse, Signed,
+};
+
+use super::{Node, lock};
+use crate::core::book::Quote;
+use crate::core::verified::Verified;
+
+impl Node {
+    pub(super) fn answer(&mut self, request: RpcRequest) -> RpcResponse {
+        let now = unix_ms();
+        match request {
+            RpcRequest::ListWorkers => RpcResponse::Workers(lock(&self.registry).workers()),
+            RpcRequest::MissingBlobs(ids) => RpcResponse::Missing(
+                ids.into_iter()
+                    .filter(|id| !self.blobs.contains(id))
+                    .collect(),
+            ),
+            RpcRequest::PutBlob(up) => match self.uploads.receive(&self.blobs, up) {
+                Ok(_) => RpcResponse::Ok,
+                Err(e) => RpcResponse::Refused(e.to_string()),
+            },
+            RpcRequest::SubmitJob(signed) => self.submit(signed, now),
+            RpcRequest::JobStatus(id) => match lock(&self.book).get(&id) {
+                Some(job) => RpcResponse::Job(Box::new(job.view())),
+                None => RpcResponse::Refused(format!("no job {id} here")),
+            },
+            RpcRequest::ListJobs(who) => RpcResponse::Jobs(
+                lock(&self.book)
+                    .jobs()
+                    .filter(|j| who.is_none_or(|w| j.signed.signer() == w))
+                    .map(|j| j.view())
+                    .collect(),
+            ),
+            RpcRequest::Progress(p) => match lock(&self.book).on_progress(&p, now) {
+                Ok(()) => RpcResponse::Ok,
+                Err(e) => RpcResponse::Refused(e.to_string()),
+            },
+            RpcRequest::Failed(f) => {
+                let result = lock(&self.book).on_failure(&f, now);
+                self.persist();
+                match result {
+                    Ok(()) => RpcResponse::Ok,
+                    Err(e) => RpcResponse::Refused(e.to_string()),
+                }
+            }
+            RpcRequest::Commit(c) => {
+                let result = lock(&self.book).on_commit(c, now);
+                self.persist();
+                match result {
+                    Ok(()) => RpcResponse::Ok,
+                    Err(e) => RpcResponse::Refused(e.to_string()),
+                }
+            }
+            RpcRequest::Account(signed) => {
+                let result = lock(&self.book).account_request(&signed, self.faucet, now);
+                self.persist();
+                match result {
+                    Ok(view) => RpcResponse::Account(Box::new(view)),
+                    Err(e) => RpcResponse::Refused(e.to_string()),
+                }
+            }
+            RpcRequest::Balance(key) => {
+                RpcResponse::Account(Box::new(lock(&self.book).economy().account_view(key, now)))
+            }
+            RpcRequest::Ledger => {
+                RpcResponse::Ledger(Box::new(lock(&self.book).economy().ledger_view(now)))
+            }
+            RpcRequest::WorkerStandings => {
+                let workers = lock(&self.registry).workers();
+                let book = lock(&self.book);
+                RpcResponse::WorkerStandings(Box::new(WorkerStandings {
+                    min_stake: Amount(book.policy().min_stake),
+                    workers: workers
+                        .into_iter()
+                        .map(|w| book.economy().worker_standing(book.policy(), w, now))
+                        .collect(),
+                }))
+            }
+            RpcRequest::Assign(_) | RpcRequest::Reveal(_) => {
+                RpcResponse::Refused("this peer is a coordinator, not a worker".into())
+            }
+        }
+    }
+
+    fn submit(&mut self, signed: Signed<JobSpec>, now: u64) -> RpcResponse {
+        // The signature first: nothing about an unsigned job is worth looking at.
+        let verified = match Verified::check(signed) {
+            Ok(verified) => verified,
+            Err(e) => return RpcResponse::Refused(format!("bad signature: {e}")),
+        };
+        let spec = verified.body();
+        let missing = self.missing_inputs(spec);
+        if !missing.is_empty() {
+            let ids: Vec<String> = missing.iter().map(|m| m.to_string()).collect();
+            return RpcResponse::Refused(format!(
+                "upload the job's inputs first; missing: {}",
+                ids.join(", ")
+            ));
+        }
+        let attribution = self.attribution(spec);
+        let quote = Quote {
+            cheapest_price: lock(&self.registry).cheapest_price(),
+            dataset_bytes: match &spec.kind {
+                JobKind::Finetune(j) => self.blobs.len_of(&j.dataset),
+                JobKind::Inference(_) => None,
+            },
+        };
+        let result = lock(&self.book).submit_verified(verified, attribution, quote, now);
+        match result {
+            Ok(id) => {
+                self.persist();
+                tracing::info!(job = %id, "job accepted");
+                RpcResponse::JobAccepted(id)
+            }
+            Err(e) => {
+                tracing::info!(reason = %e, "job refused");
+                RpcResponse::Refused(e.to_string())
+            }
+        }
+    }
+
+    /// Every blob a job reads is here: the model and adapter manifests and all their
+    /// files, the dataset. Returns the missing ones.
+    fn missing_inputs(&self, spec: &JobSpec) -> Vec<ContentId> {
+        let mut missing = Vec::new();
+        let manifest = |id: ContentId, missing: &mut Vec<ContentId>| match self
+            .blobs
+            .get(&id)
+            .ok()
+            .flatten()
+        {
+            None => missing.push(id),
+            Some(bytes) => match Manifest::from_bytes(&bytes) {
+                Ok(m) => missing.extend(
+                    m.entries()
+                        .iter()
+                        .map(|e| e.id)
+                        .filter(|f| !self.blobs.contains(f)),
+                ),
+                Err(_) => missing.push(id),
+            },
+        };
+        match &spec.kind {
+            JobKind::Inference(j) => {
+                manifest(j.model, &mut missing);
+                if let Some(a) = j.adapter {
+                    manifest(a, &mut missing);
+                }
+            }
+            JobKind::Finetune(j) => {
+                manifest(j.model, &mut missing);
+                if !self.blobs.contains(&j.dataset) {
+                    missing.push(j.dataset);
+                }
+                if let Some(a) = j.params.init_adapter {
+                    manifest(a, &mut missing);
+                }
+            }
+        }
+        missing
+    }
+}
