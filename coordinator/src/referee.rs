@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use olc_content::BlobStore;
 use olc_content::{self as content, Fetch};
-use olc_exec::{self as executor, ExecOptions};
+use olc_exec::{EnginePool, ExecOptions, InProcess, Runner};
 use olc_protocol::{ContentId, JobSpec};
 
 /// How long one referee run may take. Far beyond any job a referee is asked to check on
@@ -22,6 +22,9 @@ pub struct Referee {
     store: Arc<BlobStore>,
     root: PathBuf,
     threads: usize,
+    /// Keeps the model of the last job re-run loaded: a referee checks many jobs on the
+    /// same few models.
+    runner: Arc<InProcess>,
 }
 
 /// The coordinator refused every job whose inputs it did not hold, so the referee never
@@ -41,6 +44,7 @@ impl Referee {
             store,
             root,
             threads: threads.max(1),
+            runner: Arc::new(InProcess::new(EnginePool::default())),
         }
     }
 
@@ -55,9 +59,10 @@ impl Referee {
             deadline: Instant::now() + REFEREE_TIME_LIMIT,
             work_dir: work.path().to_path_buf(),
         };
+        let runner = self.runner.clone();
         let result = tokio::task::spawn_blocking(move || {
             let cancel = AtomicBool::new(false);
-            executor::execute(&spec, &inputs, &opts, &cancel, &mut |_, _, _| {})
+            runner.run(&spec, &inputs, &opts, &cancel, &mut |_, _, _| {})
         })
         .await
         .map_err(|e| format!("the referee's thread died: {e}"))?

@@ -4,11 +4,12 @@
 use std::path::Path;
 
 use olc_gpu::compute::Isa;
-use olc_gpu::engine::{self, Engine, EngineOptions, StopReason, generate};
+use olc_gpu::engine::{self, StopReason, generate};
 use olc_gpu::model::Adapter;
 use olc_protocol::{ContentId, Prompt, Sampling, check_generation, inference_commitment};
 
-use crate::{ExecError, load_checkpoint};
+use crate::ExecError;
+use crate::pool::LoadedModel;
 
 /// What to generate and how.
 #[derive(Debug, Clone, Copy)]
@@ -59,11 +60,26 @@ pub fn generate_text(
     request: &GenerateRequest<'_>,
     choice: &EngineChoice,
 ) -> Result<Generated, ExecError> {
+    let sampling = engine_sampling(request)?;
+    let model = LoadedModel::load(request.model_dir, choice, usize::MAX)?;
+    generate_on(&model, request, &sampling, choice.prefill_chunk)
+}
+
+/// [`generate_text`] on a model already loaded (a resident one, from the pool); the
+/// request's `model_dir` is not read again.
+pub fn generate_loaded(
+    model: &LoadedModel,
+    request: &GenerateRequest<'_>,
+    prefill_chunk: usize,
+) -> Result<Generated, ExecError> {
+    let sampling = engine_sampling(request)?;
+    generate_on(model, request, &sampling, prefill_chunk)
+}
+
+/// The request's sampling as the engine takes it, refused before any loading if invalid.
+fn engine_sampling(request: &GenerateRequest<'_>) -> Result<engine::Sampling, ExecError> {
     check_generation(&request.sampling, request.max_tokens)
         .map_err(|e| ExecError::Settings(e.to_string()))?;
-    if choice.threads == 0 {
-        return Err(ExecError::Input("threads must be at least 1".into()));
-    }
     let sampling = match request.sampling {
         Sampling::Greedy => engine::Sampling::Greedy,
         Sampling::Sample {
@@ -78,32 +94,32 @@ pub fn generate_text(
         },
     };
     sampling.check().map_err(ExecError::Settings)?;
-    let checkpoint = load_checkpoint(request.model_dir)?;
+    Ok(sampling)
+}
+
+fn generate_on(
+    model: &LoadedModel,
+    request: &GenerateRequest<'_>,
+    sampling: &engine::Sampling,
+    prefill_chunk: usize,
+) -> Result<Generated, ExecError> {
     let adapter = request
         .adapter_dir
-        .map(|dir| Adapter::load(dir, &checkpoint.config).map_err(ExecError::Adapter))
+        .map(|dir| Adapter::load(dir, model.engine.config()).map_err(ExecError::Adapter))
         .transpose()?;
     let prompt_tokens = match request.prompt {
-        Prompt::Text(text) => checkpoint.tokenizer.encode(text)?,
+        Prompt::Text(text) => model.tokenizer.encode(text)?,
         Prompt::Tokens(tokens) => tokens.clone(),
     };
-    let max_tokens = request.max_tokens as usize;
-    let options = EngineOptions {
-        isa: choice.isa,
-        threads: choice.threads,
-        max_positions: prompt_tokens.len() + max_tokens,
-    };
-    let tokenizer = checkpoint.tokenizer;
-    let engine = Engine::new(checkpoint.config, checkpoint.weights, options)?;
     let generation = generate(
-        &engine,
+        &model.engine,
         adapter.as_ref(),
         &prompt_tokens,
-        max_tokens,
-        choice.prefill_chunk,
-        &sampling,
+        request.max_tokens as usize,
+        prefill_chunk,
+        sampling,
     )?;
-    let text = tokenizer.decode(&generation.tokens, true)?;
+    let text = model.tokenizer.decode(&generation.tokens, true)?;
     Ok(Generated {
         commitment: inference_commitment(&generation.tokens),
         prompt_tokens,

@@ -7,7 +7,8 @@
 //! same inputs (redundancy checks compare hashes, and submitters check results locally), so
 //! those commands call the same code: [`infer::generate_text`] and [`train::train_adapter`].
 //! What is a job's alone (checking that the laid-out inputs are the job's, cancellation,
-//! the deadline, metrics) is here.
+//! the deadline, metrics) is here, and so is how daemons reach it: the [`Runner`] seam
+//! (in-process today) and the [`EnginePool`] of resident models.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -24,10 +25,15 @@ use olc_protocol::{
 };
 
 pub mod infer;
+pub mod pool;
 pub mod provenance;
+pub mod runner;
 pub mod train;
 
 use infer::EngineChoice;
+
+pub use pool::{DEFAULT_RESIDENT_MODELS, EnginePool, LoadedModel, MAX_RESIDENT_MODELS};
+pub use runner::{InProcess, Runner};
 
 pub use olc_content::JobInputs;
 
@@ -165,7 +171,9 @@ impl From<TrainError> for ExecError {
     }
 }
 
-/// Runs `job` (a validated spec) with the inputs laid out in `inputs`.
+/// Runs `job` (a validated spec) with the inputs laid out in `inputs`, loading its model
+/// for this run only. Daemons run jobs through a [`Runner`] instead, which keeps models
+/// resident.
 ///
 /// Whatever happens inside, this returns: a panic is caught and becomes
 /// [`ExecError::Panicked`] (the workspace builds with `panic = "unwind"`, the default).
@@ -179,6 +187,18 @@ pub fn execute(
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(u32, u32, f32),
 ) -> Result<ExecResult, ExecError> {
+    run_job(job, inputs, opts, cancel, progress, &EnginePool::new(0)?)
+}
+
+/// [`execute`], taking the model from `engines`.
+pub(crate) fn run_job(
+    job: &JobSpec,
+    inputs: &JobInputs,
+    opts: &ExecOptions,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(u32, u32, f32),
+    engines: &EnginePool,
+) -> Result<ExecResult, ExecError> {
     catch(|| {
         let started = Instant::now();
         check_stop(opts, cancel)?;
@@ -186,7 +206,7 @@ pub fn execute(
             return Err(ExecError::Input("threads must be at least 1".into()));
         }
         let (output, commitment, tokens) = match &job.kind {
-            JobKind::Inference(job) => infer(job, inputs, opts)?,
+            JobKind::Inference(job) => infer(job, inputs, opts, engines)?,
             JobKind::Finetune(job) => finetune(job, inputs, opts, cancel, progress)?,
         };
         check_stop(opts, cancel)?;
@@ -267,6 +287,7 @@ fn infer(
     job: &InferenceJob,
     inputs: &JobInputs,
     opts: &ExecOptions,
+    engines: &EnginePool,
 ) -> Result<(ExecOutput, ContentId, u64), ExecError> {
     job.validate()
         .map_err(|e| ExecError::Settings(e.to_string()))?;
@@ -282,7 +303,10 @@ fn infer(
             })?)
         }
     };
-    let generated = infer::generate_text(
+    let choice = infer::EngineChoice::detect(opts.threads);
+    let model = engines.get(inputs.model_id, &inputs.model_dir, &choice)?;
+    let generated = infer::generate_loaded(
+        &model,
         &infer::GenerateRequest {
             model_dir: &inputs.model_dir,
             adapter_dir,
@@ -291,7 +315,7 @@ fn infer(
             seed: job.seed,
             max_tokens: job.max_tokens,
         },
-        &infer::EngineChoice::detect(opts.threads),
+        choice.prefill_chunk,
     )?;
     let tokens = (generated.prompt_tokens.len() + generated.tokens.len()) as u64;
     Ok((

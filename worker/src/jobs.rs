@@ -25,7 +25,7 @@ use olc_protocol::{
 };
 
 use olc_content::{self as content, Fetch};
-use olc_exec::{self as executor, ExecOptions, ExecOutput, JobInputs};
+use olc_exec::{self as executor, ExecOptions, ExecOutput, JobInputs, Runner};
 
 /// How long a job waits before asking its coordinator again after a failed request.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
@@ -101,6 +101,8 @@ pub struct JobRunner {
     pub(crate) outbound: mpsc::Sender<Outbound>,
     pub(crate) max_jobs: u32,
     pub(crate) conduct: Conduct,
+    /// Where jobs execute (in this process today, with its resident models).
+    executor: Arc<dyn Runner>,
     /// Credits per 1000 tokens this worker advertises: an assignment whose fee cap cannot
     /// pay it for the job's declared size is declined. 0 (the default) accepts any fee.
     price_per_ktoken: AtomicU64,
@@ -131,6 +133,7 @@ impl JobRunner {
         outbound: mpsc::Sender<Outbound>,
         max_jobs: u32,
         conduct: Conduct,
+        executor: Arc<dyn Runner>,
     ) -> Self {
         Self {
             identity,
@@ -141,6 +144,7 @@ impl JobRunner {
             outbound,
             max_jobs,
             conduct,
+            executor,
             price_per_ktoken: AtomicU64::new(0),
             active: AtomicU32::new(0),
             stopping: Arc::new(AtomicBool::new(false)),
@@ -360,6 +364,7 @@ impl JobRunner {
         let spec_owned = spec.clone();
         let (stopping, job_cancel, job_over) =
             (self.stopping.clone(), cancel.clone(), over.clone());
+        let job_executor = self.executor.clone();
         let result = tokio::task::spawn_blocking(move || {
             if lazy {
                 return Err(executor::ExecError::Input(
@@ -372,7 +377,7 @@ impl JobRunner {
             );
             let grew_too_much = |now: u64, base: u64| limit > 0 && now.saturating_sub(base) > limit;
             let result =
-                executor::execute(&spec_owned, &inputs, &opts, &job_cancel, &mut |s, t, l| {
+                job_executor.run(&spec_owned, &inputs, &opts, &job_cancel, &mut |s, t, l| {
                     if stopping.load(Ordering::Relaxed) {
                         job_cancel.store(true, Ordering::Relaxed);
                     }
@@ -559,16 +564,23 @@ impl Courier {
 
     /// Retries through connection failures until the job's deadline.
     async fn until_deadline(&self, request: RpcRequest) -> Result<RpcResponse, String> {
+        self.retrying("coordinator unreachable", || self.once(request.clone()))
+            .await
+            .map_err(|e| format!("cannot reach the coordinator before the deadline: {e}"))
+    }
+
+    /// `attempt` until it succeeds or the job's deadline has passed; the last error then.
+    async fn retrying<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+        &self,
+        what: &str,
+        mut attempt: impl FnMut() -> F,
+    ) -> Result<T, E> {
         loop {
-            match self.once(request.clone()).await {
+            match attempt().await {
                 Ok(r) => return Ok(r),
-                Err(e) if unix_ms() >= self.deadline_ms => {
-                    return Err(format!(
-                        "cannot reach the coordinator before the deadline: {e}"
-                    ));
-                }
+                Err(e) if unix_ms() >= self.deadline_ms => return Err(e),
                 Err(e) => {
-                    tracing::debug!(error = %e, "coordinator unreachable; retrying");
+                    tracing::debug!(error = %e, "{what}; retrying");
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
             }
@@ -579,16 +591,11 @@ impl Courier {
 impl Fetch for Courier {
     fn fetch(&self, id: ContentId, cap: u64) -> BoxFuture<'_, Result<Vec<u8>, String>> {
         Box::pin(async move {
-            loop {
-                match self.link.fetch_blob(id, cap).await {
-                    Ok(bytes) => return Ok(bytes),
-                    Err(e) if unix_ms() >= self.deadline_ms => return Err(e.to_string()),
-                    Err(e) => {
-                        tracing::debug!(%id, error = %e, "fetch failed; retrying");
-                        tokio::time::sleep(RETRY_PAUSE).await;
-                    }
-                }
-            }
+            self.retrying(&format!("fetch of {id} failed"), || {
+                self.link.fetch_blob(id, cap)
+            })
+            .await
+            .map_err(|e| e.to_string())
         })
     }
 }
@@ -612,6 +619,9 @@ mod tests {
             mpsc::channel(1).0,
             max_jobs,
             Conduct::Honest,
+            Arc::new(olc_exec::InProcess::new(
+                olc_exec::EnginePool::new(0).unwrap(),
+            )),
         )
     }
 

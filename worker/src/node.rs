@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use olc_content::BlobStore;
+use olc_exec::{EnginePool, InProcess};
 use olc_gpu::probe::{self, HardwareReport};
 use olc_net::addr::{peer_id_of, tcp_fallback};
 use olc_net::libp2p::gossipsub::{self, MessageAcceptance, PublishError};
@@ -51,6 +52,8 @@ pub struct WorkerConfig {
     pub cache_bytes: u64,
     /// Honest unless a test or the devnet wants a cheater.
     pub conduct: Conduct,
+    /// Models kept loaded between inference jobs (0 to load one for every job).
+    pub resident_models: usize,
 }
 
 impl WorkerConfig {
@@ -74,6 +77,7 @@ impl WorkerConfig {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cache_bytes: 50 << 30,
             conduct: Conduct::Honest,
+            resident_models: olc_exec::DEFAULT_RESIDENT_MODELS,
         }
     }
 }
@@ -87,6 +91,8 @@ pub enum WorkerError {
         path: PathBuf,
         source: olc_content::BlobStoreError,
     },
+    #[error(transparent)]
+    Exec(#[from] olc_exec::ExecError),
 }
 
 /// Hardware changes slowly (free memory, disk): probing more often than this is waste.
@@ -135,6 +141,7 @@ impl Worker {
             outbound_tx,
             config.offer.max_concurrent_jobs,
             config.conduct,
+            Arc::new(InProcess::new(EnginePool::new(config.resident_models)?)),
         ));
         // The coordinator's matcher already leaves out workers this price does not fit;
         // the runner declines such an assignment all the same, whoever sent it.

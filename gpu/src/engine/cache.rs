@@ -12,9 +12,13 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(layers: usize, kv_dim: usize, capacity: usize) -> Self {
+        // One zeroed allocation per layer (not clones of one, which would write every
+        // page): the kernel hands out zero pages lazily, so positions never reached cost
+        // no memory.
+        let zeroed = || (0..layers).map(|_| vec![0.0; capacity * kv_dim]).collect();
         Self {
-            k: vec![vec![0.0; capacity * kv_dim]; layers],
-            v: vec![vec![0.0; capacity * kv_dim]; layers],
+            k: zeroed(),
+            v: zeroed(),
             kv_dim,
             capacity,
             len: 0,

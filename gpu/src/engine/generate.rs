@@ -81,7 +81,12 @@ pub fn generate_batch<B: Backend>(
             return Err(EngineError::EmptyPrompt);
         }
     }
-    let mut caches: Vec<_> = requests.iter().map(|_| engine.new_cache()).collect();
+    // Each cache holds what its sequence can reach, not the engine's whole context: a
+    // resident engine is sized for the model's context, a request rarely needs it.
+    let mut caches: Vec<_> = requests
+        .iter()
+        .map(|r| engine.new_cache_for(r.prompt.len().saturating_add(r.max_tokens)))
+        .collect();
     let mut last: Vec<Vec<f32>> = vec![Vec::new(); requests.len()];
     let longest = requests.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
     let step = if chunk == 0 { longest.max(1) } else { chunk };

@@ -192,10 +192,15 @@ impl<B: Backend> Engine<B> {
     }
 
     pub fn new_cache(&self) -> KvCache {
+        self.new_cache_for(self.max_positions)
+    }
+
+    /// A cache for sequences of up to `positions` (capped by the engine's limit).
+    pub fn new_cache_for(&self, positions: usize) -> KvCache {
         KvCache::new(
             self.config.num_hidden_layers,
             self.config.num_key_value_heads * self.config.head_dim,
-            self.max_positions,
+            positions.min(self.max_positions),
         )
     }
 
