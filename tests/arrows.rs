@@ -29,6 +29,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "olc-coordinator",
         &["olc-protocol", "olc-net", "olc-content", "olc-exec"],
     ),
+    // Dev-only (see `only_dev_dependencies_name_the_testkit`): its fixtures link the
+    // coordinator's job book, the engine's models and content ids.
+    (
+        "olc-testkit",
+        &["olc-protocol", "olc-gpu", "olc-content", "olc-coordinator"],
+    ),
     (
         "olc",
         &[
@@ -44,8 +50,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
 ];
 
-#[test]
-fn our_crates_depend_only_along_the_designed_arrows() {
+/// The crate of shared test fixtures: tests and benches only.
+const TESTKIT: &str = "olc-testkit";
+
+/// `cargo metadata` of the workspace, our packages only.
+fn metadata() -> serde_json::Value {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
         .args([
@@ -63,7 +72,12 @@ fn our_crates_depend_only_along_the_designed_arrows() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn our_crates_depend_only_along_the_designed_arrows() {
+    let meta = metadata();
     let packages = meta["packages"].as_array().unwrap();
     let ours: BTreeSet<&str> = packages
         .iter()
@@ -91,5 +105,31 @@ fn our_crates_depend_only_along_the_designed_arrows() {
     assert!(
         wrong.is_empty(),
         "arrows DESIGN.md does not allow: {wrong:?}"
+    );
+}
+
+/// The testkit links the coordinator, the engine and the content store into whatever uses
+/// it: as a normal (or build) dependency it would ship fixtures in a product and let any
+/// crate reach every layer through it.
+#[test]
+fn only_dev_dependencies_name_the_testkit() {
+    let meta = metadata();
+    let packages = meta["packages"].as_array().unwrap();
+    assert!(
+        packages.iter().any(|p| p["name"] == TESTKIT),
+        "{TESTKIT} is not in the workspace"
+    );
+    let mut wrong = Vec::new();
+    for package in packages {
+        let name = package["name"].as_str().unwrap();
+        for dep in package["dependencies"].as_array().unwrap() {
+            if dep["name"] == TESTKIT && dep["kind"] != "dev" {
+                wrong.push(format!("{name} -> {TESTKIT} (kind {})", dep["kind"]));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{TESTKIT} is for [dev-dependencies] only: {wrong:?}"
     );
 }

@@ -12,17 +12,14 @@
 //!   the overhead that is not re-execution.
 //!
 //! It drives the coordinator's real job book, verifier, fee rules and ledger with
-//! simulated workers (see `tests/sim`). Run: `cargo bench -p olc-coordinator --bench
+//! simulated workers (see `olc_testkit::sim`). Run: `cargo bench -p olc-coordinator --bench
 //! verification`.
-
-#[path = "../tests/sim/mod.rs"]
-mod sim;
 
 use std::time::Instant;
 
 use olc_coordinator::rules::Policy;
 use olc_protocol::{JobState, VerificationPolicy};
-use sim::{Behaviour, Sim};
+use olc_testkit::sim::{Behaviour, Sim};
 
 const JOBS: usize = 2000;
 

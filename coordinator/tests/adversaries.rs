@@ -3,15 +3,13 @@
 //! jobs. After every single operation the ledger's invariant is checked.
 //!
 //! What a cheater can send is what the protocol lets any peer send: signed commitments,
-//! reveals, silence (see `sim/mod.rs`).
+//! reveals, silence (see `olc_testkit::sim`).
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
-
-mod sim;
 
 use olc_coordinator::rules::Policy;
 use olc_coordinator::{Action, JobRecord};
 use olc_protocol::*;
-use sim::{Behaviour, HONEST_STAKE, Sim, signed};
+use olc_testkit::sim::{Behaviour, HONEST_STAKE, Sim, signed};
 
 /// A finished job: done, with the right output, a receipt that verifies, and its escrow
 /// released exactly once.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use olc_exec::{ExecError, ExecOptions, ExecOutput, JobInputs, catch, execute, peak_memory_bytes};
 use olc_gpu::compute::Isa;
 use olc_gpu::engine::{self, Engine, EngineOptions, generate};
-use olc_gpu::model::{Checkpoint, Preset, write_checkpoint};
+use olc_gpu::model::Checkpoint;
 use olc_gpu::train::{
     Budget, Dataset, Hyper, LoraSpec, Trainer, adapter_commitment, init_adapter, tokenize,
 };
@@ -18,6 +18,7 @@ use olc_protocol::{
     Amount, ContentId, FinetuneJob, InferenceJob, JobKind, JobSpec, Prompt, Requirements, Sampling,
     TargetModule, TrainingLength, TrainingParams, VerificationPolicy, inference_commitment,
 };
+use olc_testkit::models::tiny_model;
 
 fn spec(kind: JobKind) -> JobSpec {
     JobSpec {
@@ -28,17 +29,6 @@ fn spec(kind: JobKind) -> JobSpec {
         deadline_ms: u64::MAX,
         nonce: 1,
     }
-}
-
-fn tiny_model() -> (tempfile::TempDir, ContentId) {
-    let dir = tempfile::tempdir().unwrap();
-    write_checkpoint(dir.path(), Preset::Tiny, 3).unwrap();
-    let files = Checkpoint::files(dir.path()).unwrap();
-    let id = olc_content::manifest_of_files(dir.path(), &files)
-        .unwrap()
-        .id()
-        .unwrap();
-    (dir, id)
 }
 
 fn inputs(model: &Path, model_id: ContentId) -> JobInputs {
@@ -77,7 +67,7 @@ fn no_progress() -> impl FnMut(u32, u32, f32) {
 
 #[test]
 fn inference_equals_the_engine_called_directly() {
-    let (model, model_id) = tiny_model();
+    let (model, model_id) = tiny_model(3);
     let work = tempfile::tempdir().unwrap();
     let cancel = AtomicBool::new(false);
     let cases = [
@@ -180,7 +170,7 @@ struct Finetune {
 }
 
 fn finetune_setup() -> Finetune {
-    let (model, model_id) = tiny_model();
+    let (model, model_id) = tiny_model(3);
     let data = tempfile::tempdir().unwrap();
     let dataset = data.path().join("data.jsonl");
     std::fs::write(&dataset, DATASET).unwrap();
@@ -339,7 +329,7 @@ fn a_fine_tune_continues_from_an_adapter() {
 
 #[test]
 fn a_model_with_missing_files_is_an_error() {
-    let (model, model_id) = tiny_model();
+    let (model, model_id) = tiny_model(3);
     std::fs::remove_file(model.path().join("config.json")).unwrap();
     let cancel = AtomicBool::new(false);
     let work = tempfile::tempdir().unwrap();
@@ -363,7 +353,7 @@ fn a_model_with_missing_files_is_an_error() {
     .unwrap_err();
     assert!(matches!(err, ExecError::Input(_)), "{err}");
     // Token ids outside the vocabulary are the engine's error, not a panic.
-    let (model, model_id) = tiny_model();
+    let (model, model_id) = tiny_model(3);
     let job = inference(
         model_id,
         Prompt::Tokens(vec![1, u32::MAX]),
@@ -527,7 +517,7 @@ fn failures_say_whether_the_job_or_the_worker_is_to_blame() {
     assert_eq!(err.kind(), FailureKind::Settings, "{err}");
 
     // A truncated weights file.
-    let (model, model_id) = tiny_model();
+    let (model, model_id) = tiny_model(3);
     let weights = model.path().join("model.safetensors");
     let bytes = std::fs::read(&weights).unwrap();
     std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
@@ -537,7 +527,7 @@ fn failures_say_whether_the_job_or_the_worker_is_to_blame() {
     assert_eq!(err.kind(), FailureKind::Model, "{err}");
 
     // An adapter that does not load, and a prompt outside the vocabulary.
-    let (model, model_id) = tiny_model();
+    let (model, model_id) = tiny_model(3);
     let adapter = tempfile::tempdir().unwrap();
     std::fs::write(adapter.path().join("adapter_config.json"), "{").unwrap();
     let adapter_id = ContentId::of(b"adapter");

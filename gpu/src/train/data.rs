@@ -542,5 +542,4 @@ fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, DataError> {
 }
 
 #[cfg(test)]
-#[path = "data_tests.rs"]
 mod tests;

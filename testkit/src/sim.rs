@@ -1,9 +1,11 @@
 //! A whole coordinator's job book with simulated workers of every behaviour, shared by
-//! the adversary tests and the verification benchmark. Workers answer with real signed
-//! messages; the referee is played by the simulation, which knows each job's right answer
-//! exactly as the coordinator's deterministic engine would. After every operation the
-//! ledger's invariant is checked.
-#![allow(clippy::unwrap_used, dead_code)] // test code: a panic is a test failure
+//! the coordinator's adversary tests (`coordinator/tests/adversaries.rs`) and its
+//! verification benchmark (`coordinator/benches/verification.rs`), so both measure the
+//! same thing. Workers answer with real signed messages; the referee is played by the
+//! simulation, which knows each job's right answer exactly as the coordinator's
+//! deterministic engine would. Time is a simulated clock ([`Sim::now`], starting at
+//! [`T0`]) that [`Sim::run`] advances past deadlines when nothing else moves, so timeouts
+//! are tested without waiting. After every operation the ledger's invariant is checked.
 
 use std::collections::BTreeMap;
 
@@ -13,12 +15,15 @@ use olc_coordinator::{
 };
 use olc_protocol::*;
 
+/// The simulated clock's start (ms since the epoch): a fixed time, so runs repeat.
 pub const T0: u64 = 1_800_000_000_000;
+/// What each honest worker deposits and stakes (cheaters stake what [`Sim::new`] is given).
 pub const HONEST_STAKE: u64 = 1_000;
 
 /// How one worker behaves when it gets an assignment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Behaviour {
+    /// Computes, commits to and reveals the right output.
     Honest,
     /// Computes, then commits to (and reveals) its own wrong output.
     Wrong,
@@ -32,28 +37,42 @@ pub enum Behaviour {
     Silent,
 }
 
+/// The job book under test, the parties around it, and what happened so far. Fields are
+/// public so tests can look at (and tamper with) any of it.
+#[derive(Debug)]
 pub struct Sim {
+    /// The coordinator's real job book (verifier, fee rules and ledger inside).
     pub book: JobBook,
+    /// The coordinator's key: it signs assignments and receipts.
     pub coordinator: Identity,
+    /// The one submitter, funded for every job.
     pub submitter: Identity,
+    /// Each worker's key and behaviour, in the order given to [`Sim::new`].
     pub workers: Vec<(Identity, Behaviour)>,
+    /// The simulated clock (ms).
     pub now: u64,
+    /// The last nonce used, shared by every signed request.
     pub nonce: u64,
     /// Each job's right answer, as the referee computes it.
     pub truth: BTreeMap<ContentId, Vec<u32>>,
     /// Signed commitments each worker sent, for replays.
     pub sent: Vec<Signed<Commitment>>,
+    /// How often the referee re-ran a job.
     pub referee_runs: u64,
+    /// How often a worker ran a job (silent workers do not).
     pub executions: u64,
     /// Rotates which eligible workers the matcher offers first.
     pub turn: usize,
 }
 
+/// `body` signed by `who`.
 pub fn signed<T: Message>(who: &Identity, body: &T) -> Signed<T> {
     Signed::sign(who, body).unwrap()
 }
 
 impl Sim {
+    /// A book with one worker per behaviour, each funded and staked: honest ones
+    /// [`HONEST_STAKE`], the others `cheater_stake`.
     pub fn new(behaviours: &[Behaviour], policy: Policy, cheater_stake: u64) -> Self {
         let coordinator = Identity::generate().unwrap();
         let mut sim = Self {
@@ -113,6 +132,7 @@ impl Sim {
         self.book.economy().ledger().check_invariant().unwrap();
     }
 
+    /// Sends an account request signed by `who`, with the next nonce.
     pub fn account(&mut self, who: &Identity, action: AccountAction) {
         self.nonce += 1;
         let r = AccountRequest {
@@ -125,10 +145,12 @@ impl Sim {
         self.check();
     }
 
+    /// Worker `i`'s public key.
     pub fn key(&self, i: usize) -> PublicKey {
         self.workers[i].0.public_key()
     }
 
+    /// The worker with `key`, and its behaviour.
     pub fn who(&self, key: &PublicKey) -> (Identity, Behaviour) {
         self.workers
             .iter()
@@ -137,6 +159,7 @@ impl Sim {
             .unwrap()
     }
 
+    /// Submits a small inference job with `verification`, and records its right answer.
     pub fn submit(&mut self, verification: VerificationPolicy) -> ContentId {
         self.nonce += 1;
         let spec = JobSpec {
@@ -164,6 +187,8 @@ impl Sim {
         id
     }
 
+    /// One tick of the book, the matcher offering the eligible workers in a rotating
+    /// order.
     pub fn tick(&mut self) -> Vec<Action> {
         let now = self.now;
         let eligible: Vec<PublicKey> = (0..self.workers.len())
@@ -208,6 +233,7 @@ impl Sim {
         }
     }
 
+    /// `worker`'s signed execution receipt for assignment `aid`.
     pub fn receipt(
         &self,
         worker: &Identity,
@@ -277,6 +303,8 @@ impl Sim {
         }
     }
 
+    /// A worker's reveal when the book asks for it, by its behaviour; the book's next
+    /// actions.
     pub fn reveal(&mut self, worker: PublicKey, job: ContentId, aid: ContentId) -> Vec<Action> {
         let (id, b) = self.who(&worker);
         let record = self.book.get(&job).unwrap().clone();
@@ -328,6 +356,7 @@ impl Sim {
         result.unwrap_or_default()
     }
 
+    /// The referee's re-run of `job`: always the right answer.
     pub fn referee(&mut self, job: ContentId) -> Vec<Action> {
         self.referee_runs += 1;
         let right = inference_commitment(&self.truth[&job]);
@@ -369,6 +398,7 @@ impl Sim {
         record
     }
 
+    /// Who was slashed in `job`, and why.
     pub fn slashed(&self, job: &JobRecord) -> Vec<(PublicKey, SlashReason)> {
         job.slashes.iter().map(|s| (s.worker, s.reason)).collect()
     }
