@@ -416,6 +416,10 @@ pub struct WorkerStart {
     /// Size of the model/adapter/dataset cache in GiB [default: 50]
     #[arg(long, value_name = "GIB")]
     pub cache_gib: Option<u64>,
+    /// Memory for models kept loaded between inference jobs, in GiB; 0 loads the model
+    /// for every job [default: 8]
+    #[arg(long, value_name = "GIB")]
+    pub model_cache_gib: Option<u64>,
     #[command(flatten)]
     pub daemon: DaemonArgs,
 }

@@ -27,6 +27,7 @@ pub struct WorkerFile {
     pub mdns: Option<bool>,
     pub threads: Option<usize>,
     pub cache_gib: Option<u64>,
+    pub model_cache_gib: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

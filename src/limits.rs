@@ -17,6 +17,8 @@ pub const REFEREE_THREADS: RangeInclusive<usize> = 0..=1024;
 pub const MAX_JOBS: RangeInclusive<u32> = 1..=1024;
 /// Size of a worker's cache, in GiB (up to 1 PiB).
 pub const CACHE_GIB: RangeInclusive<u64> = 1..=1 << 20;
+/// Memory for a worker's resident models, in GiB; 0 keeps none.
+pub const MODEL_CACHE_GIB: RangeInclusive<u64> = 0..=1 << 20;
 /// A worker's price per 1000 tokens.
 pub const PRICE: RangeInclusive<u64> = 0..=1_000_000_000;
 /// The stake a coordinator requires: a trillion credits is beyond any ledger we run, and

@@ -104,6 +104,11 @@ fn absurd_daemon_and_job_settings_are_refused_with_the_range() {
             "--cache-gib must be between 1 and",
         ),
         (
+            &worker,
+            &["--model-cache-gib", "2000000"],
+            "--model-cache-gib must be between 0 and 1048576, got 2000000",
+        ),
+        (
             &coordinator,
             &["--min-stake", "18446744073709551615"],
             "--min-stake must be between 0 and",

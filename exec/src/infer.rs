@@ -2,6 +2,9 @@
 //! `olc run infer` take, so a job's tokens are what the command prints for the same flags.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
 
 use olc_gpu::compute::Isa;
 use olc_gpu::engine::{self, StopReason, generate};
@@ -9,7 +12,8 @@ use olc_gpu::model::Adapter;
 use olc_protocol::{ContentId, Prompt, Sampling, check_generation, inference_commitment};
 
 use crate::ExecError;
-use crate::pool::LoadedModel;
+use crate::pool::{LoadedModel, Resident};
+use crate::serve::batcher::{Failure, GenerationRequest, collect};
 
 /// What to generate and how.
 #[derive(Debug, Clone, Copy)]
@@ -65,15 +69,62 @@ pub fn generate_text(
     generate_on(&model, request, &sampling, choice.prefill_chunk)
 }
 
-/// [`generate_text`] on a model already loaded (a resident one, from the pool); the
-/// request's `model_dir` is not read again.
-pub fn generate_loaded(
-    model: &LoadedModel,
+/// [`generate_text`] on a resident model, batched with whatever else it is generating:
+/// the same tokens, bit for bit. `stop` is asked between steps and ends the generation
+/// with its error; `on_token` hears each token as soon as it is sampled. The request's
+/// `model_dir` and `adapter_dir` are not read (the adapter comes loaded); the result has
+/// no logits.
+pub fn generate_served(
+    resident: &Resident,
     request: &GenerateRequest<'_>,
-    prefill_chunk: usize,
+    adapter: Option<(ContentId, Arc<Adapter>)>,
+    stop: &dyn Fn() -> Option<ExecError>,
+    on_token: &mut dyn FnMut(u32),
 ) -> Result<Generated, ExecError> {
     let sampling = engine_sampling(request)?;
-    generate_on(model, request, &sampling, prefill_chunk)
+    let model = &resident.model;
+    let prompt_tokens = match request.prompt {
+        Prompt::Text(text) => model.tokenizer.encode(text)?,
+        Prompt::Tokens(tokens) => tokens.clone(),
+    };
+    let (events, heard) = mpsc::channel();
+    let cancel = Arc::new(AtomicBool::new(false));
+    resident
+        .batcher
+        .submit(GenerationRequest {
+            prompt: prompt_tokens.clone(),
+            adapter: adapter.map(|(id, a)| (*id.as_bytes(), a)),
+            sampling,
+            max_tokens: request.max_tokens as usize,
+            cancel: cancel.clone(),
+            events,
+        })
+        .map_err(|_| ExecError::Serving("the model's batcher has stopped".into()))?;
+    let mut why_stopped = None;
+    let outcome = collect(
+        &heard,
+        &cancel,
+        &mut || {
+            why_stopped = stop();
+            why_stopped.is_some()
+        },
+        on_token,
+    );
+    let (tokens, stop) = match outcome {
+        Ok(done) => done,
+        Err(None) => return Err(why_stopped.unwrap_or(ExecError::Cancelled)),
+        Err(Some(Failure::Request(e))) => return Err(ExecError::Engine(e)),
+        Err(Some(Failure::Engine(e))) => return Err(ExecError::Serving(e)),
+    };
+    let text = model.tokenizer.decode(&tokens, true)?;
+    Ok(Generated {
+        commitment: inference_commitment(&tokens),
+        prompt_tokens,
+        tokens,
+        text,
+        stop,
+        logits: Vec::new(),
+    })
 }
 
 /// The request's sampling as the engine takes it, refused before any loading if invalid.

@@ -28,11 +28,12 @@ pub mod infer;
 pub mod pool;
 pub mod provenance;
 pub mod runner;
+pub mod serve;
 pub mod train;
 
 use infer::EngineChoice;
 
-pub use pool::{DEFAULT_RESIDENT_MODELS, EnginePool, LoadedModel, MAX_RESIDENT_MODELS};
+pub use pool::{DEFAULT_MODEL_CACHE_BYTES, EnginePool, LoadedModel, Resident};
 pub use runner::{InProcess, Runner};
 
 pub use olc_content::JobInputs;
@@ -107,6 +108,9 @@ pub enum ExecError {
     /// A bug in the engine; the daemon survives it and reports the job as failed.
     #[error("the executor panicked: {0}")]
     Panicked(String),
+    /// The loop batching a resident model's generations failed or ended.
+    #[error("serving failed: {0}")]
+    Serving(String),
 }
 
 impl ExecError {
@@ -121,7 +125,8 @@ impl ExecError {
             | Self::Io { .. }
             | Self::DeadlinePassed
             | Self::Cancelled
-            | Self::Panicked(_) => FailureKind::Worker,
+            | Self::Panicked(_)
+            | Self::Serving(_) => FailureKind::Worker,
             Self::Settings(_) => FailureKind::Settings,
             Self::Model(e) => file_kind(e, FailureKind::Model),
             Self::Adapter(e) => file_kind(e, FailureKind::Adapter),
@@ -187,7 +192,7 @@ pub fn execute(
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(u32, u32, f32),
 ) -> Result<ExecResult, ExecError> {
-    run_job(job, inputs, opts, cancel, progress, &EnginePool::new(0)?)
+    run_job(job, inputs, opts, cancel, progress, &EnginePool::new(0))
 }
 
 /// [`execute`], taking the model from `engines`.
@@ -206,7 +211,7 @@ pub(crate) fn run_job(
             return Err(ExecError::Input("threads must be at least 1".into()));
         }
         let (output, commitment, tokens) = match &job.kind {
-            JobKind::Inference(job) => infer(job, inputs, opts, engines)?,
+            JobKind::Inference(job) => infer(job, inputs, opts, cancel, engines)?,
             JobKind::Finetune(job) => finetune(job, inputs, opts, cancel, progress)?,
         };
         check_stop(opts, cancel)?;
@@ -287,6 +292,7 @@ fn infer(
     job: &InferenceJob,
     inputs: &JobInputs,
     opts: &ExecOptions,
+    cancel: &AtomicBool,
     engines: &EnginePool,
 ) -> Result<(ExecOutput, ContentId, u64), ExecError> {
     job.validate()
@@ -304,9 +310,13 @@ fn infer(
         }
     };
     let choice = infer::EngineChoice::detect(opts.threads);
-    let model = engines.get(inputs.model_id, &inputs.model_dir, &choice)?;
-    let generated = infer::generate_loaded(
-        &model,
+    let resident = engines.get(inputs.model_id, &inputs.model_dir, &choice)?;
+    let adapter = match (job.adapter, adapter_dir) {
+        (Some(id), Some(dir)) => Some((id, resident.adapter(id, dir)?)),
+        _ => None,
+    };
+    let generated = infer::generate_served(
+        &resident,
         &infer::GenerateRequest {
             model_dir: &inputs.model_dir,
             adapter_dir,
@@ -315,7 +325,17 @@ fn infer(
             seed: job.seed,
             max_tokens: job.max_tokens,
         },
-        choice.prefill_chunk,
+        adapter,
+        &|| {
+            if cancel.load(Ordering::Relaxed) {
+                Some(ExecError::Cancelled)
+            } else if Instant::now() >= opts.deadline {
+                Some(ExecError::DeadlinePassed)
+            } else {
+                None
+            }
+        },
+        &mut |_| {},
     )?;
     let tokens = (generated.prompt_tokens.len() + generated.tokens.len()) as u64;
     Ok((

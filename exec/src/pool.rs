@@ -6,23 +6,22 @@
 //! engine is built for one of each.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use olc_gpu::compute::Isa;
-use olc_gpu::engine::{Engine, EngineOptions};
-use olc_gpu::model::Tokenizer;
+use olc_gpu::engine::{AdapterCache, CacheError, Engine, EngineOptions};
+use olc_gpu::model::{Adapter, Tokenizer};
 use olc_protocol::ContentId;
 
 use crate::infer::EngineChoice;
+use crate::serve::batcher::Batcher;
+use crate::serve::schedule::ScheduleLimits;
 use crate::{ExecError, load_checkpoint};
 
-/// How many models a worker keeps loaded unless told otherwise: one, the common case of a
-/// worker serving one model, without holding a second copy of memory for a model it may
-/// never see again.
-pub const DEFAULT_RESIDENT_MODELS: usize = 1;
-
-/// The most models a pool may be asked to keep: each is a whole checkpoint in memory.
-pub const MAX_RESIDENT_MODELS: usize = 64;
+/// Bytes of models a worker keeps loaded unless told otherwise (`--model-cache-gib`):
+/// room for a 1B-parameter model in f32, or several small ones.
+pub const DEFAULT_MODEL_CACHE_BYTES: u64 = 8 << 30;
 
 /// A model ready to generate: its engine, sized for the model's whole context, and its
 /// tokenizer.
@@ -30,6 +29,8 @@ pub const MAX_RESIDENT_MODELS: usize = 64;
 pub struct LoadedModel {
     pub engine: Engine,
     pub tokenizer: Tokenizer,
+    /// Memory its weights take (f32, every parameter): what the pool's budget counts.
+    pub bytes: u64,
 }
 
 impl LoadedModel {
@@ -43,6 +44,7 @@ impl LoadedModel {
             return Err(ExecError::Input("threads must be at least 1".into()));
         }
         let checkpoint = load_checkpoint(dir)?;
+        let bytes = checkpoint.config.parameter_count().saturating_mul(4);
         let options = EngineOptions {
             isa: choice.isa,
             threads: choice.threads,
@@ -52,7 +54,56 @@ impl LoadedModel {
         Ok(Self {
             engine,
             tokenizer: checkpoint.tokenizer,
+            bytes,
         })
+    }
+}
+
+/// Bytes of adapters a resident model keeps loaded beside it.
+pub const DEFAULT_ADAPTER_BYTES: u64 = 1 << 30;
+
+/// A model kept loaded: the model, the loop that batches every generation on it, and the
+/// adapters recently used with it.
+#[derive(Debug)]
+pub struct Resident {
+    pub model: Arc<LoadedModel>,
+    pub batcher: Batcher,
+    adapters: Mutex<AdapterCache<ContentId>>,
+}
+
+impl Resident {
+    pub fn start(model: LoadedModel, limits: ScheduleLimits) -> Result<Self, ExecError> {
+        let model = Arc::new(model);
+        let batcher = Batcher::start(model.clone(), limits).map_err(ExecError::Serving)?;
+        Ok(Self {
+            model,
+            batcher,
+            adapters: Mutex::new(AdapterCache::new(DEFAULT_ADAPTER_BYTES)),
+        })
+    }
+
+    /// The adapter `id` laid out in `dir`, loaded now unless it was used recently.
+    pub fn adapter(&self, id: ContentId, dir: &Path) -> Result<Arc<Adapter>, ExecError> {
+        let load = || Adapter::load(dir, self.model.engine.config());
+        let cached = self
+            .adapters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_load(&id, load);
+        match cached {
+            Ok(a) => Ok(a),
+            // Larger than the whole cache: served, just not kept.
+            Err(CacheError::TooLarge { .. }) => Ok(Arc::new(load().map_err(ExecError::Adapter)?)),
+            Err(CacheError::Load(e)) => Err(ExecError::Adapter(e)),
+        }
+    }
+
+    /// Adapter loads so far (first uses and reloads after eviction).
+    pub fn adapter_loads(&self) -> u64 {
+        self.adapters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .loads()
     }
 }
 
@@ -63,37 +114,39 @@ struct Key {
     threads: usize,
 }
 
-/// Up to `capacity` loaded models, the least recently used dropped first. A model in use
-/// by a running job stays alive (it is shared) even once the pool has dropped it.
+/// Resident models under a byte budget, the least recently used one that no job is using
+/// dropped first when a new one needs the room: a model in use is never dropped (it would
+/// have to be loaded again at once). A model larger than the whole budget is served, not
+/// kept.
 #[derive(Debug)]
 pub struct EnginePool {
-    capacity: usize,
+    budget: u64,
+    /// Models loaded from disk so far, resident or not.
+    loads: AtomicU64,
+    /// Held while a model loads, so two jobs asking for the same model at once share one
+    /// load (and one batcher) instead of loading it twice.
+    loading: Mutex<()>,
     /// Most recently used last.
-    models: Mutex<Vec<(Key, Arc<LoadedModel>)>>,
+    models: Mutex<Vec<(Key, Arc<Resident>)>>,
 }
 
 impl Default for EnginePool {
-    /// [`DEFAULT_RESIDENT_MODELS`] models.
+    /// A budget of [`DEFAULT_MODEL_CACHE_BYTES`].
     fn default() -> Self {
-        Self {
-            capacity: DEFAULT_RESIDENT_MODELS,
-            models: Mutex::new(Vec::new()),
-        }
+        Self::new(DEFAULT_MODEL_CACHE_BYTES)
     }
 }
 
 impl EnginePool {
-    /// A pool keeping up to `capacity` models; 0 keeps none (every job loads its model).
-    pub fn new(capacity: usize) -> Result<Self, ExecError> {
-        if capacity > MAX_RESIDENT_MODELS {
-            return Err(ExecError::Settings(format!(
-                "resident models must be between 0 and {MAX_RESIDENT_MODELS}, got {capacity}"
-            )));
-        }
-        Ok(Self {
-            capacity,
+    /// A pool keeping models up to `budget` bytes in all; 0 keeps none (every job loads
+    /// its model).
+    pub fn new(budget: u64) -> Self {
+        Self {
+            budget,
+            loads: AtomicU64::new(0),
+            loading: Mutex::new(()),
             models: Mutex::new(Vec::new()),
-        })
+        }
     }
 
     /// The model `id` laid out in `dir`, loaded now unless it is resident.
@@ -102,7 +155,7 @@ impl EnginePool {
         id: ContentId,
         dir: &Path,
         choice: &EngineChoice,
-    ) -> Result<Arc<LoadedModel>, ExecError> {
+    ) -> Result<Arc<Resident>, ExecError> {
         let key = Key {
             model: id,
             isa: choice.isa,
@@ -111,26 +164,52 @@ impl EnginePool {
         if let Some(found) = self.take(&key) {
             return Ok(found);
         }
-        // Loaded outside the lock: jobs on other, resident models need not wait for it.
-        // Two jobs loading the same model at once both load it; one copy is kept.
-        let loaded = Arc::new(LoadedModel::load(dir, choice, usize::MAX)?);
-        if self.capacity > 0 {
+        // Jobs on models already resident do not wait for this load; jobs on this model do.
+        let _loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = self.take(&key) {
+            return Ok(found);
+        }
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        let loaded = Arc::new(Resident::start(
+            LoadedModel::load(dir, choice, usize::MAX)?,
+            ScheduleLimits::default(),
+        )?);
+        let bytes = loaded.model.bytes;
+        if bytes <= self.budget {
             let mut models = self.lock();
-            models.retain(|(k, _)| *k != key);
+            let mut used: u64 = models.iter().map(|(_, r)| r.model.bytes).sum();
+            // Oldest first; a model some job still holds stays.
+            let mut i = 0;
+            while used + bytes > self.budget && i < models.len() {
+                if Arc::strong_count(&models[i].1) == 1 {
+                    used -= models[i].1.model.bytes;
+                    models.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
             models.push((key, loaded.clone()));
-            let excess = models.len().saturating_sub(self.capacity);
-            models.drain(..excess);
         }
         Ok(loaded)
     }
 
-    /// How many models are resident now.
-    pub fn resident(&self) -> usize {
-        self.lock().len()
+    /// Models loaded from disk so far: a model served from memory is not counted again.
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
+    }
+
+    /// The content ids of the models resident now, most recently used last.
+    pub fn resident(&self) -> Vec<ContentId> {
+        self.lock().iter().map(|(k, _)| k.model).collect()
+    }
+
+    /// Bytes of the models resident now.
+    pub fn resident_bytes(&self) -> u64 {
+        self.lock().iter().map(|(_, r)| r.model.bytes).sum()
     }
 
     /// The resident model for `key`, marked most recently used.
-    fn take(&self, key: &Key) -> Option<Arc<LoadedModel>> {
+    fn take(&self, key: &Key) -> Option<Arc<Resident>> {
         let mut models = self.lock();
         let at = models.iter().position(|(k, _)| k == key)?;
         let entry = models.remove(at);
@@ -139,7 +218,7 @@ impl EnginePool {
         Some(found)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Key, Arc<LoadedModel>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Key, Arc<Resident>)>> {
         // The list is valid after any panic (entries are pushed and removed whole).
         self.models.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -54,6 +54,10 @@ fn start(args: WorkerStart) -> Result<()> {
     if let Some(gib) = pick(args.cache_gib, file.cache_gib) {
         cfg.cache_bytes = limits::check("--cache-gib", gib, &limits::CACHE_GIB)? << 30;
     }
+    if let Some(gib) = pick(args.model_cache_gib, file.model_cache_gib) {
+        cfg.model_cache_bytes =
+            limits::check("--model-cache-gib", gib, &limits::MODEL_CACHE_GIB)? << 30;
+    }
     cfg.node = NodeConfig {
         mdns,
         ..NodeConfig::default()

@@ -619,9 +619,7 @@ mod tests {
             mpsc::channel(1).0,
             max_jobs,
             Conduct::Honest,
-            Arc::new(olc_exec::InProcess::new(
-                olc_exec::EnginePool::new(0).unwrap(),
-            )),
+            Arc::new(olc_exec::InProcess::new(olc_exec::EnginePool::new(0))),
         )
     }
 

@@ -52,8 +52,8 @@ pub struct WorkerConfig {
     pub cache_bytes: u64,
     /// Honest unless a test or the devnet wants a cheater.
     pub conduct: Conduct,
-    /// Models kept loaded between inference jobs (0 to load one for every job).
-    pub resident_models: usize,
+    /// Bytes of models kept loaded between inference jobs (0 loads one for every job).
+    pub model_cache_bytes: u64,
 }
 
 impl WorkerConfig {
@@ -77,7 +77,7 @@ impl WorkerConfig {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cache_bytes: 50 << 30,
             conduct: Conduct::Honest,
-            resident_models: olc_exec::DEFAULT_RESIDENT_MODELS,
+            model_cache_bytes: olc_exec::DEFAULT_MODEL_CACHE_BYTES,
         }
     }
 }
@@ -91,8 +91,6 @@ pub enum WorkerError {
         path: PathBuf,
         source: olc_content::BlobStoreError,
     },
-    #[error(transparent)]
-    Exec(#[from] olc_exec::ExecError),
 }
 
 /// Hardware changes slowly (free memory, disk): probing more often than this is waste.
@@ -141,7 +139,7 @@ impl Worker {
             outbound_tx,
             config.offer.max_concurrent_jobs,
             config.conduct,
-            Arc::new(InProcess::new(EnginePool::new(config.resident_models)?)),
+            Arc::new(InProcess::new(EnginePool::new(config.model_cache_bytes))),
         ));
         // The coordinator's matcher already leaves out workers this price does not fit;
         // the runner declines such an assignment all the same, whoever sent it.
