@@ -407,9 +407,13 @@ pub struct WorkerStart {
     /// How often to re-advertise, e.g. 10s or 500ms [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub advert_interval: Option<Duration>,
-    /// Jobs this worker runs at once [default: 1]
+    /// Fine-tune jobs this worker runs at once [default: 1]
     #[arg(long, value_name = "N")]
     pub max_jobs: Option<u32>,
+    /// Inference jobs this worker generates at once, batched together on its resident
+    /// models; they do not take fine-tune slots [default: 32]
+    #[arg(long, value_name = "N")]
+    pub max_streams: Option<u32>,
     /// Compute threads per job, 1 to 1024 [default: all cores]. Never changes a result.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,

@@ -24,6 +24,7 @@ pub struct WorkerFile {
     #[serde(default, with = "opt_duration")]
     pub advert_interval: Option<Duration>,
     pub max_jobs: Option<u32>,
+    pub max_streams: Option<u32>,
     pub mdns: Option<bool>,
     pub threads: Option<usize>,
     pub cache_gib: Option<u64>,

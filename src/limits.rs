@@ -13,8 +13,10 @@ use anyhow::{Result, bail};
 pub const THREADS: RangeInclusive<usize> = 1..=1024;
 /// Referee threads; 0 runs no referee.
 pub const REFEREE_THREADS: RangeInclusive<usize> = 0..=1024;
-/// Jobs a worker runs at once.
+/// Fine-tunes a worker runs at once.
 pub const MAX_JOBS: RangeInclusive<u32> = 1..=1024;
+/// Inference jobs a worker generates at once: each holds a KV cache in memory.
+pub const MAX_STREAMS: RangeInclusive<u32> = 1..=1024;
 /// Size of a worker's cache, in GiB (up to 1 PiB).
 pub const CACHE_GIB: RangeInclusive<u64> = 1..=1 << 20;
 /// Memory for a worker's resident models, in GiB; 0 keeps none.

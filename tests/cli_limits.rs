@@ -105,6 +105,11 @@ fn absurd_daemon_and_job_settings_are_refused_with_the_range() {
         ),
         (
             &worker,
+            &["--max-streams", "0"],
+            "--max-streams must be between 1 and 1024, got 0",
+        ),
+        (
+            &worker,
             &["--model-cache-gib", "2000000"],
             "--model-cache-gib must be between 0 and 1048576, got 2000000",
         ),

@@ -285,6 +285,10 @@ fn advert(seq: u64, timestamp_ms: u64, price: u64) -> HardwareAdvert {
         cached: vec![],
         max_concurrent_jobs: 1,
         active_jobs: 0,
+        resident: Vec::new(),
+        resident_adapters: 0,
+        max_streams: 8,
+        active_streams: 0,
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use olc_coordinator::matcher::{Need, WorkerStats, pick};
+use olc_coordinator::matcher::{Need, Slots, WorkerStats, pick};
 use olc_protocol::{
     Amount, Backend, ContentId, CpuInfo, GpuInfo, Hardware, HardwareAdvert, PublicKey,
     RegisteredWorker,
@@ -92,6 +92,10 @@ fn worker(rng: &mut Rng, models: &[ContentId]) -> RegisteredWorker {
                 .collect(),
             max_concurrent_jobs,
             active_jobs: rng.below(u64::from(max_concurrent_jobs) + 1) as u32,
+            resident: Vec::new(),
+            resident_adapters: 0,
+            max_streams: 8,
+            active_streams: 0,
         },
         last_seen_ms: 1_790_000_000_000,
         first_seen_ms: 1_790_000_000_000,
@@ -142,6 +146,7 @@ fn main() {
             let s = WorkerStats {
                 reputation: rng.below(1001) as f64 / 1000.0,
                 load: rng.below(2) as u32,
+                streams: 0,
                 has_cached: (0..rng.below(2))
                     .map(|_| models[rng.below(models.len() as u64) as usize])
                     .collect(),
@@ -159,6 +164,7 @@ fn main() {
         max_price_per_ktoken: Some(Amount(40)),
         fee: None,
         exclude: &exclude,
+        slots: Slots::Jobs,
     };
 
     println!("{WORKERS} workers");

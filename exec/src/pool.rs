@@ -98,6 +98,14 @@ impl Resident {
         }
     }
 
+    /// Adapters loaded beside the model now.
+    pub fn adapters_held(&self) -> usize {
+        self.adapters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
     /// Adapter loads so far (first uses and reloads after eviction).
     pub fn adapter_loads(&self) -> u64 {
         self.adapters
@@ -201,6 +209,11 @@ impl EnginePool {
     /// The content ids of the models resident now, most recently used last.
     pub fn resident(&self) -> Vec<ContentId> {
         self.lock().iter().map(|(k, _)| k.model).collect()
+    }
+
+    /// Adapters loaded beside the resident models, all together.
+    pub fn resident_adapters(&self) -> usize {
+        self.lock().iter().map(|(_, r)| r.adapters_held()).sum()
     }
 
     /// Bytes of the models resident now.

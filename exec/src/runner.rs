@@ -6,7 +6,7 @@
 use std::fmt;
 use std::sync::atomic::AtomicBool;
 
-use olc_protocol::JobSpec;
+use olc_protocol::{ContentId, JobSpec};
 
 use crate::pool::EnginePool;
 use crate::{ExecError, ExecOptions, ExecResult, JobInputs, run_job};
@@ -23,6 +23,16 @@ pub trait Runner: Send + Sync + fmt::Debug {
         cancel: &AtomicBool,
         progress: &mut dyn FnMut(u32, u32, f32),
     ) -> Result<ExecResult, ExecError>;
+
+    /// The models held in memory, ready for the next job (what adverts tell the matcher).
+    fn resident(&self) -> Vec<ContentId> {
+        Vec::new()
+    }
+
+    /// Adapters held in memory beside them.
+    fn resident_adapters(&self) -> usize {
+        0
+    }
 }
 
 /// Jobs executed in this process, inference on models kept resident in a pool.
@@ -51,5 +61,13 @@ impl Runner for InProcess {
         progress: &mut dyn FnMut(u32, u32, f32),
     ) -> Result<ExecResult, ExecError> {
         run_job(job, inputs, opts, cancel, progress, &self.engines)
+    }
+
+    fn resident(&self) -> Vec<ContentId> {
+        self.engines.resident()
+    }
+
+    fn resident_adapters(&self) -> usize {
+        self.engines.resident_adapters()
     }
 }

@@ -10,9 +10,12 @@ use bincode::config::{Configuration, LittleEndian, Varint};
 use bincode::{Decode, Encode};
 
 /// The protocol this build speaks. Bump it when a message's shape changes.
-pub const PROTOCOL_VERSION: u16 = 1;
-/// The oldest protocol this build still accepts.
-pub const MIN_PROTOCOL_VERSION: u16 = 1;
+///
+/// 2: adverts carry inference slots apart from job slots and the models held in memory;
+/// job failures say whose fault they are; account views list unbonding releases.
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The oldest protocol this build still accepts: version 1's messages have other shapes.
+pub const MIN_PROTOCOL_VERSION: u16 = 2;
 
 /// No message of any type may be larger than this. It is also bincode's allocation
 /// limit, so a length prefix claiming more than this is refused before anything is

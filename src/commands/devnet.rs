@@ -205,6 +205,7 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
             price_per_ktoken: Amount(10_000 + 100 * i as u64),
             interval_ms: 500,
             max_concurrent_jobs: 1,
+            max_streams: olc_worker::DEFAULT_MAX_STREAMS,
         };
         cfg.conduct = conduct;
         let w = Worker::start(&id, cfg).await?;

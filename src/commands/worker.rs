@@ -48,6 +48,9 @@ fn start(args: WorkerStart) -> Result<()> {
     cfg.offer.price_per_ktoken = Amount(limits::check("--price", price, &limits::PRICE)?);
     let max_jobs = pick(args.max_jobs, file.max_jobs).unwrap_or(1);
     cfg.offer.max_concurrent_jobs = limits::check("--max-jobs", max_jobs, &limits::MAX_JOBS)?;
+    if let Some(streams) = pick(args.max_streams, file.max_streams) {
+        cfg.offer.max_streams = limits::check("--max-streams", streams, &limits::MAX_STREAMS)?;
+    }
     if let Some(threads) = pick(args.threads, file.threads) {
         cfg.threads = limits::check("--threads", threads, &limits::THREADS)?;
     }

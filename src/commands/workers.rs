@@ -37,8 +37,15 @@ struct WorkerRow<'a> {
     first_seen: u64,
     advert_interval_ms: u64,
     listen_addrs: &'a [String],
+    /// Fine-tunes at once, and running now.
     max_concurrent_jobs: u32,
     active_jobs: u32,
+    /// Inference jobs at once (batched together), and generating now.
+    max_streams: u32,
+    active_streams: u32,
+    /// Models held in memory.
+    resident_models: Vec<String>,
+    resident_adapters: u32,
     /// Bonded stake at this coordinator.
     stake: u64,
     jailed_until: Option<u64>,
@@ -63,6 +70,10 @@ impl<'a> From<&'a WorkerStanding> for WorkerRow<'a> {
             listen_addrs: &w.advert.listen_addrs,
             max_concurrent_jobs: w.advert.max_concurrent_jobs,
             active_jobs: w.advert.active_jobs,
+            max_streams: w.advert.max_streams,
+            active_streams: w.advert.active_streams,
+            resident_models: w.advert.resident.iter().map(|id| id.to_string()).collect(),
+            resident_adapters: w.advert.resident_adapters,
             stake: s.bonded.0,
             jailed_until: s.jailed_until_ms,
             reputation: s.reputation,

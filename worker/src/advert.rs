@@ -2,14 +2,30 @@
 //! hardware or network.
 
 use olc_gpu::probe::{GpuReport, HardwareReport};
-use olc_protocol::{Amount, Backend, CpuInfo, GpuInfo, Hardware, HardwareAdvert};
+use olc_protocol::messages::advert::MAX_ADVERTISED_CONTENT;
+use olc_protocol::{Amount, Backend, ContentId, CpuInfo, GpuInfo, Hardware, HardwareAdvert};
 
 /// What the worker offers, independent of the hardware it runs on.
 #[derive(Debug, Clone)]
 pub struct Offer {
     pub price_per_ktoken: Amount,
     pub interval_ms: u64,
+    /// Fine-tune jobs at once.
     pub max_concurrent_jobs: u32,
+    /// Inference jobs generating at once, batched on the resident models.
+    pub max_streams: u32,
+}
+
+/// What the worker holds and runs now, beside its hardware and offer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holding {
+    pub active_jobs: u32,
+    pub active_streams: u32,
+    /// Models and adapters in the cache on disk.
+    pub cached: Vec<ContentId>,
+    /// Models in memory.
+    pub resident: Vec<ContentId>,
+    pub resident_adapters: u32,
 }
 
 pub fn hardware(report: &HardwareReport) -> Hardware {
@@ -68,8 +84,17 @@ pub fn advert(
     seq: u64,
     now_ms: u64,
     listen_addrs: Vec<String>,
-    active_jobs: u32,
+    holding: Holding,
 ) -> HardwareAdvert {
+    let Holding {
+        active_jobs,
+        active_streams,
+        mut cached,
+        mut resident,
+        resident_adapters,
+    } = holding;
+    cached.truncate(MAX_ADVERTISED_CONTENT);
+    resident.truncate(MAX_ADVERTISED_CONTENT);
     HardwareAdvert {
         seq,
         timestamp_ms: now_ms,
@@ -78,9 +103,13 @@ pub fn advert(
         backends: backends(report),
         price_per_ktoken: offer.price_per_ktoken,
         listen_addrs,
-        cached: Vec::new(),
+        cached,
+        resident,
+        resident_adapters,
         max_concurrent_jobs: offer.max_concurrent_jobs,
         active_jobs,
+        max_streams: offer.max_streams,
+        active_streams,
     }
 }
 
@@ -120,14 +149,24 @@ mod tests {
             price_per_ktoken: Amount(7),
             interval_ms: 10_000,
             max_concurrent_jobs: 2,
+            max_streams: 16,
         };
+        let model = ContentId::of(b"model");
         let a = advert(
             &report(),
             &offer,
             5,
             1_000,
             vec!["/ip4/1.2.3.4/tcp/1".into()],
-            1,
+            Holding {
+                active_jobs: 1,
+                active_streams: 3,
+                cached: (0..300u32)
+                    .map(|i| ContentId::of(&i.to_le_bytes()))
+                    .collect(),
+                resident: vec![model],
+                resident_adapters: 4,
+            },
         );
         assert_eq!(a.hardware.gpus[0].name, "NVIDIA L4");
         assert_eq!(a.hardware.gpus[0].compute_capability, (8, 9));
@@ -140,6 +179,13 @@ mod tests {
             "no CUDA backend is offered before it exists"
         );
         assert_eq!((a.max_concurrent_jobs, a.active_jobs), (2, 1));
+        assert_eq!((a.max_streams, a.active_streams), (16, 3));
+        assert_eq!((a.resident.clone(), a.resident_adapters), (vec![model], 4));
+        assert_eq!(
+            a.cached.len(),
+            MAX_ADVERTISED_CONTENT,
+            "a long cache list is cut to what an advert may carry"
+        );
     }
 
     #[test]

@@ -19,6 +19,8 @@ use futures::future::BoxFuture;
 use olc_content::BlobStore;
 use olc_net::{Link, Outbound, unix_ms};
 use olc_protocol::messages::jobs_api::FailureKind;
+
+use crate::advert::Holding;
 use olc_protocol::{
     Amount, Assignment, BlobUpload, Commitment, ContentId, ExecutionReceipt, Identity, JobFailure,
     JobKind, JobOutput, JobProgress, JobSpec, PeerId, Reveal, RpcRequest, RpcResponse, Signed,
@@ -100,6 +102,9 @@ pub struct JobRunner {
     /// connection and identity.
     pub(crate) outbound: mpsc::Sender<Outbound>,
     pub(crate) max_jobs: u32,
+    /// Inference jobs at once: they share forward passes on the resident models, so they
+    /// have slots of their own instead of taking a fine-tune's.
+    pub(crate) max_streams: u32,
     pub(crate) conduct: Conduct,
     /// Where jobs execute (in this process today, with its resident models).
     executor: Arc<dyn Runner>,
@@ -107,6 +112,7 @@ pub struct JobRunner {
     /// pay it for the job's declared size is declined. 0 (the default) accepts any fee.
     price_per_ktoken: AtomicU64,
     active: AtomicU32,
+    streams: AtomicU32,
     /// Set when the worker stops: running jobs end at their next step instead of
     /// finishing work nobody will collect.
     stopping: Arc<AtomicBool>,
@@ -132,6 +138,7 @@ impl JobRunner {
         threads: usize,
         outbound: mpsc::Sender<Outbound>,
         max_jobs: u32,
+        max_streams: u32,
         conduct: Conduct,
         executor: Arc<dyn Runner>,
     ) -> Self {
@@ -143,10 +150,12 @@ impl JobRunner {
             threads: threads.max(1),
             outbound,
             max_jobs,
+            max_streams,
             conduct,
             executor,
             price_per_ktoken: AtomicU64::new(0),
             active: AtomicU32::new(0),
+            streams: AtomicU32::new(0),
             stopping: Arc::new(AtomicBool::new(false)),
             reveals: Mutex::new(HashMap::new()),
             taken: Mutex::new(BTreeSet::new()),
@@ -186,8 +195,27 @@ impl JobRunner {
         self.active.load(Ordering::Relaxed)
     }
 
-    pub fn cached(&self) -> Vec<ContentId> {
-        lock(&self.cached).iter().copied().take(256).collect()
+    pub fn active_streams(&self) -> u32 {
+        self.streams.load(Ordering::Relaxed)
+    }
+
+    /// What the worker holds now, for its advert.
+    pub fn holding(&self) -> Holding {
+        Holding {
+            active_jobs: self.active_jobs(),
+            active_streams: self.active_streams(),
+            cached: lock(&self.cached).iter().copied().collect(),
+            resident: self.executor.resident(),
+            resident_adapters: u32::try_from(self.executor.resident_adapters()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The slot counter and limit a job of this kind takes.
+    fn slots_for(&self, spec: &JobSpec) -> (&AtomicU32, u32, &'static str) {
+        match spec.kind {
+            JobKind::Inference(_) => (&self.streams, self.max_streams, "inference"),
+            JobKind::Finetune(_) => (&self.active, self.max_jobs, "fine-tune"),
+        }
     }
 
     /// Checks an assignment from `from`: both signatures, that it is for us, that the
@@ -203,15 +231,13 @@ impl JobRunner {
         if taken_ids.contains(&signed.id()) {
             return Ok(None);
         }
-        let taken = self
-            .active
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < self.max_jobs).then_some(n + 1)
-            });
+        let (slots, max, kind) = self.slots_for(&checked.1);
+        let taken = slots.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            (n < max).then_some(n + 1)
+        });
         if taken.is_err() {
             return Err(Decline::Busy(format!(
-                "busy: {} of {} job slots in use",
-                self.max_jobs, self.max_jobs
+                "busy: {max} of {max} {kind} slots in use"
             )));
         }
         taken_ids.insert(signed.id());
@@ -296,7 +322,7 @@ impl JobRunner {
                     }
                 }
             }
-            runner.active.fetch_sub(1, Ordering::SeqCst);
+            runner.slots_for(&spec).0.fetch_sub(1, Ordering::SeqCst);
         });
     }
 
@@ -618,6 +644,7 @@ mod tests {
             1,
             mpsc::channel(1).0,
             max_jobs,
+            max_jobs,
             Conduct::Honest,
             Arc::new(olc_exec::InProcess::new(olc_exec::EnginePool::new(0))),
         )
@@ -694,12 +721,13 @@ mod tests {
         // Past its deadline.
         let late = assignment(&coordinator, &me, unix_ms().saturating_sub(1));
         assert!(r.accept(&late, from).is_err());
-        // A good one takes the only slot; the same one sent again is acknowledged without
-        // a second run; another is declined as busy, which is worth retrying later.
+        // A good one takes the only inference slot (not a fine-tune's); the same one sent
+        // again is acknowledged without a second run; another is declined as busy, which
+        // is worth retrying later.
         assert!(r.accept(&a, from).unwrap().is_some());
-        assert_eq!(r.active_jobs(), 1);
+        assert_eq!((r.active_streams(), r.active_jobs()), (1, 0));
         assert!(r.accept(&a, from).unwrap().is_none());
-        assert_eq!(r.active_jobs(), 1);
+        assert_eq!(r.active_streams(), 1);
         let next = assignment(&coordinator, &me, later + 1);
         let err = r.accept(&next, from).unwrap_err();
         assert!(matches!(err, Decline::Busy(_)), "{err}");
@@ -729,7 +757,7 @@ mod tests {
                 && why.contains("2 tokens at 501 per 1000 tokens need 2"),
             "{why}"
         );
-        assert_eq!(r.active_jobs(), 0, "a declined assignment takes no slot");
+        assert_eq!(r.active_streams(), 0, "a declined assignment takes no slot");
         r.set_price_per_ktoken(Amount(500));
         assert!(
             r.accept(&assignment(&coordinator, &me, later + 1), from)

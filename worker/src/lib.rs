@@ -8,4 +8,4 @@ pub mod node;
 
 pub use advert::Offer;
 pub use jobs::{Conduct, Decline, JobRunner};
-pub use node::{Worker, WorkerConfig, WorkerError};
+pub use node::{DEFAULT_MAX_STREAMS, Worker, WorkerConfig, WorkerError};

@@ -69,6 +69,7 @@ impl WorkerConfig {
                 price_per_ktoken: olc_protocol::Amount(10),
                 interval_ms: 10_000,
                 max_concurrent_jobs: 1,
+                max_streams: DEFAULT_MAX_STREAMS,
             },
             node: NodeConfig::default(),
             max_clock_skew_ms: 30_000,
@@ -101,6 +102,11 @@ const MIN_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 /// sends them only on a peer's first connection, so a stale connection the coordinator
 /// still holds under our peer id swallows them): the worker reconnects.
 const SUBSCRIPTION_GRACE: Duration = Duration::from_secs(3);
+
+/// Inference jobs a worker generates at once unless told otherwise: the batch the
+/// scheduler fills by default, so a second request never waits for a slot on an idle
+/// batch.
+pub const DEFAULT_MAX_STREAMS: u32 = 32;
 
 /// Requests from running jobs waiting for the event loop; a job whose request finds the
 /// queue full waits its turn.
@@ -138,6 +144,7 @@ impl Worker {
             config.threads,
             outbound_tx,
             config.offer.max_concurrent_jobs,
+            config.offer.max_streams,
             config.conduct,
             Arc::new(InProcess::new(EnginePool::new(config.model_cache_bytes))),
         ));
@@ -404,15 +411,14 @@ impl State {
     fn publish(&mut self) {
         let now_us = unix_us();
         let listen: Vec<String> = self.swarm.listeners().map(|a| a.to_string()).collect();
-        let mut advert = advert::advert(
+        let advert = advert::advert(
             &self.hardware.borrow(),
             &self.offer,
             self.seq.next(now_us),
             unix_ms(),
             listen,
-            self.runner.active_jobs(),
+            self.runner.holding(),
         );
-        advert.cached = self.runner.cached();
         let bytes = match Signed::sign(&self.identity, &advert).and_then(|s| s.to_bytes()) {
             Ok(bytes) => bytes,
             Err(error) => {

@@ -86,6 +86,13 @@ pub enum Refusal {
     BadAnswer(String),
 }
 
+/// A worker's running jobs by the slots they take.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Load {
+    pub jobs: u32,
+    pub streams: u32,
+}
+
 /// What the book asks the matcher for one job.
 #[derive(Debug, Clone, Copy)]
 pub struct PickRequest<'a> {
@@ -271,17 +278,28 @@ impl JobBook {
             .any(|j| !j.state.is_final() && j.active().count() < j.replicas_needed())
     }
 
-    /// Jobs each worker is running now (for the matcher's load).
-    pub fn load_of(&self, worker: &PublicKey) -> u32 {
-        self.jobs
-            .values()
-            .filter(|j| !j.state.is_final())
-            .flat_map(|j| j.replicas.iter())
-            .filter(|r| {
-                r.worker == *worker
-                    && matches!(r.state, ReplicaState::Offered | ReplicaState::Running)
-            })
-            .count() as u32
+    /// Jobs each worker is running now (for the matcher's load): fine-tunes and
+    /// inference jobs apart, since they take different slots.
+    pub fn load_of(&self, worker: &PublicKey) -> Load {
+        let mut load = Load::default();
+        for j in self.jobs.values().filter(|j| !j.state.is_final()) {
+            let running = j
+                .replicas
+                .iter()
+                .filter(|r| {
+                    r.worker == *worker
+                        && matches!(r.state, ReplicaState::Offered | ReplicaState::Running)
+                })
+                .count() as u32;
+            if running == 0 {
+                continue;
+            }
+            match self.spec(&j.job_id).map(|s| &s.kind) {
+                Some(JobKind::Inference(_)) => load.streams += running,
+                _ => load.jobs += running,
+            }
+        }
+        load
     }
 
     /// [`JobBook::submit_quoted`] with no price to compare the fee with.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use olc_protocol::{ContentId, JobKind, JobSpec, PublicKey, RegisteredWorker};
 
 use crate::core::book::{JobBook, NoPick, PickRequest, Picked};
-use crate::core::matcher::{self, Need, WorkerStats};
+use crate::core::matcher::{self, Need, Slots, WorkerStats};
 
 /// The workers of one matching pass. Built once per pass, so that later jobs in the pass
 /// see the slots earlier ones took.
@@ -45,8 +45,10 @@ impl Candidates {
             .iter()
             .map(|&i| {
                 let key = eligible[i].public_key;
+                let load = book.load_of(&key);
                 let s = WorkerStats {
-                    load: book.load_of(&key),
+                    load: load.jobs,
+                    streams: load.streams,
                     reputation: book.economy().standing(&key).reputation,
                     ..WorkerStats::default()
                 };
@@ -75,6 +77,7 @@ impl Candidates {
             max_price_per_ktoken: None,
             fee: request.fee,
             exclude: request.exclude,
+            slots: slots_of(spec),
         };
         let untried = || {
             self.eligible
@@ -103,7 +106,10 @@ impl Candidates {
         // Later jobs in this pass see the slots these take.
         for k in &picked {
             if let Some(s) = self.stats.get_mut(k) {
-                s.load += 1;
+                match need.slots {
+                    Slots::Jobs => s.load += 1,
+                    Slots::Streams => s.streams += 1,
+                }
             }
         }
         Ok(priced)
@@ -129,6 +135,14 @@ pub fn nobody_free(online: usize, min_stake: u64) -> String {
             "none of the {online} online workers can be matched now: each is below the \
              minimum stake of {min_stake}, jailed, or busy"
         )
+    }
+}
+
+/// The slots a job takes on a worker.
+pub fn slots_of(spec: &JobSpec) -> Slots {
+    match spec.kind {
+        JobKind::Inference(_) => Slots::Streams,
+        JobKind::Finetune(_) => Slots::Jobs,
     }
 }
 

@@ -31,6 +31,20 @@ pub struct Need<'a> {
     /// Workers that must not be picked (already running a replica, declined, timed out,
     /// jailed).
     pub exclude: &'a [PublicKey],
+    /// Which of a worker's slots the job takes.
+    pub slots: Slots,
+}
+
+/// A worker's two kinds of capacity. Fine-tunes each take the machine's threads for
+/// their whole run; inference jobs share forward passes on a resident model, so a worker
+/// generates many at once without a fine-tune slot each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Slots {
+    /// A fine-tune: `max_concurrent_jobs` / `active_jobs`.
+    #[default]
+    Jobs,
+    /// An inference job: `max_streams` / `active_streams`.
+    Streams,
 }
 
 /// A job's declared size and what it pays each replica.
@@ -57,8 +71,10 @@ pub struct WorkerStats {
     /// 0..=1; 0.5 for a worker with no history, so a newcomer ranks between proven good
     /// and proven bad workers.
     pub reputation: f64,
-    /// Jobs the coordinator has running there (its advert may not show them yet).
+    /// Fine-tunes the coordinator has running there (its advert may not show them yet).
     pub load: u32,
+    /// Inference jobs the coordinator has running there.
+    pub streams: u32,
     /// Content the coordinator knows the worker fetched since its last advert.
     pub has_cached: Vec<ContentId>,
 }
@@ -74,6 +90,7 @@ impl Default for WorkerStats {
 static UNKNOWN: WorkerStats = WorkerStats {
     reputation: 0.5,
     load: 0,
+    streams: 0,
     has_cached: Vec::new(),
 };
 
@@ -88,6 +105,7 @@ pub struct NoFit(pub String);
 //   + REPUTATION_WEIGHT * reputation
 //   + CACHE_WEIGHT      * (share of the job's content already cached there)
 //   + LOAD_WEIGHT       * (share of its job slots still free)
+//   + RESIDENT_WEIGHT   * (an inference job's model is loaded in its memory)
 //
 // Every term lies in 0..=1, so the weights read directly as how much each concern counts.
 // Price is relative to the cheapest fitting worker because credits have no natural
@@ -103,6 +121,10 @@ const PRICE_WEIGHT: f64 = 0.4;
 const REPUTATION_WEIGHT: f64 = 0.3;
 const CACHE_WEIGHT: f64 = 0.2;
 const LOAD_WEIGHT: f64 = 0.1;
+// A resident model saves a load (seconds) and lets the job join a running batch; it is
+// worth as much again as a cache hit on disk for the model, so a worker holding the model
+// in memory wins over one that only has it on disk at equal price.
+const RESIDENT_WEIGHT: f64 = 0.1;
 
 /// Above this many excluded keys, the list is sorted once and binary-searched, so a long
 /// jail list does not cost a linear scan per worker.
@@ -259,15 +281,16 @@ where
     S: Fn(&PublicKey) -> Option<&'s WorkerStats>,
 {
     let advert = &worker.advert;
+    let (active, max) = advertised_slots(advert, need.slots);
     if !price_fits(advert, need)
-        || advert.active_jobs >= advert.max_concurrent_jobs
+        || active >= max
         || excluded.contains(&worker.public_key)
         || !memory_fits(memory_for(advert, need.backend)?, need)
     {
         return None;
     }
     let known = stats(&worker.public_key).unwrap_or(&UNKNOWN);
-    let used = jobs_in_use(advert, known)?;
+    let used = slots_in_use(advert, known, need.slots)?;
 
     let reputation = if known.reputation.is_nan() {
         0.0
@@ -284,8 +307,20 @@ where
             .count();
         hits as f64 / need.content.len() as f64
     };
-    let free = f64::from(advert.max_concurrent_jobs - used) / f64::from(advert.max_concurrent_jobs);
-    Some(REPUTATION_WEIGHT * reputation + CACHE_WEIGHT * cached + LOAD_WEIGHT * free)
+    let free = f64::from(max - used) / f64::from(max);
+    let resident = match need.slots {
+        Slots::Streams => need
+            .content
+            .first()
+            .is_some_and(|model| advert.resident.contains(model)),
+        Slots::Jobs => false,
+    };
+    Some(
+        REPUTATION_WEIGHT * reputation
+            + CACHE_WEIGHT * cached
+            + LOAD_WEIGHT * free
+            + RESIDENT_WEIGHT * f64::from(u8::from(resident)),
+    )
 }
 
 /// The same rules as `score_if_fits`, in `Stage` order: the first one the worker fails,
@@ -313,7 +348,9 @@ where
         return Some(Stage::Price);
     }
     let known = stats(&worker.public_key).unwrap_or(&UNKNOWN);
-    jobs_in_use(advert, known).is_none().then_some(Stage::Busy)
+    slots_in_use(advert, known, need.slots)
+        .is_none()
+        .then_some(Stage::Busy)
 }
 
 fn memory_fits(memory: u64, need: &Need<'_>) -> bool {
@@ -336,12 +373,25 @@ pub fn could_run(worker: &RegisteredWorker, need: &Need<'_>) -> bool {
         && price_fits(&worker.advert, need)
 }
 
-/// Job slots in use, or None if none is free. The advert and the coordinator each see
-/// jobs the other does not yet (an advert lags by up to an interval; the worker may run
-/// jobs from elsewhere), so the larger count is the safe one.
-fn jobs_in_use(advert: &HardwareAdvert, known: &WorkerStats) -> Option<u32> {
-    let used = advert.active_jobs.max(known.load);
-    (used < advert.max_concurrent_jobs).then_some(used)
+/// The advert's (in use, offered) count of the slots a job takes.
+fn advertised_slots(advert: &HardwareAdvert, slots: Slots) -> (u32, u32) {
+    match slots {
+        Slots::Jobs => (advert.active_jobs, advert.max_concurrent_jobs),
+        Slots::Streams => (advert.active_streams, advert.max_streams),
+    }
+}
+
+/// Slots of the job's kind in use, or None if none is free. The advert and the
+/// coordinator each see jobs the other does not yet (an advert lags by up to an interval;
+/// the worker may run jobs from elsewhere), so the larger count is the safe one.
+fn slots_in_use(advert: &HardwareAdvert, known: &WorkerStats, slots: Slots) -> Option<u32> {
+    let (active, max) = advertised_slots(advert, slots);
+    let known = match slots {
+        Slots::Jobs => known.load,
+        Slots::Streams => known.streams,
+    };
+    let used = active.max(known);
+    (used < max).then_some(used)
 }
 
 /// Memory the job can use on this worker: for a CPU backend its available RAM, for a GPU

@@ -186,6 +186,10 @@ mod tests {
             cached: vec![],
             max_concurrent_jobs: 1,
             active_jobs: 0,
+            resident: Vec::new(),
+            resident_adapters: 0,
+            max_streams: 8,
+            active_streams: 0,
         }
     }
 

@@ -196,8 +196,7 @@ impl Scheduler {
         let mut slots = Vec::new();
         let mut tokens = 0;
         let mut adapters: BTreeSet<AdapterKey> = BTreeSet::new();
-        let fits_adapter = |a: &Option<AdapterKey>, adapters: &mut BTreeSet<AdapterKey>| match a
-        {
+        let fits_adapter = |a: &Option<AdapterKey>, adapters: &mut BTreeSet<AdapterKey>| match a {
             None => true,
             Some(k) if adapters.contains(k) => true,
             Some(k) if adapters.len() < l.max_adapters => {

@@ -33,9 +33,23 @@ pub struct HardwareAdvert {
     /// Models and adapters already in the worker's cache: the matcher prefers a worker that
     /// needs not fetch them.
     pub cached: Vec<ContentId>,
+    /// Models loaded in memory now: an inference job on one starts without a load, and
+    /// joins the generations already running on it.
+    pub resident: Vec<ContentId>,
+    /// Adapters loaded in memory beside the resident models.
+    pub resident_adapters: u32,
+    /// Fine-tune jobs the worker runs at once, and how many it runs now.
     pub max_concurrent_jobs: u32,
     pub active_jobs: u32,
+    /// Inference jobs the worker generates at once (batched together on its resident
+    /// models), and how many it generates now. They do not take fine-tune slots.
+    pub max_streams: u32,
+    pub active_streams: u32,
 }
+
+/// The most content ids an advert lists as cached or resident: enough for any worker, and
+/// keeps an advert far below its size limit.
+pub const MAX_ADVERTISED_CONTENT: usize = 256;
 
 impl Message for HardwareAdvert {
     const NAME: &'static str = "olc/hardware-advert";

@@ -45,6 +45,10 @@ pub fn advert() -> HardwareAdvert {
         cached: vec![ContentId::of(b"model")],
         max_concurrent_jobs: 2,
         active_jobs: 0,
+        resident: Vec::new(),
+        resident_adapters: 0,
+        max_streams: 8,
+        active_streams: 0,
     }
 }
 

@@ -46,6 +46,10 @@ fn worker(n: u8) -> RegisteredWorker {
             cached: vec![],
             max_concurrent_jobs: 2,
             active_jobs: 0,
+            resident: Vec::new(),
+            resident_adapters: 0,
+            max_streams: 8,
+            active_streams: 0,
         },
         last_seen_ms: 1_790_000_000_000,
         first_seen_ms: 1_790_000_000_000,
@@ -67,6 +71,7 @@ fn need() -> Need<'static> {
         max_price_per_ktoken: None,
         fee: None,
         exclude: &[],
+        slots: Slots::Jobs,
     }
 }
 
@@ -90,6 +95,7 @@ fn stats(reputation: f64, load: u32, has_cached: Vec<ContentId>) -> WorkerStats 
     WorkerStats {
         reputation,
         load,
+        streams: 0,
         has_cached,
     }
 }
@@ -783,4 +789,65 @@ fn formats_sizes() {
     assert_eq!(Bytes(GIB + GIB / 2).to_string(), "1.5 GiB");
     assert_eq!(Bytes(24 * GIB - 1).to_string(), "23.9 GiB");
     assert_eq!(Bytes(u64::MAX).to_string(), "17179869183.9 GiB");
+}
+
+// --- inference slots and resident models ---
+
+fn inference<'a>(content: &'a [ContentId]) -> Need<'a> {
+    Need {
+        content,
+        slots: Slots::Streams,
+        ..need()
+    }
+}
+
+#[test]
+fn inference_takes_a_stream_slot_and_fine_tunes_a_job_slot() {
+    // 1's fine-tune slots are full, 2's streams are.
+    let workers = [
+        with(1, |a| a.active_jobs = a.max_concurrent_jobs),
+        with(2, |a| a.active_streams = a.max_streams),
+    ];
+    assert_eq!(run(&workers, &inference(&[])).unwrap(), vec![key(1)]);
+    assert_eq!(run(&workers, &need()).unwrap(), vec![key(2)]);
+    // The coordinator's own count of streams it placed there counts too.
+    let mut known = HashMap::new();
+    known.insert(
+        key(1),
+        WorkerStats {
+            streams: 8,
+            ..stats(0.5, 0, vec![])
+        },
+    );
+    assert_eq!(
+        pick_with(&workers, &known, &inference(&[])).unwrap_err().0,
+        "every worker is busy (2 of 2 at their job limit)"
+    );
+    let none = [with(1, |a| a.max_streams = 0)];
+    assert!(
+        run(&none, &inference(&[])).is_err(),
+        "a worker offering no streams"
+    );
+}
+
+#[test]
+fn a_worker_holding_the_model_in_memory_is_preferred_for_inference() {
+    let model = ContentId::of(b"model");
+    let content = [model];
+    // Both have it on disk; 2 has it loaded. Same price, reputation and load.
+    let workers = [
+        with(1, |a| a.cached = vec![model]),
+        with(2, |a| {
+            a.cached = vec![model];
+            a.resident = vec![model];
+        }),
+    ];
+    assert_eq!(run(&workers, &inference(&content)).unwrap(), vec![key(2)]);
+    // A fine-tune loads its own copy: the resident model is no reason to prefer 2 then,
+    // and the smaller key wins the tie.
+    let finetune = Need {
+        content: &content,
+        ..need()
+    };
+    assert_eq!(run(&workers, &finetune).unwrap(), vec![key(1)]);
 }
