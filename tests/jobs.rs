@@ -290,6 +290,65 @@ async fn an_inference_job_equals_olc_run_infer_and_its_receipt_verifies() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_inference_jobs_share_one_resident_model_and_each_equals_olc_run_infer() {
+    let net = Net::start(1, false).await;
+    let s = net.submitter().await;
+    let model_dir = net.model();
+    let model = upload_model(&s, &model_dir).await;
+    let prompts = [
+        "Hello there",
+        "a b c",
+        "the quick brown fox jumps",
+        "1 2 3 4 5 6 7 8",
+        "Once upon a time",
+        "x",
+        "what is the answer",
+        "seven",
+    ];
+    let mut ids = Vec::new();
+    for p in prompts {
+        ids.push(s.submit(&spec(inference(model, None, p), 1)).await.unwrap());
+    }
+    for (p, id) in prompts.iter().zip(ids) {
+        let view = wait_done(&s, id).await;
+        let Some(JobOutput::Inference { tokens, .. }) = &view.output else {
+            panic!("{view:?}")
+        };
+        let alone = olc_exec::infer::generate_text(
+            &olc_exec::infer::GenerateRequest {
+                model_dir: &model_dir,
+                adapter_dir: None,
+                prompt: &Prompt::Text((*p).into()),
+                sampling: Sampling::Greedy,
+                seed: 0,
+                max_tokens: 6,
+            },
+            &olc_exec::infer::EngineChoice::detect(1),
+        )
+        .unwrap();
+        assert_eq!(*tokens, alone.tokens, "{p}");
+    }
+    let worker = net.workers[0].1.as_ref().unwrap();
+    assert_eq!(worker.model_loads(), 1, "eight jobs, one load");
+    assert_eq!(worker.active_jobs(), 0, "inference took no fine-tune slot");
+    // The worker's adverts now say the model is in memory, for the matcher to prefer.
+    let start = Instant::now();
+    while !net
+        .coordinator()
+        .workers()
+        .iter()
+        .any(|w| w.advert.resident.contains(&model))
+    {
+        assert!(
+            start.elapsed() < BOUND,
+            "the advert never listed the resident model"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finetune_job_equals_olc_run_finetune_and_its_adapter_serves_inference() {
     let net = Net::start(3, false).await;
     let s = net.submitter().await;

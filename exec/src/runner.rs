@@ -33,6 +33,11 @@ pub trait Runner: Send + Sync + fmt::Debug {
     fn resident_adapters(&self) -> usize {
         0
     }
+
+    /// Models loaded from disk so far (a model served from memory is not counted again).
+    fn model_loads(&self) -> u64 {
+        0
+    }
 }
 
 /// Jobs executed in this process, inference on models kept resident in a pool.
@@ -69,5 +74,9 @@ impl Runner for InProcess {
 
     fn resident_adapters(&self) -> usize {
         self.engines.resident_adapters()
+    }
+
+    fn model_loads(&self) -> u64 {
+        self.engines.loads()
     }
 }

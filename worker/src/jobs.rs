@@ -199,6 +199,11 @@ impl JobRunner {
         self.streams.load(Ordering::Relaxed)
     }
 
+    /// Models the executor loaded from disk so far.
+    pub fn model_loads(&self) -> u64 {
+        self.executor.model_loads()
+    }
+
     /// What the worker holds now, for its advert.
     pub fn holding(&self) -> Holding {
         Holding {

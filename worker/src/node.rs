@@ -206,6 +206,17 @@ impl Worker {
         self.runner.active_jobs()
     }
 
+    /// Inference jobs generating now.
+    pub fn active_streams(&self) -> u32 {
+        self.runner.active_streams()
+    }
+
+    /// Models loaded from disk so far: a resident model serving another job is not
+    /// loaded again.
+    pub fn model_loads(&self) -> u64 {
+        self.runner.model_loads()
+    }
+
     pub fn hardware(&self) -> HardwareReport {
         self.hardware.borrow().clone()
     }
