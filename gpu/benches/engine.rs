@@ -191,6 +191,40 @@ fn main() {
         options.threads = n;
     }
     let engine = Engine::new(config, weights, options).expect("engine");
+    // `OLC_BENCH_ONLY=decode`: only batch-1 and batch-16 decode and prefill, `ROUNDS` times
+    // each, interleaved (for profiling and for before/after comparisons in one sitting).
+    if std::env::var("OLC_BENCH_ONLY").is_ok_and(|v| v == "decode") {
+        let none: [Option<&Adapter>; 1] = [None];
+        let rounds: usize = std::env::var("OLC_BENCH_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(ROUNDS);
+        let prefill_rounds: usize = std::env::var("OLC_BENCH_PREFILL_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(rounds);
+        let batches: Vec<usize> = std::env::var("OLC_BENCH_BATCHES")
+            .ok()
+            .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
+            .unwrap_or_else(|| vec![1, 16]);
+        for n in batches {
+            let (mut pf, mut d) = (0.0f64, 0.0f64);
+            let mut prefilled = Vec::new();
+            for _ in 0..prefill_rounds.max(1) {
+                let (p, caches) = prefill(&engine, n, &none);
+                pf = pf.max(p);
+                prefilled = caches;
+            }
+            // Every decode round starts from the same prefilled caches.
+            for _ in 0..rounds {
+                let mut caches = prefilled.clone();
+                d = d.max(decode(&engine, &mut caches, |_, _| None));
+            }
+            println!("| prefill, batch {n} ({PROMPT}-token prompts) | {pf:.0} |");
+            println!("| decode, batch {n} | {d:.1} |");
+        }
+        return;
+    }
     println!(
         "engine benchmark: smollm2-135m preset ({params} parameters, f32), {:?}, {} threads",
         engine.options().isa,

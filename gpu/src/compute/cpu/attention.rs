@@ -140,11 +140,35 @@ pub(crate) fn attention_checked(
     let scale = (1.0 / (head_dim as f64).sqrt()) as f32;
     let scores = &mut scores[..len];
     for (j, s) in scores.iter_mut().enumerate() {
+        // A decode batch's caches do not stay in cache between layers, and one head's keys
+        // are `stride` apart: fetch both a few positions ahead (a hint, it changes no value).
+        if j + PREFETCH_POSITIONS < len {
+            let at = (j + PREFETCH_POSITIONS) * stride;
+            prefetch(&k[at..at + head_dim]);
+            prefetch(&v[at..at + head_dim]);
+        }
         *s = dot_checked(isa, q, &k[j * stride..][..head_dim]) * scale;
     }
     softmax_checked(isa, scores);
     weighted_sum(isa, scores, v, stride, out);
     Ok(())
+}
+
+/// How many positions ahead the score loop prefetches keys and values.
+const PREFETCH_POSITIONS: usize = 8;
+
+/// Asks for every cache line of `x` to be brought into L1.
+#[inline]
+fn prefetch(x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for at in (0..x.len()).step_by(16) {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: `at < x.len()`: the address is inside `x`; a prefetch reads no value and
+        // never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(x.as_ptr().add(at).cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
 }
 
 /// `out[e] = Σ_j p_j · v[j*stride + e]` by the 16-lane rule over `j`. Callers have checked

@@ -90,7 +90,7 @@ pub(crate) fn matmul_checked(
     // a tile cut into slivers.
     let chunks = threads.min(cols.div_ceil(COL_ALIGN)).max(1);
     if chunks == 1 {
-        m.block(isa, 0..cols, out, cols);
+        m.block(isa, 0..cols, Dst::new(out, cols));
         return Ok(());
     }
     let per = cols.div_ceil(chunks).div_ceil(COL_ALIGN) * COL_ALIGN;
@@ -102,40 +102,84 @@ pub(crate) fn matmul_checked(
             &*shared
         }
     };
-    if rows == 1 {
-        // A one-token decode: each thread's columns are a contiguous piece of `out`, so it
-        // writes them in place, with no allocation or copy on this ~200-calls-per-token path.
-        pool.install(|| {
-            out.par_chunks_mut(per).enumerate().for_each(|(i, o)| {
-                let c0 = i * per;
-                m.block(isa, c0..c0 + o.len(), o, o.len());
-            })
+    // Each thread writes its own columns of every row straight into `out`: no per-call
+    // buffers (a batch-16 LM head made two 1.5 MB ones per step, fresh pages each time) and
+    // no copy. Who writes an output never changes its value.
+    let dst = Dst::new(out, cols);
+    pool.install(|| {
+        (0..cols.div_ceil(per)).into_par_iter().for_each(|i| {
+            let c0 = i * per;
+            m.block(isa, c0..(c0 + per).min(cols), dst.columns(c0));
         });
-        return Ok(());
-    }
-    let ranges: Vec<Range<usize>> = (0..cols)
-        .step_by(per)
-        .map(|c0| c0..(c0 + per).min(cols))
-        .collect();
-    // Each thread fills its own [rows, width] buffer: columns are not contiguous in the
-    // row-major output, and a copy is cheap next to rows*cols*k FMAs (and keeps this safe).
-    let parts: Vec<Vec<f32>> = pool.install(|| {
-        ranges
-            .par_iter()
-            .map(|r| {
-                let mut buf = vec![0.0f32; rows * r.len()];
-                m.block(isa, r.clone(), &mut buf, r.len());
-                buf
-            })
-            .collect()
     });
-    for (r, buf) in ranges.iter().zip(&parts) {
-        for (dst, src) in out.chunks_exact_mut(cols).zip(buf.chunks_exact(r.len())) {
-            dst[r.clone()].copy_from_slice(src);
-        }
-    }
     Ok(())
 }
+
+/// Where a block's outputs go: output `(r, c)` of the block at `ptr + r * stride + c`, all
+/// inside one `&mut [f32]` of `len` elements that outlives every use. Threads get
+/// disjoint column ranges of the same rows, which `&mut` slices cannot express.
+#[derive(Clone, Copy)]
+struct Dst {
+    ptr: *mut f32,
+    len: usize,
+    stride: usize,
+}
+
+// SAFETY: a `Dst` is only a window on a `&mut [f32]` borrowed for the whole call; the
+// threads that share it write disjoint elements (their own columns), and nothing reads
+// them until the call returns.
+unsafe impl Send for Dst {}
+// SAFETY: as above.
+unsafe impl Sync for Dst {}
+
+impl Dst {
+    fn new(out: &mut [f32], stride: usize) -> Self {
+        Self {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+            stride,
+        }
+    }
+
+    /// The same rows from column `c0` on.
+    fn columns(self, c0: usize) -> Self {
+        let c0 = c0.min(self.len);
+        Self {
+            // SAFETY: c0 <= len: at most one past the end of the borrowed slice.
+            ptr: unsafe { self.ptr.add(c0) },
+            len: self.len - c0,
+            stride: self.stride,
+        }
+    }
+
+    /// From row `r0` on.
+    fn rows_from(self, r0: usize) -> Self {
+        let at = r0.saturating_mul(self.stride).min(self.len);
+        Self {
+            // SAFETY: at <= len, as above.
+            ptr: unsafe { self.ptr.add(at) },
+            len: self.len - at,
+            stride: self.stride,
+        }
+    }
+
+    /// Writes `vals` at row `r`, columns `c..c + vals.len()`. Panics outside the slice.
+    fn write(&self, r: usize, c: usize, vals: impl ExactSizeIterator<Item = f32>) {
+        let at = r * self.stride + c;
+        assert!(
+            at + vals.len() <= self.len,
+            "matmul: output outside its slice"
+        );
+        for (u, v) in vals.enumerate() {
+            // SAFETY: at + u < len (asserted), inside the borrowed slice; only this
+            // thread writes these columns.
+            unsafe { self.ptr.add(at + u).write(v) };
+        }
+    }
+}
+
+/// How many column tiles ahead a multi-row tile prefetches its weights.
+const PREFETCH_TILES: usize = 2;
 
 /// Rows per cache block: 64 rows of a 576-wide x are 144 KiB, comfortably inside L2.
 const ROW_BLOCK: usize = 64;
@@ -151,12 +195,12 @@ struct Operands<'a> {
 }
 
 impl Operands<'_> {
-    /// Outputs for columns `cols` of every row into `out[r*stride + (c - cols.start)]`.
+    /// Outputs for columns `cols` of every row into `out` at `(r, c - cols.start)`.
     ///
     /// Full R-row tiles go to the big kernel; leftover rows (all of them for a one-token
     /// decode) to a one-row kernel, because repeating rows to fill a tile would multiply
     /// the work instead of sharing loads.
-    fn block(&self, isa: Checked, cols: Range<usize>, out: &mut [f32], stride: usize) {
+    fn block(&self, isa: Checked, cols: Range<usize>, out: Dst) {
         // Rows in blocks whose activations stay in L2 while every column tile passes over
         // them; without this a long prefill re-streams all of x from L3 per column tile.
         // Blocking changes which outputs are computed when, never how.
@@ -168,38 +212,38 @@ impl Operands<'_> {
                 rows: r1 - r0,
                 ..*self
             };
-            part.block_rows(isa, cols.clone(), &mut out[r0 * stride..], stride);
+            part.block_rows(isa, cols.clone(), out.rows_from(r0));
             r0 = r1;
         }
     }
 
-    fn block_rows(&self, isa: Checked, cols: Range<usize>, out: &mut [f32], stride: usize) {
+    fn block_rows(&self, isa: Checked, cols: Range<usize>, out: Dst) {
         match isa.isa() {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => {
                 let full = self.rows / 4 * 4;
-                self.tiled::<4, 4>(0..full, cols.clone(), out, stride, |x, w, o| {
+                self.tiled::<4, 4>(0..full, cols.clone(), out, |x, w, a, o| {
                     // SAFETY: `Checked` exists only for ISAs detected on this CPU.
-                    unsafe { x86::tile_avx512(x, w, o) }
+                    unsafe { x86::tile_avx512(x, w, a, o) }
                 });
-                self.tiled::<1, 16>(full..self.rows, cols, out, stride, |x, w, o| {
+                self.tiled::<1, 16>(full..self.rows, cols, out, |x, w, a, o| {
                     // SAFETY: as above.
-                    unsafe { x86::tile_avx512(x, w, o) }
+                    unsafe { x86::tile_avx512(x, w, a, o) }
                 });
             }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => {
                 let full = self.rows / 2 * 2;
-                self.tiled::<2, 3>(0..full, cols.clone(), out, stride, |x, w, o| {
+                self.tiled::<2, 3>(0..full, cols.clone(), out, |x, w, _, o| {
                     // SAFETY: as above.
                     unsafe { x86::tile_avx2(x, w, o) }
                 });
-                self.tiled::<1, 4>(full..self.rows, cols, out, stride, |x, w, o| {
+                self.tiled::<1, 4>(full..self.rows, cols, out, |x, w, _, o| {
                     // SAFETY: as above.
                     unsafe { x86::tile_avx2(x, w, o) }
                 });
             }
-            _ => self.tiled::<1, 1>(0..self.rows, cols, out, stride, |x, w, o| {
+            _ => self.tiled::<1, 1>(0..self.rows, cols, out, |x, w, _, o| {
                 o[0][0] = dot_portable(x[0], w[0]);
             }),
         }
@@ -211,9 +255,8 @@ impl Operands<'_> {
         &self,
         rows: Range<usize>,
         cols: Range<usize>,
-        out: &mut [f32],
-        stride: usize,
-        kernel: impl Fn([&[f32]; R], [&[f32]; C], &mut [[f32; C]; R]),
+        out: Dst,
+        kernel: impl Fn([&[f32]; R], [&[f32]; C], Option<[&[f32]; C]>, &mut [[f32; C]; R]),
     ) {
         let k = self.k;
         let (c_start, c_end) = (cols.start, cols.end);
@@ -231,16 +274,24 @@ impl Operands<'_> {
                     let r = r0 + t.min(rn - 1);
                     &self.x[r * k..(r + 1) * k]
                 });
+                // Tiles of several rows reuse each weight row from cache, so the first of
+                // them waits for DRAM: it prefetches the columns `PREFETCH_TILES` tiles on,
+                // which then arrive while the other row tiles compute.
+                let ahead = (R > 1 && r0 == rows.start && c0 + (PREFETCH_TILES + 1) * C <= c_end)
+                    .then(|| {
+                        std::array::from_fn(|t| {
+                            let c = c0 + PREFETCH_TILES * C + t;
+                            &self.w[c * k..(c + 1) * k]
+                        })
+                    });
                 let mut res = [[0.0f32; C]; R];
-                kernel(xt, wt, &mut res);
+                kernel(xt, wt, ahead, &mut res);
                 for (t, row) in res.iter().enumerate().take(rn) {
-                    let o = &mut out[(r0 + t) * stride + (c0 - c_start)..][..cn];
-                    for (u, (dst, v)) in o.iter_mut().zip(row).enumerate() {
-                        *dst = match self.bias {
-                            Some(b) => *v + b[c0 + u],
-                            None => *v,
-                        };
-                    }
+                    let vals = row[..cn].iter().enumerate().map(|(u, v)| match self.bias {
+                        Some(b) => *v + b[c0 + u],
+                        None => *v,
+                    });
+                    out.write(r0 + t, c0 - c_start, vals);
                 }
                 r0 += R;
             }
@@ -269,11 +320,34 @@ mod x86 {
     pub(super) fn tile_avx512<const R: usize, const C: usize>(
         x: [&[f32]; R],
         w: [&[f32]; C],
+        ahead: Option<[&[f32]; C]>,
         out: &mut [[f32; C]; R],
     ) {
         let k = common_len(&x, &w);
         let mut acc = [[_mm512_setzero_ps(); C]; R];
         let mut i = 0;
+        if let Some(ahead) = ahead {
+            // The same loop plus one cache line of each row of a later tile per step: a
+            // prefetch is a hint, it reads nothing into any register.
+            let k_ahead = ahead.iter().map(|s| s.len()).min().unwrap_or(0).min(k);
+            while i + 16 <= k_ahead {
+                for a in &ahead {
+                    // SAFETY: i < k_ahead <= a.len(): the address is inside the slice.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(a.as_ptr().add(i).cast::<i8>()) };
+                }
+                // SAFETY: i + 16 <= k_ahead <= k <= every slice's length.
+                let xv: [__m512; R] =
+                    std::array::from_fn(|r| unsafe { _mm512_loadu_ps(x[r].as_ptr().add(i)) });
+                for c in 0..C {
+                    // SAFETY: as above.
+                    let wv = unsafe { _mm512_loadu_ps(w[c].as_ptr().add(i)) };
+                    for r in 0..R {
+                        acc[r][c] = _mm512_fmadd_ps(xv[r], wv, acc[r][c]);
+                    }
+                }
+                i += 16;
+            }
+        }
         while i + 16 <= k {
             // SAFETY: i + 16 <= k <= every slice's length.
             let xv: [__m512; R] =
