@@ -15,8 +15,8 @@ use olc_gpu::model::{Preset, write_checkpoint};
 use olc_net::libp2p::Multiaddr;
 use olc_net::{NodeConfig, unix_ms, unix_us};
 use olc_protocol::{
-    Amount, ContentId, Identity, InferenceJob, JobKind, JobSpec, JobState, Prompt, Requirements,
-    Sampling, VerificationPolicy,
+    AccountAction, Amount, ContentId, Identity, InferenceJob, JobKind, JobSpec, JobState, Prompt,
+    Requirements, Sampling, VerificationPolicy,
 };
 use olc_worker::{Worker, WorkerConfig};
 
@@ -43,6 +43,8 @@ async fn network(n: usize, dir: &std::path::Path) -> (Coordinator, Vec<Worker>) 
     let cfg = CoordinatorConfig {
         listen: vec![tcp()],
         node: node(),
+        // Credits for the submitter and the workers' stake.
+        faucet: true,
         ..CoordinatorConfig::default()
     };
     let c = Coordinator::start(&Identity::generate().expect("key"), cfg)
@@ -57,11 +59,9 @@ async fn network(n: usize, dir: &std::path::Path) -> (Coordinator, Vec<Worker>) 
         cfg.threads = 1;
         cfg.offer.interval_ms = 300;
         cfg.offer.max_concurrent_jobs = 2;
-        workers.push(
-            Worker::start(&Identity::generate().expect("key"), cfg)
-                .await
-                .expect("worker"),
-        );
+        let id = Identity::generate().expect("key");
+        fund(&addr, &id, 10_000, Some(1_000)).await;
+        workers.push(Worker::start(&id, cfg).await.expect("worker"));
     }
     while c.workers().len() < n {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -87,6 +87,25 @@ fn job(model: ContentId, i: usize) -> JobSpec {
     }
 }
 
+/// Credits `id` from the coordinator's faucet and bonds `stake` of them.
+async fn fund(addr: &Multiaddr, id: &Identity, amount: u64, stake: Option<u64>) {
+    let s = Submitter::connect(id, &node(), addr, Duration::from_secs(30))
+        .await
+        .expect("account");
+    s.account(AccountAction::Deposit {
+        amount: Amount(amount),
+    })
+    .await
+    .expect("deposit");
+    if let Some(stake) = stake {
+        s.account(AccountAction::Stake {
+            amount: Amount(stake),
+        })
+        .await
+        .expect("stake");
+    }
+}
+
 /// A submitter on `c` with the model uploaded, after `warm` jobs (one per worker) so
 /// every worker has the model cached before anything is timed.
 async fn ready_submitter(
@@ -96,14 +115,11 @@ async fn ready_submitter(
     first_nonce: usize,
 ) -> (Submitter, ContentId) {
     let addr = c.listen_addrs()[0].clone();
-    let s = Submitter::connect(
-        &Identity::generate().expect("key"),
-        &node(),
-        &addr,
-        Duration::from_secs(30),
-    )
-    .await
-    .expect("submitter");
+    let me = Identity::generate().expect("key");
+    fund(&addr, &me, 100_000_000, None).await;
+    let s = Submitter::connect(&me, &node(), &addr, Duration::from_secs(30))
+        .await
+        .expect("submitter");
     let files = olc_gpu::model::Checkpoint::files(model_dir).expect("model files");
     let model = s.upload_dir(model_dir, &files).await.expect("upload");
     for i in 0..warm {

@@ -15,13 +15,13 @@ use olc_exec::{
     EnginePool, ExecError, ExecOptions, InProcess, JobInputs, LoadedModel, Resident, Runner,
 };
 use olc_gpu::compute::Isa;
-use olc_gpu::model::{Adapter, Checkpoint, LinearModule};
-use olc_gpu::train::{LoraSpec, init_adapter, write_adapter};
+use olc_gpu::model::{Adapter, Checkpoint};
+use olc_gpu::train::write_adapter;
 use olc_protocol::{
     Amount, ContentId, InferenceJob, JobKind, JobSpec, Prompt, Requirements, Sampling,
     VerificationPolicy,
 };
-use olc_testkit::models::tiny_model;
+use olc_testkit::models::{random_adapter, tiny_model};
 
 /// A small deterministic generator, so a failure can be replayed.
 struct Rng(u64);
@@ -35,22 +35,11 @@ impl Rng {
     }
 }
 
-/// An adapter on q and v whose B is not zero (a fresh one changes nothing), written to a
-/// directory as a fine-tune writes it.
+/// A random adapter (see [`random_adapter`]) written to a directory as a fine-tune
+/// writes it, and loaded back.
 fn adapter(model: &Path, seed: u64) -> (tempfile::TempDir, ContentId, Arc<Adapter>) {
     let config = Checkpoint::load(model).unwrap().config;
-    let spec = LoraSpec {
-        rank: 4,
-        alpha: 8.0,
-        targets: vec![LinearModule::QProj, LinearModule::VProj],
-    };
-    let mut a = init_adapter(&spec, &config, seed).unwrap();
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    for m in a.modules.values_mut() {
-        for x in &mut m.b.data {
-            *x = (rng.below(2001) as f32 - 1000.0) / 4000.0;
-        }
-    }
+    let a = random_adapter(&config, 4, seed);
     let dir = tempfile::tempdir().unwrap();
     write_adapter(dir.path(), &a).unwrap();
     let loaded = Adapter::load(dir.path(), &config).unwrap();
