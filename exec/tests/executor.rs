@@ -18,6 +18,7 @@ use olc_protocol::{
     Amount, ContentId, FinetuneJob, InferenceJob, JobKind, JobSpec, Prompt, Requirements, Sampling,
     TargetModule, TrainingLength, TrainingParams, VerificationPolicy, inference_commitment,
 };
+use olc_testkit::jobs::model_inputs as inputs;
 use olc_testkit::models::tiny_model;
 
 fn spec(kind: JobKind) -> JobSpec {
@@ -28,17 +29,6 @@ fn spec(kind: JobKind) -> JobSpec {
         verification: VerificationPolicy::Single,
         deadline_ms: u64::MAX,
         nonce: 1,
-    }
-}
-
-fn inputs(model: &Path, model_id: ContentId) -> JobInputs {
-    JobInputs {
-        model_dir: model.to_path_buf(),
-        model_id,
-        adapter_dir: None,
-        adapter_id: None,
-        dataset_path: None,
-        init_adapter_dir: None,
     }
 }
 

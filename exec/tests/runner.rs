@@ -9,12 +9,13 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use olc_exec::infer::EngineChoice;
-use olc_exec::{EnginePool, ExecError, ExecOptions, InProcess, JobInputs, Runner, execute};
+use olc_exec::{EnginePool, ExecError, ExecOptions, InProcess, Runner, execute};
 use olc_gpu::compute::Isa;
 use olc_protocol::{
     Amount, ContentId, InferenceJob, JobKind, JobSpec, Prompt, Requirements, Sampling,
     VerificationPolicy,
 };
+use olc_testkit::jobs::model_inputs as inputs;
 use olc_testkit::models::tiny_model;
 
 fn job(model: ContentId, prompt: &str) -> JobSpec {
@@ -36,17 +37,6 @@ fn job(model: ContentId, prompt: &str) -> JobSpec {
         verification: VerificationPolicy::Single,
         deadline_ms: u64::MAX,
         nonce: 1,
-    }
-}
-
-fn inputs(model: &Path, model_id: ContentId) -> JobInputs {
-    JobInputs {
-        model_dir: model.to_path_buf(),
-        model_id,
-        adapter_dir: None,
-        adapter_id: None,
-        dataset_path: None,
-        init_adapter_dir: None,
     }
 }
 
