@@ -232,14 +232,17 @@ pub(crate) fn run_job(
 pub fn catch<T>(f: impl FnOnce() -> Result<T, ExecError>) -> Result<T, ExecError> {
     // Nothing `f` borrows is used after a panic except to be dropped, so observing it in
     // a half-updated state is not possible.
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".into());
-        Err(ExecError::Panicked(message))
-    })
+    catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|payload| Err(ExecError::Panicked(panic_message(&*payload))))
+}
+
+/// What a caught panic said.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 fn check_stop(opts: &ExecOptions, cancel: &AtomicBool) -> Result<(), ExecError> {

@@ -188,7 +188,19 @@ impl Loop {
             if step.is_empty() {
                 continue;
             }
-            self.run_step(&step);
+            // A bug in the engine fails the sequences of that step, not the model: the
+            // loop stays up for the requests after them.
+            let ran =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_step(&step)));
+            if let Err(payload) = ran {
+                let why = crate::panic_message(&*payload);
+                for slot in &step.slots {
+                    self.finish(
+                        slot.id,
+                        Event::Failed(Failure::Engine(format!("the engine panicked: {why}"))),
+                    );
+                }
+            }
         }
     }
 
