@@ -102,8 +102,16 @@ fn print_table(standings: &WorkerStandings) {
     }
     let now = unix_ms();
     println!(
-        "{:<64}  {:<32}  {:>10}  {:>11}  {:>8}  {:>9}  MATCHED",
-        "WORKER (PUBLIC KEY)", "HARDWARE", "MEMORY", "PRICE/1kTOK", "STAKE", "LAST SEEN"
+        "{:<64}  {:<32}  {:>10}  {:>11}  {:>8}  {:>9}  {:>9}  {:>9}  {:>8}  MATCHED",
+        "WORKER (PUBLIC KEY)",
+        "HARDWARE",
+        "MEMORY",
+        "PRICE/1kTOK",
+        "STAKE",
+        "LAST SEEN",
+        "FINETUNES",
+        "INFERENCE",
+        "RESIDENT"
     );
     for s in workers {
         let w = &s.worker;
@@ -126,14 +134,18 @@ fn print_table(standings: &WorkerStandings) {
             None => "yes".to_string(),
             Some(why) => format!("no: {why}"),
         };
+        let a = &w.advert;
         println!(
-            "{:<64}  {:<32}  {:>10}  {:>11}  {:>8}  {:>8.1}s  {matched}",
+            "{:<64}  {:<32}  {:>10}  {:>11}  {:>8}  {:>8.1}s  {:>9}  {:>9}  {:>8}  {matched}",
             w.public_key,
             what,
             gib(memory),
-            w.advert.price_per_ktoken,
+            a.price_per_ktoken,
             s.bonded,
-            ago
+            ago,
+            format!("{}/{}", a.active_jobs, a.max_concurrent_jobs),
+            format!("{}/{}", a.active_streams, a.max_streams),
+            a.resident.len(),
         );
     }
     println!(
