@@ -519,6 +519,37 @@ pub enum ModelCommand {
     Init(ModelInit),
     /// Load a checkpoint directory and summarise it (checks every tensor's name, shape, dtype).
     Show(ModelShow),
+    /// Upload a model (or, with --base, an adapter) and name it in the coordinator's
+    /// catalog. A name is its first publisher's; only that key may move it.
+    Publish(ModelPublish),
+    /// The coordinator's catalog: every name, what it points at, and who owns it.
+    List(ModelList),
+}
+
+#[derive(Debug, Args)]
+pub struct ModelPublish {
+    /// The checkpoint (or adapter) directory.
+    pub dir: PathBuf,
+    /// The name: lowercase letters, digits, '.', '_' and '-', up to 64.
+    #[arg(long)]
+    pub name: String,
+    /// Publish DIR as an adapter of this base model: a catalog name or a content id.
+    #[arg(long, value_name = "NAME_OR_ID")]
+    pub base: Option<String>,
+    #[command(flatten)]
+    pub coordinator: CoordinatorArgs,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelList {
+    #[command(flatten)]
+    pub at: CoordinatorAddr,
+    /// Print JSON instead of text, for scripts.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

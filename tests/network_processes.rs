@@ -1409,3 +1409,101 @@ fn accounts_stake_and_audit_through_the_cli_and_bad_requests_move_nothing() {
         "no faucet",
     );
 }
+
+/// `olc` with `args` as the user in `h`; returns whether it succeeded and its stderr.
+fn run_refused(args: &[&str], h: &Path) -> String {
+    let out = olc()
+        .args(args)
+        .env("HOME", h)
+        .env("XDG_DATA_HOME", h.join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "olc {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `olc model publish DIR --name NAME` at `addr` with `key`, and `extra` flags.
+fn publish_args<'a>(
+    dir: &'a str,
+    name: &'a str,
+    addr: &'a str,
+    key: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "model",
+        "publish",
+        dir,
+        "--name",
+        name,
+        "--coordinator",
+        addr,
+        "--key",
+        key,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn the_catalog_names_models_and_adapters_and_a_name_stays_its_publishers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = tmp.path();
+    let (_coordinator, addr) =
+        start_coordinator(h, "/ip4/127.0.0.1/tcp/0", &h.join("coord"), Stdio::null());
+    let model = init_model(h, "tiny");
+    let alice = funded_submitter(h, &addr);
+    let bob = h.join("bob.pem");
+    run_json(
+        &["keys", "new", "--out", bob.to_str().unwrap(), "--json"],
+        h,
+    );
+    let publish = |dir, name, key, extra| publish_args(dir, name, &addr, key, extra);
+
+    let out = run_json(&publish(&model, "tiny", &alice, &["--json"]), h);
+    let shown = run_json(&["model", "show", &model, "--json"], h);
+    assert_eq!(
+        out["content"], shown["id"],
+        "the name points at the model's content id"
+    );
+
+    // Someone else cannot take the name; its owner can move it.
+    let err = run_refused(&publish(&model, "tiny", bob.to_str().unwrap(), &[]), h);
+    assert!(err.contains("belongs to"), "{err}");
+    run_json(&publish(&model, "tiny", &alice, &["--json"]), h);
+
+    // An adapter is published against its base, by name.
+    let adapter = h.join("adapter");
+    let config = olc_gpu::model::Checkpoint::load(Path::new(&model))
+        .unwrap()
+        .config;
+    let spec = olc_gpu::train::LoraSpec {
+        rank: 2,
+        alpha: 4.0,
+        targets: vec![olc_gpu::model::LinearModule::QProj],
+    };
+    let a = olc_gpu::train::init_adapter(&spec, &config, 1).unwrap();
+    olc_gpu::train::write_adapter(&adapter, &a).unwrap();
+    let adapter = adapter.to_str().unwrap();
+    let err = run_refused(&publish(adapter, "tiny-lora", &alice, &[]), h);
+    assert!(err.contains("--base"), "{err}");
+    run_json(
+        &publish(adapter, "tiny-lora", &alice, &["--base", "tiny", "--json"]),
+        h,
+    );
+
+    // Bad names are refused before anything is uploaded.
+    let err = run_refused(&publish(&model, "Tiny:Model", &alice, &[]), h);
+    assert!(err.contains("lowercase letters"), "{err}");
+
+    let list = run_json(&["model", "list", "--coordinator", &addr, "--json"], h);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(list[0]["name"], "tiny");
+    assert_eq!(list[0]["kind"]["kind"], "base");
+    assert_eq!(list[1]["name"], "tiny-lora");
+    assert_eq!(list[1]["kind"]["kind"], "adapter");
+    assert_eq!(list[1]["kind"]["base"], shown["id"]);
+    let alice_key = run_json(&["keys", "show", "--key", &alice, "--json"], h);
+    assert_eq!(list[0]["owner"], alice_key["public_key"]);
+}

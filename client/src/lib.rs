@@ -10,8 +10,9 @@ use std::time::Duration;
 use olc_net::libp2p::Multiaddr;
 use olc_net::{Client, ClientError, NodeConfig};
 use olc_protocol::{
-    AccountAction, AccountRequest, AccountView, BlobUpload, ContentId, Identity, JobSpec, JobView,
-    LedgerView, Manifest, ManifestEntry, PublicKey, RpcRequest, RpcResponse, Signed,
+    AccountAction, AccountRequest, AccountView, BlobUpload, CatalogEntry, CatalogKind, ContentId,
+    Identity, JobSpec, JobView, LedgerView, Manifest, ManifestEntry, PublicKey, Publish,
+    RpcRequest, RpcResponse, Signed,
 };
 
 /// Files of an adapter directory that travel with it.
@@ -108,6 +109,34 @@ impl Submitter {
     pub async fn balance(&self, key: PublicKey) -> Result<AccountView, SubmitError> {
         match self.rpc(RpcRequest::Balance(key)).await? {
             RpcResponse::Account(view) => Ok(*view),
+            other => Err(SubmitError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Names uploaded content in the coordinator's catalog under this submitter's key.
+    pub async fn publish(
+        &self,
+        name: &str,
+        content: ContentId,
+        kind: CatalogKind,
+    ) -> Result<(), SubmitError> {
+        let publish = Publish {
+            name: name.into(),
+            content,
+            kind,
+            published_ms: olc_net::unix_ms(),
+        };
+        let signed = Signed::sign(&self.identity, &publish)?;
+        match self.rpc(RpcRequest::Publish(signed)).await? {
+            RpcResponse::Ok => Ok(()),
+            other => Err(SubmitError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The coordinator's catalog, in name order.
+    pub async fn catalog(&self) -> Result<Vec<CatalogEntry>, SubmitError> {
+        match self.rpc(RpcRequest::Catalog).await? {
+            RpcResponse::Catalog(entries) => Ok(entries),
             other => Err(SubmitError::Unexpected(format!("{other:?}"))),
         }
     }

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use olc_protocol::codec;
+use olc_protocol::{CatalogEntry, codec};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
@@ -37,6 +37,8 @@ pub enum StoreError {
 pub struct JobStore {
     jobs: sled::Tree,
     economy: sled::Tree,
+    /// The catalog's names, one key each.
+    catalog: sled::Tree,
     db: sled::Db,
 }
 
@@ -59,7 +61,13 @@ impl JobStore {
         })?;
         let jobs = db.open_tree("jobs")?;
         let economy = db.open_tree("economy")?;
-        Ok(Self { jobs, economy, db })
+        let catalog = db.open_tree("catalog")?;
+        Ok(Self {
+            jobs,
+            economy,
+            catalog,
+            db,
+        })
     }
 
     /// Writes `records` and, if given, the economy, all or nothing, and flushes: durable
@@ -104,6 +112,25 @@ impl JobStore {
             })?;
         self.db.flush()?;
         Ok(())
+    }
+
+    /// Writes one catalog name and flushes: a publisher told "published" finds the name
+    /// after a restart.
+    pub fn put_catalog(&self, entry: &CatalogEntry) -> Result<(), StoreError> {
+        let bytes = codec::encode(entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.catalog.insert(entry.name.as_bytes(), bytes)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn load_catalog(&self) -> Result<Vec<CatalogEntry>, StoreError> {
+        self.catalog
+            .iter()
+            .map(|kv| {
+                let (_, v) = kv?;
+                codec::decode::<CatalogEntry>(&v).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
     }
 
     pub fn load_all(&self) -> Result<Vec<JobRecord>, StoreError> {
@@ -157,6 +184,26 @@ mod tests {
             .unwrap();
         l.slash(key(2), 50, &[(Payee::Account(key(4)), 1)]).unwrap();
         e
+    }
+
+    #[test]
+    fn catalog_names_survive_reopening_and_a_moved_name_keeps_its_latest() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = |content: &[u8], at| CatalogEntry {
+            name: "smol".into(),
+            content: ContentId::of(content),
+            kind: olc_protocol::CatalogKind::Base,
+            owner: key(1),
+            published_ms: at,
+        };
+        {
+            let store = JobStore::open(dir.path()).unwrap();
+            assert!(store.load_catalog().unwrap().is_empty());
+            store.put_catalog(&entry(b"v1", 1)).unwrap();
+            store.put_catalog(&entry(b"v2", 2)).unwrap();
+        }
+        let store = JobStore::open(dir.path()).unwrap();
+        assert_eq!(store.load_catalog().unwrap(), vec![entry(b"v2", 2)]);
     }
 
     #[test]

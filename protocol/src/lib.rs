@@ -25,6 +25,7 @@ pub use messages::account::{
 pub use messages::advert::{
     AdvertRejection, Backend, CpuInfo, GpuInfo, Hardware, HardwareAdvert, check_advert,
 };
+pub use messages::catalog::{CatalogEntry, CatalogKind, Publish, check_name};
 pub use messages::execution::{Assignment, Commitment, ExecutionReceipt, Metrics};
 pub use messages::job::{
     FinetuneJob, InferenceJob, InvalidJob, JobKind, JobSpec, Prompt, Requirements, Sampling,

@@ -3,16 +3,121 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use olc_gpu::model::{Checkpoint, ModelConfig, write_checkpoint};
+use olc_gpu::model::adapter::ADAPTER_CONFIG_FILE;
+use olc_gpu::model::{AdapterConfig, Checkpoint, ModelConfig, write_checkpoint};
+use olc_protocol::{CatalogKind, ContentId, RpcRequest, RpcResponse};
 use serde::Serialize;
 
-use crate::cli::{ModelCommand, ModelInit, ModelShow};
+use crate::cli::{ModelCommand, ModelInit, ModelList, ModelPublish, ModelShow};
 
 pub fn run(command: ModelCommand) -> Result<()> {
     match command {
         ModelCommand::Init(args) => init(args),
         ModelCommand::Show(args) => show(args),
+        ModelCommand::Publish(args) => super::daemon::runtime()?.block_on(publish(args)),
+        ModelCommand::List(args) => super::daemon::runtime()?.block_on(list(args)),
     }
+}
+
+/// Checks the directory loads as what it is published as, uploads it, and names it.
+async fn publish(args: ModelPublish) -> Result<()> {
+    if let Some(why) = olc_protocol::check_name(&args.name) {
+        bail!("{why}");
+    }
+    let is_adapter = args.dir.join(ADAPTER_CONFIG_FILE).is_file();
+    match (&args.base, is_adapter) {
+        (None, true) => bail!(
+            "{} holds an adapter: name its base model with --base NAME_OR_ID",
+            args.dir.display()
+        ),
+        (Some(_), false) => bail!(
+            "--base is for adapters, but {} has no {ADAPTER_CONFIG_FILE}",
+            args.dir.display()
+        ),
+        (None, false) => {
+            Checkpoint::load(&args.dir)
+                .with_context(|| format!("{} is not a model olc can load", args.dir.display()))?;
+        }
+        (Some(_), true) => {
+            AdapterConfig::from_file(&args.dir.join(ADAPTER_CONFIG_FILE)).with_context(|| {
+                format!("{} is not an adapter olc can load", args.dir.display())
+            })?;
+        }
+    }
+    let (content, kind) = super::remote::with_submitter(&args.coordinator, async |s| {
+        let kind = match &args.base {
+            None => CatalogKind::Base,
+            Some(base) => CatalogKind::Adapter {
+                base: resolve(s, base).await?,
+            },
+        };
+        let content = match kind {
+            CatalogKind::Base => super::remote::upload_model(s, &args.dir).await?,
+            CatalogKind::Adapter { .. } => s
+                .upload_adapter(&args.dir)
+                .await
+                .context("uploading the adapter")?,
+        };
+        s.publish(&args.name, content, kind)
+            .await
+            .with_context(|| format!("cannot publish {}", args.name))?;
+        Ok((content, kind))
+    })
+    .await?;
+    if args.json {
+        let out =
+            serde_json::json!({"name": args.name, "content": content.to_string(), "kind": kind});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("published {} = {content}", args.name);
+    }
+    Ok(())
+}
+
+/// A base model named by its catalog name or its content id.
+async fn resolve(s: &olc_client::Submitter, base: &str) -> Result<ContentId> {
+    if let Ok(id) = base.parse::<ContentId>() {
+        return Ok(id);
+    }
+    let catalog = s.catalog().await.context("cannot read the catalog")?;
+    match catalog.iter().find(|e| e.name == base) {
+        Some(e) if e.kind == CatalogKind::Base => Ok(e.content),
+        Some(_) => bail!("{base} is an adapter, not a base model"),
+        None => bail!("no model named {base} in the catalog (see `olc model list`)"),
+    }
+}
+
+async fn list(args: ModelList) -> Result<()> {
+    let entries = match super::remote::ask(&args.at, RpcRequest::Catalog).await? {
+        RpcResponse::Catalog(entries) => entries,
+        other => bail!("unexpected answer from the coordinator: {other:?}"),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(());
+    }
+    if entries.is_empty() {
+        println!("the catalog is empty (publish with `olc model publish DIR --name NAME`)");
+        return Ok(());
+    }
+    let name_of = |id: &ContentId| {
+        entries
+            .iter()
+            .find(|e| e.content == *id && e.kind == CatalogKind::Base)
+            .map_or_else(|| id.to_string(), |e| e.name.clone())
+    };
+    println!("{:<32}  {:<64}  {:<20}  OWNER", "NAME", "CONTENT", "KIND");
+    for e in &entries {
+        let kind = match &e.kind {
+            CatalogKind::Base => "model".to_string(),
+            CatalogKind::Adapter { base } => format!("adapter of {}", name_of(base)),
+        };
+        println!(
+            "{:<32}  {:<64}  {:<20}  {}",
+            e.name, e.content, kind, e.owner
+        );
+    }
+    Ok(())
 }
 
 #[derive(Serialize)]

@@ -11,6 +11,7 @@ pub mod action;
 pub mod audit;
 pub mod book;
 pub mod candidates;
+pub mod catalog;
 pub mod economy;
 pub mod ledger;
 pub mod matcher;

@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 
 use crate::audit::{AuditReport, audit_with_blobs};
 use crate::core::book::JobBook;
+use crate::core::catalog::Catalog;
 use crate::core::registry::Registry;
 use crate::referee::Referee;
 use crate::store::JobStore;
@@ -86,6 +87,7 @@ impl Coordinator {
         let store = JobStore::open(&dir.join("jobs"))?;
         let records = store.load_all()?;
         let economy = store.load_economy()?;
+        let catalog = Catalog::restore(store.load_catalog()?);
         if !records.is_empty() {
             let open = records.iter().filter(|r| !r.state.is_final()).count();
             tracing::info!(jobs = records.len(), open, "job book restored");
@@ -110,6 +112,7 @@ impl Coordinator {
             registry: registry.clone(),
             book: book.clone(),
             store,
+            catalog,
             blobs: blobs.clone(),
             uploads: Uploads::new(config.max_upload_bytes, 64),
             observer: config.observer.clone(),
@@ -199,6 +202,7 @@ struct Node {
     registry: Arc<Mutex<Registry>>,
     book: Arc<Mutex<JobBook>>,
     store: JobStore,
+    catalog: Catalog,
     blobs: Arc<BlobStore>,
     uploads: Uploads,
     observer: Option<AdvertObserver>,

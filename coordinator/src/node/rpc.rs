@@ -5,7 +5,8 @@
 use olc_net::unix_ms;
 use olc_protocol::messages::rpc::WorkerStandings;
 use olc_protocol::{
-    Amount, ContentId, JobKind, JobSpec, Manifest, RpcRequest, RpcResponse, Signed,
+    Amount, CatalogKind, ContentId, JobKind, JobSpec, Manifest, Publish, RpcRequest, RpcResponse,
+    Signed,
 };
 
 use super::{Node, lock};
@@ -13,10 +14,48 @@ use crate::core::book::Quote;
 use crate::core::verified::Verified;
 
 impl Node {
+    /// Names content the coordinator holds (a manifest, with every file it lists).
+    fn publish(&mut self, signed: Signed<Publish>) -> RpcResponse {
+        let publish = match Verified::check(signed) {
+            Ok(p) => p,
+            Err(e) => return RpcResponse::Refused(format!("publish signature: {e}")),
+        };
+        let p = publish.body();
+        let base = match p.kind {
+            CatalogKind::Base => None,
+            CatalogKind::Adapter { base } => Some(base),
+        };
+        let mut missing = Vec::new();
+        for id in std::iter::once(p.content).chain(base) {
+            self.missing_of_manifest(id, &mut missing);
+        }
+        if let Some(first) = missing.first() {
+            return RpcResponse::Refused(format!(
+                "cannot publish {}: {} of its blobs are not here (first {first}): upload it first",
+                p.name,
+                missing.len()
+            ));
+        }
+        let mut next = self.catalog.clone();
+        match next.publish(&publish) {
+            Ok(entry) => match self.store.put_catalog(&entry) {
+                Ok(()) => {
+                    self.catalog = next;
+                    tracing::info!(name = %entry.name, content = %entry.content, "published");
+                    RpcResponse::Ok
+                }
+                Err(e) => RpcResponse::Refused(format!("cannot store the catalog: {e}")),
+            },
+            Err(e) => RpcResponse::Refused(e.to_string()),
+        }
+    }
+
     pub(super) fn answer(&mut self, request: RpcRequest) -> RpcResponse {
         let now = unix_ms();
         match request {
             RpcRequest::ListWorkers => RpcResponse::Workers(lock(&self.registry).workers()),
+            RpcRequest::Publish(signed) => self.publish(signed),
+            RpcRequest::Catalog => RpcResponse::Catalog(self.catalog.entries().cloned().collect()),
             RpcRequest::MissingBlobs(ids) => RpcResponse::Missing(
                 ids.into_iter()
                     .filter(|id| !self.blobs.contains(id))
@@ -130,12 +169,30 @@ impl Node {
     /// files, the dataset. Returns the missing ones.
     fn missing_inputs(&self, spec: &JobSpec) -> Vec<ContentId> {
         let mut missing = Vec::new();
-        let manifest = |id: ContentId, missing: &mut Vec<ContentId>| match self
-            .blobs
-            .get(&id)
-            .ok()
-            .flatten()
-        {
+        match &spec.kind {
+            JobKind::Inference(j) => {
+                self.missing_of_manifest(j.model, &mut missing);
+                if let Some(a) = j.adapter {
+                    self.missing_of_manifest(a, &mut missing);
+                }
+            }
+            JobKind::Finetune(j) => {
+                self.missing_of_manifest(j.model, &mut missing);
+                if !self.blobs.contains(&j.dataset) {
+                    missing.push(j.dataset);
+                }
+                if let Some(a) = j.params.init_adapter {
+                    self.missing_of_manifest(a, &mut missing);
+                }
+            }
+        }
+        missing
+    }
+
+    /// Adds to `missing` the manifest `id` if it is not here (or is not a manifest), else
+    /// the files it lists that are not here.
+    fn missing_of_manifest(&self, id: ContentId, missing: &mut Vec<ContentId>) {
+        match self.blobs.get(&id).ok().flatten() {
             None => missing.push(id),
             Some(bytes) => match Manifest::from_bytes(&bytes) {
                 Ok(m) => missing.extend(
@@ -146,24 +203,6 @@ impl Node {
                 ),
                 Err(_) => missing.push(id),
             },
-        };
-        match &spec.kind {
-            JobKind::Inference(j) => {
-                manifest(j.model, &mut missing);
-                if let Some(a) = j.adapter {
-                    manifest(a, &mut missing);
-                }
-            }
-            JobKind::Finetune(j) => {
-                manifest(j.model, &mut missing);
-                if !self.blobs.contains(&j.dataset) {
-                    missing.push(j.dataset);
-                }
-                if let Some(a) = j.params.init_adapter {
-                    manifest(a, &mut missing);
-                }
-            }
         }
-        missing
     }
 }

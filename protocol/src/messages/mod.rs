@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod advert;
+pub mod catalog;
 pub mod execution;
 pub mod job;
 pub mod jobs_api;

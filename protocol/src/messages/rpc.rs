@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::blob::{BlobOutline, CHUNK_SIZE};
 use crate::messages::account::{AccountRequest, AccountView, LedgerView};
+use crate::messages::catalog::{CatalogEntry, Publish};
 use crate::messages::jobs_api::{BlobUpload, JobFailure, JobProgress, JobView, Reveal};
 use crate::{
     Amount, Assignment, Commitment, ContentId, HardwareAdvert, JobSpec, Message, PublicKey, Signed,
@@ -41,6 +42,10 @@ pub enum RpcRequest {
     /// The live workers with their stake and whether they can be matched (what
     /// `ListWorkers` lists, plus what the coordinator knows of each).
     WorkerStandings,
+    /// Names content in the catalog, signed by the publisher.
+    Publish(Signed<Publish>),
+    /// Every name in the catalog.
+    Catalog,
 }
 
 impl Message for RpcRequest {
@@ -69,6 +74,7 @@ pub enum RpcResponse {
     Account(Box<AccountView>),
     Ledger(Box<LedgerView>),
     WorkerStandings(Box<WorkerStandings>),
+    Catalog(Vec<CatalogEntry>),
 }
 
 impl Message for RpcResponse {
