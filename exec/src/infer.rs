@@ -83,10 +83,7 @@ pub fn generate_served(
 ) -> Result<Generated, ExecError> {
     let sampling = engine_sampling(request)?;
     let model = &resident.model;
-    let prompt_tokens = match request.prompt {
-        Prompt::Text(text) => model.tokenizer.encode(text)?,
-        Prompt::Tokens(tokens) => tokens.clone(),
-    };
+    let prompt_tokens = encode_prompt(model, request.prompt)?;
     let (events, heard) = mpsc::channel();
     let cancel = Arc::new(AtomicBool::new(false));
     resident
@@ -148,6 +145,14 @@ fn engine_sampling(request: &GenerateRequest<'_>) -> Result<engine::Sampling, Ex
     Ok(sampling)
 }
 
+/// The prompt's token ids: text through the model's tokenizer, ids as given.
+fn encode_prompt(model: &LoadedModel, prompt: &Prompt) -> Result<Vec<u32>, ExecError> {
+    Ok(match prompt {
+        Prompt::Text(text) => model.tokenizer.encode(text)?,
+        Prompt::Tokens(tokens) => tokens.clone(),
+    })
+}
+
 fn generate_on(
     model: &LoadedModel,
     request: &GenerateRequest<'_>,
@@ -158,10 +163,7 @@ fn generate_on(
         .adapter_dir
         .map(|dir| Adapter::load(dir, model.engine.config()).map_err(ExecError::Adapter))
         .transpose()?;
-    let prompt_tokens = match request.prompt {
-        Prompt::Text(text) => model.tokenizer.encode(text)?,
-        Prompt::Tokens(tokens) => tokens.clone(),
-    };
+    let prompt_tokens = encode_prompt(model, request.prompt)?;
     let generation = generate(
         &model.engine,
         adapter.as_ref(),

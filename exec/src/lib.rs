@@ -329,15 +329,7 @@ fn infer(
             max_tokens: job.max_tokens,
         },
         adapter,
-        &|| {
-            if cancel.load(Ordering::Relaxed) {
-                Some(ExecError::Cancelled)
-            } else if Instant::now() >= opts.deadline {
-                Some(ExecError::DeadlinePassed)
-            } else {
-                None
-            }
-        },
+        &|| check_stop(opts, cancel).err(),
         &mut |_| {},
     )?;
     let tokens = (generated.prompt_tokens.len() + generated.tokens.len()) as u64;

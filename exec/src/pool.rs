@@ -85,14 +85,12 @@ impl Resident {
     /// The adapter `id` laid out in `dir`, loaded now unless it was used recently.
     pub fn adapter(&self, id: ContentId, dir: &Path) -> Result<Arc<Adapter>, ExecError> {
         let load = || Adapter::load(dir, self.model.engine.config());
-        let cached = self
-            .adapters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_load(&id, load);
+        let cached = self.adapters().get_or_load(&id, load);
         match cached {
             Ok(a) => Ok(a),
-            // Larger than the whole cache: served, just not kept.
+            // Larger than the whole cache: served, just not kept. The cache dropped the
+            // copy it loaded to learn its size, so this loads it again; an adapter over
+            // the whole budget (1 GiB) is rare enough not to keep a path for it.
             Err(CacheError::TooLarge { .. }) => Ok(Arc::new(load().map_err(ExecError::Adapter)?)),
             Err(CacheError::Load(e)) => Err(ExecError::Adapter(e)),
         }
@@ -100,18 +98,17 @@ impl Resident {
 
     /// Adapters loaded beside the model now.
     pub fn adapters_held(&self) -> usize {
-        self.adapters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.adapters().len()
     }
 
     /// Adapter loads so far (first uses and reloads after eviction).
     pub fn adapter_loads(&self) -> u64 {
-        self.adapters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .loads()
+        self.adapters().loads()
+    }
+
+    fn adapters(&self) -> std::sync::MutexGuard<'_, AdapterCache<ContentId>> {
+        // The cache is valid after any panic (entries are inserted and removed whole).
+        self.adapters.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -328,7 +328,7 @@ impl Loop {
                 return;
             }
         };
-        let eos = self.model.engine.config().eos_token_ids.clone();
+        let eos = &self.model.engine.config().eos_token_ids;
         let mut stops: HashMap<SeqId, StopReason> = HashMap::new();
         for (slot, logits) in step.slots.iter().zip(&logits) {
             if !slot.wants_logits {
