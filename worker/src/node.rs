@@ -106,7 +106,7 @@ const SUBSCRIPTION_GRACE: Duration = Duration::from_secs(3);
 /// Inference jobs a worker generates at once unless told otherwise: the batch the
 /// scheduler fills by default, so a second request never waits for a slot on an idle
 /// batch.
-pub const DEFAULT_MAX_STREAMS: u32 = 32;
+pub const DEFAULT_MAX_STREAMS: u32 = olc_exec::serve::schedule::DEFAULT_MAX_BATCH as u32;
 
 /// Requests from running jobs waiting for the event loop; a job whose request finds the
 /// queue full waits its turn.

@@ -38,10 +38,14 @@ pub struct ScheduleLimits {
     pub max_adapters: usize,
 }
 
+/// Sequences in one forward pass unless told otherwise: enough to read each weight once
+/// for many tokens, few enough that each step stays short.
+pub const DEFAULT_MAX_BATCH: usize = 32;
+
 impl Default for ScheduleLimits {
     fn default() -> Self {
         Self {
-            max_batch: 32,
+            max_batch: DEFAULT_MAX_BATCH,
             step_tokens: 512,
             prefill_chunk: 256,
             max_adapters: 32,
