@@ -96,7 +96,7 @@ pub struct CoordinatorArgs {
 pub enum JobCommand {
     /// Submit a job.
     #[command(subcommand)]
-    Submit(SubmitCommand),
+    Submit(Box<SubmitCommand>),
     /// Show one job's state, workers and progress.
     Status(JobIdArgs),
     /// List jobs (yours with --mine).
@@ -144,6 +144,11 @@ pub struct SubmitCommon {
 pub struct SubmitInference {
     #[command(flatten)]
     pub generate: GenerateArgs,
+    /// Print the text on stdout as it is generated (implies --wait). Ctrl-C, or this
+    /// process ending, cancels the generation: the tokens already streamed settle as the
+    /// job's output and the rest of the escrow is refunded.
+    #[arg(long)]
+    pub stream: bool,
     #[command(flatten)]
     pub common: SubmitCommon,
 }
@@ -226,6 +231,10 @@ pub struct SubmitFinetune {
     /// "id" and "contributor" (an olc public key). Checked here before it is uploaded.
     #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
+    /// Publish the trained adapter in the coordinator's catalog under this name when the
+    /// job settles (yours, with --model as its base; see `olc model list`).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
     #[command(flatten)]
     pub training: TrainingArgs,
     #[command(flatten)]

@@ -203,6 +203,7 @@ fn inference(model: ContentId, adapter: Option<ContentId>, prompt: &str) -> JobK
 
 fn finetune(model: ContentId, dataset: ContentId, steps: u32) -> JobKind {
     JobKind::Finetune(FinetuneJob {
+        publish_as: None,
         model,
         dataset,
         params: TrainingParams {
@@ -831,5 +832,207 @@ async fn a_fee_no_worker_would_take_is_refused_at_submission_with_the_sum_needed
         .await
         .unwrap();
     wait_done(&s, id).await;
+    net.stop().await;
+}
+
+/// What a follower heard: the streamed tokens and text, chunk by chunk.
+#[derive(Default)]
+struct Streamed {
+    tokens: Vec<u32>,
+    text: String,
+    chunks: usize,
+}
+
+impl Streamed {
+    fn hear(&mut self, heard: olc_client::Heard<'_>) {
+        if let olc_client::Heard::Text { text, tokens } = heard {
+            self.tokens.extend_from_slice(tokens);
+            self.text.push_str(text);
+            self.chunks += 1;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_job_arrives_in_order_as_its_verified_output_and_a_cheater_is_still_caught() {
+    // Two replicas, one of which streams honestly but commits to a wrong output: the
+    // stream is whichever replica led, and the verification after the last token is as
+    // for any job.
+    let net = Net::start_with(2, false, &[Conduct::WrongOutput]).await;
+    let liar = net.workers[0].0.public_key();
+    let s = net.submitter().await;
+    let model = upload_model(&s, &net.model()).await;
+    let mut job = spec(inference(model, None, "Once upon a time"), 2);
+    if let JobKind::Inference(j) = &mut job.kind {
+        j.max_tokens = 40;
+    }
+    let id = s.submit(&job).await.unwrap();
+    let mut streamed = Streamed::default();
+    let view = tokio::time::timeout(BOUND, s.follow(id, false, |h| streamed.hear(h)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(view.state, JobState::Done, "{view:#?}");
+    let Some(JobOutput::Inference { tokens, text }) = &view.output else {
+        panic!("{view:#?}");
+    };
+    assert!(streamed.chunks >= 1);
+    assert_eq!(
+        &streamed.tokens, tokens,
+        "the stream's tokens are the verified output's"
+    );
+    assert_eq!(
+        &streamed.text, text,
+        "the stream's text concatenates to the output's"
+    );
+    assert_eq!(view.slashes.len(), 1, "{view:#?}");
+    assert_eq!(view.slashes[0].worker, liar);
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_stream_keeps_what_was_streamed_frees_the_slot_and_refunds_the_rest() {
+    let net = Net::start(1, false).await;
+    let s = net.submitter().await;
+    let dir = net.dir.path().join("small");
+    write_checkpoint(&dir, Preset::Small, 9).unwrap();
+    let model = upload_model(&s, &dir).await;
+    let mut job = with_fee(
+        spec(inference(model, None, "Tell me a long story"), 1),
+        100_000,
+    );
+    if let JobKind::Inference(j) = &mut job.kind {
+        j.max_tokens = 2000;
+    }
+    let id = s.submit(&job).await.unwrap();
+    let mut streamed = Streamed::default();
+    let mut cancelled = false;
+    let view = tokio::time::timeout(BOUND, async {
+        // The follow's callback cannot await: cancel from a second connection once the
+        // first chunk is in.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let follow = s.follow(id, false, |h| {
+            streamed.hear(h);
+            if streamed.chunks > 0 {
+                let _ = tx.send(());
+            }
+        });
+        tokio::pin!(follow);
+        loop {
+            tokio::select! {
+                view = &mut follow => break view.unwrap(),
+                Some(()) = rx.recv(), if !cancelled => {
+                    s.cancel(id).await.unwrap();
+                    cancelled = true;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(cancelled);
+    assert_eq!(view.state, JobState::Done, "{view:#?}");
+    let Some(JobOutput::Inference { tokens, .. }) = &view.output else {
+        panic!("{view:#?}");
+    };
+    assert!(
+        !tokens.is_empty() && tokens.len() < 2000,
+        "cut at what was streamed, got {} tokens",
+        tokens.len()
+    );
+    assert!(
+        streamed.tokens.starts_with(tokens) || tokens.starts_with(&streamed.tokens),
+        "the kept output is the stream's"
+    );
+    let refund = view.refund.unwrap();
+    assert!(refund.0 > 0, "the unused escrow went back");
+    let receipt = verify_receipt(view.receipt.as_ref().unwrap()).unwrap();
+    let execution = receipt.receipt.executions[0].verify().unwrap();
+    assert_eq!(execution.output, inference_commitment(tokens));
+    assert!(
+        execution.metrics.tokens < 100 + tokens.len() as u64,
+        "metered for the prompt and the kept tokens only: {}",
+        execution.metrics.tokens
+    );
+    let worker = net.workers[0].1.as_ref().unwrap();
+    let start = Instant::now();
+    while worker.active_streams() > 0 {
+        assert!(
+            start.elapsed() < BOUND,
+            "the cancelled generation's slot was not freed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Cancelling again, or someone else's cancel, changes nothing.
+    assert!(s.cancel(id).await.is_err());
+    let other = net.submitter().await;
+    let err = other.cancel(id).await.unwrap_err();
+    assert!(
+        err.to_string().contains("ended") || err.to_string().contains("submitter"),
+        "{err}"
+    );
+    let ledger = s.ledger().await.unwrap();
+    assert!(ledger.balanced(), "{ledger:#?}");
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_job_cancelled_fails_with_a_full_refund() {
+    // No worker: the job waits, and its submitter's cancel ends it.
+    let net = Net::start(0, false).await;
+    let s = net.submitter().await;
+    let model = upload_model(&s, &net.model()).await;
+    let before = s.balance(s.identity().public_key()).await.unwrap();
+    let id = s
+        .submit(&spec(inference(model, None, "Hi"), 1))
+        .await
+        .unwrap();
+    s.cancel(id).await.unwrap();
+    let view = tokio::time::timeout(BOUND, s.wait(id, |_| {}))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&view.state, JobState::Failed(why) if why.contains("cancelled")),
+        "{view:#?}"
+    );
+    let after = s.balance(s.identity().public_key()).await.unwrap();
+    assert_eq!(after.balance, before.balance, "every credit came back");
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finetune_that_names_its_adapter_publishes_it_when_it_settles() {
+    let net = Net::start(1, false).await;
+    let s = net.submitter().await;
+    let model = upload_model(&s, &net.model()).await;
+    let dataset = s.upload_file(&net.dataset()).await.unwrap();
+    let mut kind = finetune(model, dataset, 2);
+    if let JobKind::Finetune(j) = &mut kind {
+        j.publish_as = Some("my-adapter".into());
+    }
+    let id = s
+        .submit(&with_fee(spec(kind.clone(), 1), 100_000))
+        .await
+        .unwrap();
+    let view = wait_done(&s, id).await;
+    let Some(JobOutput::Finetune { adapter, .. }) = view.output else {
+        panic!("{view:#?}");
+    };
+    let catalog = s.catalog().await.unwrap();
+    let entry = catalog.iter().find(|e| e.name == "my-adapter").unwrap();
+    assert_eq!(entry.content, adapter);
+    assert_eq!(entry.kind, CatalogKind::Adapter { base: model });
+    assert_eq!(entry.owner, s.identity().public_key());
+
+    // The name is now this submitter's: another's fine-tune asking for it is refused at
+    // submission, before anything runs.
+    let other = net.submitter().await;
+    other.upload_file(&net.dataset()).await.unwrap();
+    let err = other
+        .submit(&with_fee(spec(kind, 1), 100_000))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("belongs to"), "{err}");
     net.stop().await;
 }

@@ -10,9 +10,9 @@ use std::time::Duration;
 use olc_net::libp2p::Multiaddr;
 use olc_net::{Client, ClientError, NodeConfig};
 use olc_protocol::{
-    AccountAction, AccountRequest, AccountView, BlobUpload, CatalogEntry, CatalogKind, ContentId,
-    Identity, JobSpec, JobView, LedgerView, Manifest, ManifestEntry, PublicKey, Publish,
-    RpcRequest, RpcResponse, Signed,
+    AccountAction, AccountRequest, AccountView, BlobUpload, CancelJob, CatalogEntry, CatalogKind,
+    ContentId, Follow, Identity, JobSpec, JobView, LedgerView, Manifest, ManifestEntry, PublicKey,
+    Publish, RpcRequest, RpcResponse, Signed,
 };
 
 /// Files of an adapter directory that travel with it.
@@ -21,6 +21,18 @@ pub const ADAPTER_FILES: [&str; 3] = [
     "adapter_model.safetensors",
     "provenance.json",
 ];
+
+/// How long a follow may be held: the coordinator answers within its hold (10 s).
+const FOLLOW_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// What a follower hears of a job.
+#[derive(Debug, Clone, Copy)]
+pub enum Heard<'a> {
+    /// The next piece of the output's text and the tokens it came with.
+    Text { text: &'a str, tokens: &'a [u32] },
+    /// The job changed.
+    Job(&'a JobView),
+}
 
 /// Largest single file a submitter uploads or downloads.
 pub const MAX_FILE_BYTES: u64 = 64 << 30;
@@ -86,8 +98,16 @@ impl Submitter {
     }
 
     async fn rpc(&self, request: RpcRequest) -> Result<RpcResponse, SubmitError> {
-        match tokio::time::timeout(self.timeout, self.client.rpc(request)).await {
-            Err(_) => Err(SubmitError::Timeout(self.timeout)),
+        self.rpc_within(request, self.timeout).await
+    }
+
+    async fn rpc_within(
+        &self,
+        request: RpcRequest,
+        timeout: Duration,
+    ) -> Result<RpcResponse, SubmitError> {
+        match tokio::time::timeout(timeout, self.client.rpc(request)).await {
+            Err(_) => Err(SubmitError::Timeout(timeout)),
             Ok(Err(e)) => Err(e.into()),
             Ok(Ok(RpcResponse::Refused(why))) => Err(SubmitError::Refused(why)),
             Ok(Ok(r)) => Ok(r),
@@ -237,24 +257,98 @@ impl Submitter {
         }
     }
 
-    /// Polls until the job is done or failed, calling `seen` on every change.
+    /// Waits until the job is done or failed, calling `seen` on every change (see
+    /// [`Submitter::follow`]: no polling).
     pub async fn wait(
         &self,
         id: ContentId,
         mut seen: impl FnMut(&JobView),
     ) -> Result<JobView, SubmitError> {
+        self.follow(id, false, |heard| {
+            if let Heard::Job(view) = heard {
+                seen(view)
+            }
+        })
+        .await
+    }
+
+    /// Follows a job to its end: `heard` gets each streamed piece of an inference's text
+    /// as the lead worker produces it, and the job's view whenever it changes. Each
+    /// request is held by the coordinator until there is news, so nothing polls. With
+    /// `cancel_if_gone`, the coordinator cancels the job if this connection closes first.
+    ///
+    /// The stream is the lead worker's signed word; the returned view's output is the
+    /// verified one, which the stream's text is a prefix of unless that worker lied.
+    pub async fn follow(
+        &self,
+        id: ContentId,
+        cancel_if_gone: bool,
+        mut heard: impl FnMut(Heard<'_>),
+    ) -> Result<JobView, SubmitError> {
+        let (mut from, mut seen) = (0, 0);
         let mut last: Option<JobView> = None;
+        // The coordinator answers a held follow well before this.
+        let timeout = self.timeout.max(FOLLOW_TIMEOUT);
         loop {
-            let view = self.status(id).await?;
-            if last.as_ref() != Some(&view) {
-                seen(&view);
+            let request = RpcRequest::Follow(Follow {
+                job_id: id,
+                from,
+                seen,
+                cancel_if_gone,
+            });
+            let update = match self.rpc_within(request, timeout).await? {
+                RpcResponse::Follow(update) => *update,
+                other => return Err(SubmitError::Unexpected(format!("{other:?}"))),
+            };
+            if !update.tokens.is_empty() || !update.text.is_empty() {
+                heard(Heard::Text {
+                    text: &update.text,
+                    tokens: &update.tokens,
+                });
             }
-            if view.state.is_final() {
-                return Ok(view);
+            if last.as_ref() != Some(&update.job) {
+                heard(Heard::Job(&update.job));
             }
-            last = Some(view);
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            from = update.next;
+            seen = update.revision;
+            if update.job.state.is_final() {
+                return Ok(update.job);
+            }
+            last = Some(update.job);
         }
+    }
+
+    /// Cancels a job of this submitter's: a queued one fails and is refunded, a
+    /// generating one stops at the tokens already streamed, which settle as its output.
+    pub async fn cancel(&self, id: ContentId) -> Result<(), SubmitError> {
+        let signed = Signed::sign(&self.identity, &CancelJob { job_id: id })?;
+        match self.rpc(RpcRequest::Cancel(signed)).await? {
+            RpcResponse::Ok => Ok(()),
+            other => Err(SubmitError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// One file of a manifest (`path` as the manifest lists it), checked against its id, if
+    /// the manifest has it and it is at most `max_bytes`: what reads a model's small
+    /// files (its config, tokenizer) without fetching its weights.
+    pub async fn fetch_file(
+        &self,
+        manifest: ContentId,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>, SubmitError> {
+        let bytes = self.client.fetch_blob(manifest, 1 << 20).await?;
+        let manifest = Manifest::from_bytes(&bytes)?;
+        let Some(entry) = manifest.entries().iter().find(|e| e.path == path) else {
+            return Ok(None);
+        };
+        if entry.size > max_bytes {
+            return Err(SubmitError::Unexpected(format!(
+                "{path} is {} bytes, more than the {max_bytes} expected",
+                entry.size
+            )));
+        }
+        Ok(Some(self.client.fetch_blob(entry.id, entry.size).await?))
     }
 
     /// Downloads a manifest's files into `out` (created), each checked against its id.

@@ -327,6 +327,7 @@ mod tests {
             .unwrap();
         let spec = JobSpec {
             kind: JobKind::Finetune(olc_protocol::FinetuneJob {
+                publish_as: None,
                 model,
                 dataset,
                 params: olc_protocol::TrainingParams {

@@ -81,7 +81,7 @@ fn served(
                             },
                             adapter(i),
                             &never,
-                            &mut |_| {},
+                            &mut (),
                         )
                         .expect("generation");
                         tokens += g.tokens.len();

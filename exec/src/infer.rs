@@ -11,9 +11,10 @@ use olc_gpu::engine::{self, StopReason, generate};
 use olc_gpu::model::Adapter;
 use olc_protocol::{ContentId, Prompt, Sampling, check_generation, inference_commitment};
 
-use crate::ExecError;
+use crate::detokenize::Detokenizer;
 use crate::pool::{LoadedModel, Resident};
 use crate::serve::batcher::{Failure, GenerationRequest, collect};
+use crate::{ExecError, Watch};
 
 /// What to generate and how.
 #[derive(Debug, Clone, Copy)]
@@ -71,15 +72,16 @@ pub fn generate_text(
 
 /// [`generate_text`] on a resident model, batched with whatever else it is generating:
 /// the same tokens, bit for bit. `stop` is asked between steps and ends the generation
-/// with its error; `on_token` hears each token as soon as it is sampled. The request's
-/// `model_dir` and `adapter_dir` are not read (the adapter comes loaded); the result has
-/// no logits.
+/// with its error; `watch` hears each token as soon as it is sampled and the text as it
+/// completes, and its [`Watch::token_limit`] ends the generation early (successfully,
+/// with that many tokens). The request's `model_dir` and `adapter_dir` are not read (the
+/// adapter comes loaded); the result has no logits.
 pub fn generate_served(
     resident: &Resident,
     request: &GenerateRequest<'_>,
     adapter: Option<(ContentId, Arc<Adapter>)>,
     stop: &dyn Fn() -> Option<ExecError>,
-    on_token: &mut dyn FnMut(u32),
+    watch: &mut dyn Watch,
 ) -> Result<Generated, ExecError> {
     let sampling = engine_sampling(request)?;
     let model = &resident.model;
@@ -98,6 +100,9 @@ pub fn generate_served(
         })
         .map_err(|_| ExecError::Serving("the model's batcher has stopped".into()))?;
     let mut why_stopped = None;
+    let mut so_far = Vec::new();
+    let mut detokenizer = Detokenizer::default();
+    let watch = std::cell::RefCell::new(watch);
     let outcome = collect(
         &heard,
         &cancel,
@@ -105,7 +110,15 @@ pub fn generate_served(
             why_stopped = stop();
             why_stopped.is_some()
         },
-        on_token,
+        &mut |t| {
+            let mut watch = watch.borrow_mut();
+            watch.token(t);
+            so_far.push(t);
+            if let Some(piece) = detokenizer.next_piece(&model.tokenizer, &so_far) {
+                watch.text(&piece);
+            }
+        },
+        &|| watch.borrow().token_limit() as usize,
     );
     let (tokens, stop) = match outcome {
         Ok(done) => done,
@@ -114,6 +127,13 @@ pub fn generate_served(
         Err(Some(Failure::Engine(e))) => return Err(ExecError::Serving(e)),
     };
     let text = model.tokenizer.decode(&tokens, true)?;
+    // What the window held back (an unfinished character at the very end) is the rest of
+    // the text; an output cut shorter than what was heard has no rest to add.
+    if so_far.len() == tokens.len()
+        && let Some(rest) = detokenizer.rest(&text)
+    {
+        watch.borrow_mut().text(rest);
+    }
     Ok(Generated {
         commitment: inference_commitment(&tokens),
         prompt_tokens,

@@ -24,6 +24,7 @@ use olc_protocol::{
     TrainingLength, TrainingParams,
 };
 
+pub mod detokenize;
 pub mod infer;
 pub mod pool;
 pub mod provenance;
@@ -34,7 +35,7 @@ pub mod train;
 use infer::EngineChoice;
 
 pub use pool::{DEFAULT_MODEL_CACHE_BYTES, EnginePool, LoadedModel, Resident};
-pub use runner::{InProcess, Runner};
+pub use runner::{InProcess, Runner, Watch};
 
 pub use olc_content::JobInputs;
 
@@ -190,9 +191,16 @@ pub fn execute(
     inputs: &JobInputs,
     opts: &ExecOptions,
     cancel: &AtomicBool,
-    progress: &mut dyn FnMut(u32, u32, f32),
+    mut progress: &mut dyn FnMut(u32, u32, f32),
 ) -> Result<ExecResult, ExecError> {
-    run_job(job, inputs, opts, cancel, progress, &EnginePool::new(0))
+    run_job(
+        job,
+        inputs,
+        opts,
+        cancel,
+        &mut progress,
+        &EnginePool::new(0),
+    )
 }
 
 /// [`execute`], taking the model from `engines`.
@@ -201,7 +209,7 @@ pub(crate) fn run_job(
     inputs: &JobInputs,
     opts: &ExecOptions,
     cancel: &AtomicBool,
-    progress: &mut dyn FnMut(u32, u32, f32),
+    watch: &mut dyn Watch,
     engines: &EnginePool,
 ) -> Result<ExecResult, ExecError> {
     catch(|| {
@@ -211,8 +219,10 @@ pub(crate) fn run_job(
             return Err(ExecError::Input("threads must be at least 1".into()));
         }
         let (output, commitment, tokens) = match &job.kind {
-            JobKind::Inference(job) => infer(job, inputs, opts, cancel, engines)?,
-            JobKind::Finetune(job) => finetune(job, inputs, opts, cancel, progress)?,
+            JobKind::Inference(job) => infer(job, inputs, opts, cancel, watch, engines)?,
+            JobKind::Finetune(job) => finetune(job, inputs, opts, cancel, &mut |s, t, l| {
+                watch.progress(s, t, l)
+            })?,
         };
         check_stop(opts, cancel)?;
         Ok(ExecResult {
@@ -296,6 +306,7 @@ fn infer(
     inputs: &JobInputs,
     opts: &ExecOptions,
     cancel: &AtomicBool,
+    watch: &mut dyn Watch,
     engines: &EnginePool,
 ) -> Result<(ExecOutput, ContentId, u64), ExecError> {
     job.validate()
@@ -330,7 +341,7 @@ fn infer(
         },
         adapter,
         &|| check_stop(opts, cancel).err(),
-        &mut |_| {},
+        watch,
     )?;
     let tokens = (generated.prompt_tokens.len() + generated.tokens.len()) as u64;
     Ok((

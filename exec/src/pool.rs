@@ -213,6 +213,23 @@ impl EnginePool {
         self.lock().iter().map(|(_, r)| r.adapters_held()).sum()
     }
 
+    /// `tokens` as text, by the tokenizer of model `id` if it is resident (`None` if not):
+    /// what a daemon needs to cut an output it already holds.
+    pub fn decode(&self, id: ContentId, tokens: &[u32]) -> Option<Result<String, ExecError>> {
+        let resident = self
+            .lock()
+            .iter()
+            .find(|(k, _)| k.model == id)
+            .map(|(_, r)| r.clone())?;
+        Some(
+            resident
+                .model
+                .tokenizer
+                .decode(tokens, true)
+                .map_err(Into::into),
+        )
+    }
+
     /// Bytes of the models resident now.
     pub fn resident_bytes(&self) -> u64 {
         self.lock().iter().map(|(_, r)| r.model.bytes).sum()

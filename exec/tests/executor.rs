@@ -167,6 +167,7 @@ fn finetune_setup() -> Finetune {
     let mut inputs = inputs(model.path(), model_id);
     inputs.dataset_path = Some(dataset);
     let job = spec(JobKind::Finetune(FinetuneJob {
+        publish_as: None,
         model: model_id,
         dataset: ContentId::of(DATASET.as_bytes()),
         params: params(),

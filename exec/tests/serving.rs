@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use olc_exec::infer::{EngineChoice, GenerateRequest, Generated, generate_served, generate_text};
 use olc_exec::serve::schedule::ScheduleLimits;
 use olc_exec::{
-    EnginePool, ExecError, ExecOptions, InProcess, JobInputs, LoadedModel, Resident, Runner,
+    EnginePool, ExecError, ExecOptions, InProcess, JobInputs, LoadedModel, Resident, Runner, Watch,
 };
 use olc_gpu::compute::Isa;
 use olc_gpu::model::{Adapter, Checkpoint};
@@ -137,13 +137,15 @@ fn thirty_two_concurrent_generations_each_get_exactly_their_tokens_alone() {
                         seed: c.seed,
                         max_tokens: c.max_tokens,
                     };
-                    let mut streamed = Vec::new();
-                    let g =
-                        generate_served(&resident, &r, adapter, &never, &mut |t| streamed.push(t))
-                            .unwrap();
+                    let mut streamed = Heard::default();
+                    let g = generate_served(&resident, &r, adapter, &never, &mut streamed).unwrap();
                     assert_eq!(
-                        streamed, g.tokens,
+                        streamed.tokens, g.tokens,
                         "streamed tokens are the result's, in order"
+                    );
+                    assert_eq!(
+                        streamed.text, g.text,
+                        "streamed text concatenates to the result's"
                     );
                     g
                 })
@@ -220,24 +222,21 @@ fn a_cancelled_generation_frees_its_place_and_the_others_run_on() {
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         let long = s.spawn(|| {
-            let mut heard = 0;
+            let mut heard = StopAtFirst(&stop, 0);
             generate_served(
                 &resident,
                 &request(4000),
                 None,
                 &|| stop.load(Ordering::Relaxed).then_some(ExecError::Cancelled),
-                &mut |_| {
-                    heard += 1;
-                    stop.store(true, Ordering::Relaxed);
-                },
+                &mut heard,
             )
-            .map(|_| heard)
+            .map(|_| heard.1)
         });
         let second = s.spawn(|| {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            generate_served(&resident, &request(5), None, &never, &mut |_| {})
+            generate_served(&resident, &request(5), None, &never, &mut ())
         });
         match long.join().unwrap() {
             Err(ExecError::Cancelled) => {}
@@ -276,7 +275,7 @@ fn a_bad_request_fails_alone_with_the_engines_error() {
             },
             None,
             &never,
-            &mut |_| {},
+            &mut (),
         )
     };
     let err = run(vec![1, vocab], 3).unwrap_err();
@@ -347,4 +346,85 @@ fn a_resident_model_and_its_adapters_are_loaded_once_across_many_jobs() {
         .unwrap();
     assert_eq!(resident.adapter_loads(), 2, "each adapter loaded once");
     assert_eq!(runner.engines().loads(), 1);
+}
+
+/// What a generation streamed.
+#[derive(Default)]
+struct Heard {
+    tokens: Vec<u32>,
+    text: String,
+}
+
+impl Watch for Heard {
+    fn token(&mut self, token: u32) {
+        self.tokens.push(token);
+    }
+
+    fn text(&mut self, piece: &str) {
+        self.text.push_str(piece);
+    }
+}
+
+/// Raises the flag at the first token it hears, counting them.
+struct StopAtFirst<'a>(&'a AtomicBool, usize);
+
+impl Watch for StopAtFirst<'_> {
+    fn token(&mut self, _: u32) {
+        self.1 += 1;
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Stops the generation once it has `.0` tokens, as a submitter's cancel does.
+struct LimitAt(u32, Vec<u32>);
+
+impl Watch for LimitAt {
+    fn token(&mut self, token: u32) {
+        self.1.push(token);
+    }
+
+    fn token_limit(&self) -> u32 {
+        self.0
+    }
+}
+
+#[test]
+fn a_token_limit_ends_the_generation_with_that_many_tokens() {
+    let (model, _) = tiny_model(17);
+    let resident = Resident::start(
+        LoadedModel::load(model.path(), &choice(), usize::MAX).unwrap(),
+        ScheduleLimits::default(),
+    )
+    .unwrap();
+    let prompt = Prompt::Tokens(vec![1, 2, 3]);
+    let request = GenerateRequest {
+        model_dir: model.path(),
+        adapter_dir: None,
+        prompt: &prompt,
+        sampling: Sampling::Greedy,
+        seed: 0,
+        max_tokens: 40,
+    };
+    let full = generate_served(&resident, &request, None, &never, &mut ()).unwrap();
+    let mut cut = LimitAt(7, Vec::new());
+    let short = generate_served(&resident, &request, None, &never, &mut cut).unwrap();
+    assert_eq!(
+        short.tokens,
+        full.tokens[..7],
+        "a prefix of the full output"
+    );
+    assert_eq!(cut.1, short.tokens, "no token past the limit is heard");
+    assert_eq!(
+        short.commitment,
+        olc_protocol::inference_commitment(&short.tokens)
+    );
+    let none = generate_served(
+        &resident,
+        &request,
+        None,
+        &never,
+        &mut LimitAt(0, Vec::new()),
+    )
+    .unwrap();
+    assert!(none.tokens.is_empty());
 }

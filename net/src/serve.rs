@@ -50,8 +50,11 @@ pub fn handle_shared(
                 let _ = swarm.dial(addr);
             }
         }
-        SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
+        SwarmEvent::ConnectionClosed {
+            peer_id, ref cause, ..
+        } => {
             tracing::debug!(peer = %peer_id, ?cause, "disconnected");
+            return Some(event);
         }
         other => return Some(other),
     }

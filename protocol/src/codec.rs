@@ -13,9 +13,12 @@ use bincode::{Decode, Encode};
 ///
 /// 2: adverts carry inference slots apart from job slots and the models held in memory;
 /// job failures say whose fault they are; account views list unbonding releases.
-pub const PROTOCOL_VERSION: u16 = 2;
-/// The oldest protocol this build still accepts: version 1's messages have other shapes.
-pub const MIN_PROTOCOL_VERSION: u16 = 2;
+/// 3: inference tokens stream to followers, submitters cancel, and a fine-tune may name
+/// the adapter it publishes.
+pub const PROTOCOL_VERSION: u16 = 3;
+/// The oldest protocol this build still accepts: a version 2 fine-tune spec has another
+/// shape.
+pub const MIN_PROTOCOL_VERSION: u16 = 3;
 
 /// No message of any type may be larger than this. It is also bincode's allocation
 /// limit, so a length prefix claiming more than this is refused before anything is

@@ -43,6 +43,7 @@ pub use messages::settlement::{
     Payout, PayoutRole, ReceiptError, SettlementReceipt, Slash, SlashReason, VerifiedReceipt,
     verify_receipt,
 };
+pub use messages::stream::{CancelJob, Cut, Follow, FollowUpdate, TokenChunk};
 pub use provenance::{
     ContributorShare, HyperRecord, PROVENANCE_FILE, PROVENANCE_FORMAT, Provenance, ProvenanceError,
     RecordProvenance,

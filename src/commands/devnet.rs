@@ -309,6 +309,7 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
         &submitter,
         spec(
             JobKind::Finetune(FinetuneJob {
+                publish_as: None,
                 model,
                 dataset,
                 params,

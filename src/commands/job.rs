@@ -27,8 +27,10 @@ use crate::cli::{
 pub fn run(command: JobCommand) -> Result<()> {
     let rt = daemon::runtime()?;
     match command {
-        JobCommand::Submit(SubmitCommand::Inference(args)) => rt.block_on(submit_inference(args)),
-        JobCommand::Submit(SubmitCommand::Finetune(args)) => rt.block_on(submit_finetune(args)),
+        JobCommand::Submit(submit) => match *submit {
+            SubmitCommand::Inference(args) => rt.block_on(submit_inference(args)),
+            SubmitCommand::Finetune(args) => rt.block_on(submit_finetune(args)),
+        },
         JobCommand::Status(args) => rt.block_on(status(args)),
         JobCommand::List(args) => rt.block_on(list(args)),
         JobCommand::Result(args) => rt.block_on(result(args)),
@@ -148,12 +150,66 @@ async fn submit_inference(args: SubmitInference) -> Result<()> {
         });
         let spec = spec(kind, &args.common)?;
         spec.validate(unix_ms()).map_err(anyhow::Error::msg)?;
-        submit_and_report(submitter, &spec, &args.common).await
+        if args.stream {
+            submit_and_stream(submitter, &spec, args.common.json).await
+        } else {
+            submit_and_report(submitter, &spec, &args.common).await
+        }
     })
     .await
 }
 
+/// Submits and prints the text on stdout as it arrives (the job id and where the job is
+/// go to stderr), then the verified result's end. Ctrl-C cancels the job at the
+/// coordinator before leaving; so does this process dying (the follow asks for it).
+async fn submit_and_stream(submitter: &Submitter, spec: &JobSpec, json: bool) -> Result<()> {
+    use std::io::Write;
+    let id = submitter.submit(spec).await?;
+    eprintln!("submitted job {id}");
+    let mut printed = String::new();
+    let follow = submitter.follow(id, true, |heard| {
+        if let olc_client::Heard::Text { text, .. } = heard
+            && !json
+        {
+            print!("{text}");
+            let _ = std::io::stdout().flush();
+            printed.push_str(text);
+        }
+    });
+    let view = tokio::select! {
+        view = follow => view?,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!();
+            match submitter.cancel(id).await {
+                Ok(()) => eprintln!("cancelled job {id}; the tokens already streamed settle as its output"),
+                Err(e) => eprintln!("cancelling job {id}: {e}"),
+            }
+            submitter.wait(id, |_| {}).await?
+        }
+    };
+    if json {
+        report(&view, true)?;
+    } else {
+        // The verified output's text, past what the stream showed (a final character the
+        // stream held back, or all of it if the stream was lost).
+        if let Some(JobOutput::Inference { text, .. }) = &view.output
+            && let Some(rest) = text.strip_prefix(printed.as_str())
+        {
+            print!("{rest}");
+        }
+        println!();
+        eprintln!("{}", progress_line(&view));
+    }
+    if let JobState::Failed(why) = &view.state {
+        bail!("job {id} failed: {why}");
+    }
+    Ok(())
+}
+
 async fn submit_finetune(args: SubmitFinetune) -> Result<()> {
+    if let Some(why) = args.name.as_deref().and_then(olc_protocol::check_name) {
+        bail!("--name: {why}");
+    }
     let params = args.training.params(None)?;
     params.validate().map_err(anyhow::Error::msg)?;
     precheck(
@@ -177,6 +233,7 @@ async fn submit_finetune(args: SubmitFinetune) -> Result<()> {
         let kind = JobKind::Finetune(FinetuneJob {
             model,
             dataset,
+            publish_as: args.name.clone(),
             params: TrainingParams {
                 init_adapter,
                 ..params

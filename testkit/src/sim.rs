@@ -385,6 +385,8 @@ impl Sim {
                         assignment_id,
                     } => actions.extend(self.reveal(worker, job_id, assignment_id)),
                     Action::Referee { job_id } => actions.extend(self.referee(job_id)),
+                    // Nobody cancels in the simulation.
+                    Action::Cut { .. } => {}
                 }
                 moved = true;
             }

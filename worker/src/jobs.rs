@@ -22,8 +22,9 @@ use olc_protocol::messages::jobs_api::FailureKind;
 
 use crate::advert::Holding;
 use olc_protocol::{
-    Amount, Assignment, BlobUpload, Commitment, ContentId, ExecutionReceipt, Identity, JobFailure,
-    JobKind, JobOutput, JobProgress, JobSpec, PeerId, Reveal, RpcRequest, RpcResponse, Signed,
+    Amount, Assignment, BlobUpload, Commitment, ContentId, Cut, ExecutionReceipt, Identity,
+    JobFailure, JobKind, JobOutput, JobProgress, JobSpec, PeerId, Reveal, RpcRequest, RpcResponse,
+    Signed, TokenChunk,
 };
 
 use olc_content::{self as content, Fetch};
@@ -117,6 +118,9 @@ pub struct JobRunner {
     /// finishing work nobody will collect.
     stopping: Arc<AtomicBool>,
     reveals: Mutex<HashMap<ContentId, (PeerId, Reveal)>>,
+    /// The token limit of each assignment not yet committed: lowered by a coordinator's
+    /// cut while the run goes on.
+    limits: Mutex<HashMap<ContentId, Arc<AtomicU32>>>,
     /// Every assignment taken, so one sent again (a coordinator that restarted before it
     /// heard our answer) is acknowledged, not run twice.
     taken: Mutex<BTreeSet<ContentId>>,
@@ -158,6 +162,7 @@ impl JobRunner {
             streams: AtomicU32::new(0),
             stopping: Arc::new(AtomicBool::new(false)),
             reveals: Mutex::new(HashMap::new()),
+            limits: Mutex::new(HashMap::new()),
             taken: Mutex::new(BTreeSet::new()),
             cached: Mutex::new(BTreeSet::new()),
         }
@@ -292,6 +297,85 @@ impl JobRunner {
             .map(|(_, r)| r.clone())
     }
 
+    /// A coordinator's cut: the submitter cancelled after `keep` tokens. A run still going
+    /// stops there (and commits to those); a run already over has its output cut now and
+    /// its commitment made again, which is the answer. Only for the coordinator that
+    /// assigned it. The reveals' lock is held throughout, as the run holds it from reading
+    /// its limit to keeping its reveal, so a cut is never missed between the two.
+    pub fn cut(&self, cut: Cut, from: PeerId) -> RpcResponse {
+        let mut reveals = lock(&self.reveals);
+        if let Some((coordinator, reveal)) = reveals.get_mut(&cut.assignment) {
+            if *coordinator != from {
+                return RpcResponse::Refused("not the coordinator of this assignment".into());
+            }
+            return match self.cut_revealed(reveal, cut.keep) {
+                Ok(Some(c)) => RpcResponse::Recommitted(c),
+                Ok(None) => RpcResponse::Ok,
+                Err(why) => RpcResponse::Refused(why),
+            };
+        }
+        match lock(&self.limits).get(&cut.assignment) {
+            Some(limit) => {
+                limit.fetch_min(cut.keep, Ordering::SeqCst);
+                RpcResponse::Ok
+            }
+            None => RpcResponse::Refused(format!("no run of {} here", cut.assignment)),
+        }
+    }
+
+    /// Cuts an inference output to `keep` tokens, its text decoded again; whether it was
+    /// longer.
+    fn cut_output(
+        &self,
+        model: ContentId,
+        output: &mut JobOutput,
+        keep: u32,
+    ) -> Result<bool, String> {
+        let JobOutput::Inference { tokens, text } = output else {
+            return Ok(false);
+        };
+        if tokens.len() <= keep as usize {
+            return Ok(false);
+        }
+        tokens.truncate(keep as usize);
+        *text = self
+            .executor
+            .decode(model, tokens)
+            .ok_or("the run is over and its model is no longer in memory")?
+            .map_err(|e| e.to_string())?;
+        Ok(true)
+    }
+
+    /// Cuts a finished inference's kept output to `keep` tokens and signs its receipt and
+    /// commitment again; `None` if it was no longer than that.
+    fn cut_revealed(
+        &self,
+        reveal: &mut Reveal,
+        keep: u32,
+    ) -> Result<Option<Signed<Commitment>>, String> {
+        let receipt = reveal.receipt.verify().map_err(|e| e.to_string())?;
+        let mut output = reveal.output.clone();
+        let before = generated(&output);
+        if !self.cut_output(receipt.model, &mut output, keep)? {
+            return Ok(None);
+        }
+        let commitment = output_commitment(&output);
+        let receipt = ExecutionReceipt {
+            output: commitment,
+            metrics: cut_metrics(receipt.metrics, before, keep),
+            ..receipt
+        };
+        let c = Commitment {
+            job_id: receipt.job_id,
+            assignment: receipt.assignment,
+            output: commitment,
+        };
+        let signed = Signed::sign(&self.identity, &c).map_err(|e| e.to_string())?;
+        reveal.receipt = Signed::sign(&self.identity, &receipt).map_err(|e| e.to_string())?;
+        reveal.output = output;
+        Ok(Some(signed))
+    }
+
     /// Runs an accepted assignment to its commitment in the background.
     pub fn spawn(
         self: &Arc<Self>,
@@ -301,6 +385,7 @@ impl JobRunner {
         coordinator: PeerId,
     ) {
         let runner = self.clone();
+        lock(&self.limits).insert(signed.id(), Arc::new(AtomicU32::new(u32::MAX)));
         tokio::spawn(async move {
             let job = body.job_id;
             let courier = Courier {
@@ -327,6 +412,7 @@ impl JobRunner {
                     }
                 }
             }
+            lock(&runner.limits).remove(&signed.id());
             runner.slots_for(&spec).0.fetch_sub(1, Ordering::SeqCst);
         });
     }
@@ -396,6 +482,24 @@ impl JobRunner {
         let (stopping, job_cancel, job_over) =
             (self.stopping.clone(), cancel.clone(), over.clone());
         let job_executor = self.executor.clone();
+        let (pieces, streamer) = match spec.kind {
+            JobKind::Inference(_) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let streamer = tokio::spawn(stream_tokens(
+                    rx,
+                    courier.clone(),
+                    self.identity.clone(),
+                    body.job_id,
+                    assignment_id,
+                ));
+                (Some(tx), Some(streamer))
+            }
+            JobKind::Finetune(_) => (None, None),
+        };
+        let token_limit = lock(&self.limits)
+            .get(&assignment_id)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(AtomicU32::new(u32::MAX)));
         let result = tokio::task::spawn_blocking(move || {
             if lazy {
                 return Err(executor::ExecError::Input(
@@ -407,8 +511,8 @@ impl JobRunner {
                 executor::peak_memory_bytes(),
             );
             let grew_too_much = |now: u64, base: u64| limit > 0 && now.saturating_sub(base) > limit;
-            let result =
-                job_executor.run(&spec_owned, &inputs, &opts, &job_cancel, &mut |s, t, l| {
+            let mut watch = RunWatch {
+                on_step: |s, t, l| {
                     if stopping.load(Ordering::Relaxed) {
                         job_cancel.store(true, Ordering::Relaxed);
                     }
@@ -417,7 +521,11 @@ impl JobRunner {
                         job_cancel.store(true, Ordering::Relaxed);
                     }
                     let _ = tx.send(Some((s, t, l)));
-                });
+                },
+                pieces,
+                token_limit,
+            };
+            let result = job_executor.run(&spec_owned, &inputs, &opts, &job_cancel, &mut watch);
             if grew_too_much(executor::peak_memory_bytes(), peak0) {
                 job_over.store(true, Ordering::Relaxed);
             }
@@ -425,6 +533,10 @@ impl JobRunner {
         })
         .await
         .map_err(|e| format!("the job's thread died: {e}"));
+        // Every streamed chunk goes out before the commitment.
+        if let Some(streamer) = streamer {
+            let _ = streamer.await;
+        }
         reporter.abort();
         if over.load(Ordering::Relaxed) {
             return Err(format!(
@@ -520,6 +632,46 @@ impl JobRunner {
             JobKind::Inference(j) => (j.model, j.adapter),
             JobKind::Finetune(j) => (j.model, adapter_manifest),
         };
+        let c = self.keep_reveal(
+            body,
+            assignment_id,
+            coordinator,
+            (model, adapter),
+            (output, commitment, metrics, provenance),
+        )?;
+        match courier.until_deadline(RpcRequest::Commit(c)).await? {
+            RpcResponse::Ok => Ok(()),
+            RpcResponse::Refused(why) => Err(format!("commitment refused: {why}").into()),
+            other => Err(format!("unexpected answer to the commitment: {other:?}").into()),
+        }
+    }
+
+    /// Cuts the output to the assignment's token limit, signs its receipt, keeps the reveal
+    /// and returns the commitment to send. From reading the limit to keeping the reveal,
+    /// under the reveals' lock: a cut that comes meanwhile is either seen here or finds
+    /// the reveal (see [`JobRunner::cut`]).
+    fn keep_reveal(
+        &self,
+        body: &Assignment,
+        assignment_id: ContentId,
+        coordinator: PeerId,
+        (model, adapter): (ContentId, Option<ContentId>),
+        (mut output, mut commitment, mut metrics, provenance): (
+            JobOutput,
+            ContentId,
+            olc_protocol::Metrics,
+            Option<ContentId>,
+        ),
+    ) -> Result<Signed<Commitment>, RunError> {
+        let mut reveals = lock(&self.reveals);
+        let keep = lock(&self.limits)
+            .get(&assignment_id)
+            .map_or(u32::MAX, |l| l.load(Ordering::SeqCst));
+        let before = generated(&output);
+        if self.cut_output(model, &mut output, keep)? {
+            commitment = output_commitment(&output);
+            metrics = cut_metrics(metrics, before, keep);
+        }
         let receipt = ExecutionReceipt {
             job_id: body.job_id,
             assignment: assignment_id,
@@ -531,18 +683,13 @@ impl JobRunner {
             finished_ms: unix_ms(),
         };
         let receipt = Signed::sign(&self.identity, &receipt).map_err(|e| e.to_string())?;
-        lock(&self.reveals).insert(assignment_id, (coordinator, Reveal { output, receipt }));
+        reveals.insert(assignment_id, (coordinator, Reveal { output, receipt }));
         let c = Commitment {
             job_id: body.job_id,
             assignment: assignment_id,
             output: commitment,
         };
-        let c = Signed::sign(&self.identity, &c).map_err(|e| e.to_string())?;
-        match courier.until_deadline(RpcRequest::Commit(c)).await? {
-            RpcResponse::Ok => Ok(()),
-            RpcResponse::Refused(why) => Err(format!("commitment refused: {why}").into()),
-            other => Err(format!("unexpected answer to the commitment: {other:?}").into()),
-        }
+        Ok(Signed::sign(&self.identity, &c).map_err(|e| e.to_string())?)
     }
 
     async fn fetch_inputs(&self, courier: &Courier, spec: &JobSpec) -> Result<JobInputs, String> {
@@ -778,5 +925,112 @@ mod tests {
         let e = RunError::from(executor::ExecError::Settings("no such target".into()));
         assert_eq!(e.kind, FailureKind::Settings);
         assert_eq!(e.reason, "bad job settings: no such target");
+    }
+}
+
+/// Tokens an output generated (0 for a fine-tune).
+fn generated(output: &JobOutput) -> usize {
+    match output {
+        JobOutput::Inference { tokens, .. } => tokens.len(),
+        JobOutput::Finetune { .. } => 0,
+    }
+}
+
+/// An inference output's commitment (a fine-tune's is the adapter's).
+fn output_commitment(output: &JobOutput) -> ContentId {
+    match output {
+        JobOutput::Inference { tokens, .. } => olc_protocol::inference_commitment(tokens),
+        JobOutput::Finetune { commitment, .. } => *commitment,
+    }
+}
+
+/// The metrics of a run whose `generated` tokens were cut to `keep`: the tokens it is paid
+/// for are the prompt's and the kept ones.
+fn cut_metrics(
+    metrics: olc_protocol::Metrics,
+    generated: usize,
+    keep: u32,
+) -> olc_protocol::Metrics {
+    olc_protocol::Metrics {
+        tokens: metrics
+            .tokens
+            .saturating_sub(generated as u64)
+            .saturating_add(u64::from(keep)),
+        ..metrics
+    }
+}
+
+/// What a run streams: its tokens and their text, in order.
+#[derive(Debug)]
+enum Piece {
+    Token(u32),
+    Text(String),
+}
+
+/// A run as the worker watches it: a fine-tune's steps go to `on_step`, an inference's
+/// tokens to the streamer, and the coordinator's cut is its token limit.
+struct RunWatch<F> {
+    on_step: F,
+    pieces: Option<mpsc::UnboundedSender<Piece>>,
+    token_limit: Arc<AtomicU32>,
+}
+
+impl<F: FnMut(u32, u32, f32)> executor::Watch for RunWatch<F> {
+    fn progress(&mut self, step: u32, total: u32, loss: f32) {
+        (self.on_step)(step, total, loss)
+    }
+
+    fn token(&mut self, token: u32) {
+        if let Some(p) = &self.pieces {
+            let _ = p.send(Piece::Token(token));
+        }
+    }
+
+    fn text(&mut self, piece: &str) {
+        if let Some(p) = &self.pieces {
+            let _ = p.send(Piece::Text(piece.to_string()));
+        }
+    }
+
+    fn token_limit(&self) -> u32 {
+        self.token_limit.load(Ordering::Relaxed)
+    }
+}
+
+/// Sends a run's tokens to its coordinator as signed chunks, one request at a time:
+/// whatever was generated while the previous chunk travelled goes in the next, so a slow
+/// link means bigger chunks, never a queue of requests. Ends when the run drops its
+/// sender and the last chunk is out.
+async fn stream_tokens(
+    mut pieces: mpsc::UnboundedReceiver<Piece>,
+    courier: Courier,
+    identity: Identity,
+    job_id: ContentId,
+    assignment: ContentId,
+) {
+    let mut offset = 0u32;
+    while let Some(first) = pieces.recv().await {
+        let mut chunk = TokenChunk {
+            job_id,
+            assignment,
+            offset,
+            tokens: Vec::new(),
+            text: String::new(),
+        };
+        let mut add = |piece| match piece {
+            Piece::Token(t) => chunk.tokens.push(t),
+            Piece::Text(t) => chunk.text.push_str(&t),
+        };
+        add(first);
+        while let Ok(piece) = pieces.try_recv() {
+            add(piece);
+        }
+        offset = offset.saturating_add(u32::try_from(chunk.tokens.len()).unwrap_or(u32::MAX));
+        let Ok(signed) = Signed::sign(&identity, &chunk) else {
+            continue;
+        };
+        if let Err(e) = courier.once(RpcRequest::Tokens(signed)).await {
+            tracing::debug!(job = %job_id, error = %e, "a token chunk did not reach the coordinator");
+        }
     }
 }

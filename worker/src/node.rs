@@ -579,6 +579,7 @@ impl State {
                     }
                 }
             }
+            RpcRequest::Cut(cut) => self.runner.cut(cut, peer),
             RpcRequest::Reveal(assignment) => match self.runner.reveal(&assignment, peer) {
                 Some(r) => RpcResponse::Revealed(Box::new(r)),
                 None => RpcResponse::Refused(format!("nothing to reveal for {assignment}")),

@@ -15,6 +15,13 @@ pub enum Action {
         job_id: ContentId,
         assignment_id: ContentId,
     },
+    /// Tell a worker to stop its replica at `keep` tokens (the submitter cancelled).
+    Cut {
+        worker: PublicKey,
+        job_id: ContentId,
+        assignment_id: ContentId,
+        keep: u32,
+    },
     /// Re-execute the job on the coordinator's own engine and report the output's
     /// commitment through [`crate::core::book::JobBook::on_referee`].
     Referee { job_id: ContentId },

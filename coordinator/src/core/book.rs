@@ -396,6 +396,7 @@ impl JobBook {
                 referee: None,
                 audited: None,
                 refund: None,
+                cut: None,
                 submitted_ms: now_ms,
                 updated_ms: now_ms,
             },
@@ -687,7 +688,10 @@ impl JobBook {
 }
 
 mod answers;
+mod cancel;
 mod quorum;
+
+pub use cancel::{Cancelled, CutAnswer};
 
 pub use quorum::INPUT_QUORUM;
 use quorum::input_verdict;

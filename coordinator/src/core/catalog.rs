@@ -36,7 +36,13 @@ impl Catalog {
     /// Names `publish.content` for its signer, or says why not. The content's presence in
     /// the blob store is the caller's to check (it is I/O). Returns the entry to store.
     pub fn publish(&mut self, publish: &Verified<Publish>) -> Result<CatalogEntry, CatalogError> {
-        let (owner, p) = (publish.signer(), publish.body());
+        self.name(publish.signer(), publish.body())
+    }
+
+    /// Names content for `owner` by the same rules, on authority the caller has checked:
+    /// a settled fine-tune's adapter, named in the job its submitter signed.
+    pub fn name(&mut self, owner: PublicKey, p: &Publish) -> Result<CatalogEntry, CatalogError> {
+        self.check_free(&p.name, owner)?;
         if let Some(why) = check_name(&p.name) {
             return Err(CatalogError::BadName(why));
         }
@@ -45,19 +51,13 @@ impl Catalog {
         {
             return Err(CatalogError::SelfBase);
         }
-        if let Some(current) = self.entries.get(&p.name) {
-            if current.owner != owner {
-                return Err(CatalogError::Taken {
-                    name: p.name.clone(),
-                    owner: current.owner,
-                });
-            }
-            if p.published_ms <= current.published_ms {
-                return Err(CatalogError::Stale {
-                    name: p.name.clone(),
-                    current_ms: current.published_ms,
-                });
-            }
+        if let Some(current) = self.entries.get(&p.name)
+            && p.published_ms <= current.published_ms
+        {
+            return Err(CatalogError::Stale {
+                name: p.name.clone(),
+                current_ms: current.published_ms,
+            });
         }
         let entry = CatalogEntry {
             name: p.name.clone(),
@@ -68,6 +68,17 @@ impl Catalog {
         };
         self.entries.insert(entry.name.clone(), entry.clone());
         Ok(entry)
+    }
+
+    /// Whether `owner` may use `name`: it is free or already theirs.
+    pub fn check_free(&self, name: &str, owner: PublicKey) -> Result<(), CatalogError> {
+        match self.entries.get(name) {
+            Some(current) if current.owner != owner => Err(CatalogError::Taken {
+                name: name.to_string(),
+                owner: current.owner,
+            }),
+            _ => Ok(()),
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&CatalogEntry> {

@@ -73,6 +73,19 @@ impl Replica {
     }
 }
 
+/// A generation its submitter cancelled: every replica's output is cut to the tokens
+/// already streamed, which then settle (verified as usual) as the job's output.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct CutState {
+    pub keep: u32,
+    /// Assignments that have not answered the cut yet: until they all have, no reveal is
+    /// asked for, since a worker that had finished answers with a new commitment.
+    pub unanswered: Vec<ContentId>,
+    /// Assignments whose commitment was made again for the cut output: an older
+    /// commitment of theirs that arrives late is not equivocation.
+    pub recommitted: Vec<ContentId>,
+}
+
 /// One job as stored durably.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub struct JobRecord {
@@ -100,6 +113,8 @@ pub struct JobRecord {
     pub audited: Option<bool>,
     /// What was refunded to the submitter when the job's escrow closed.
     pub refund: Option<u64>,
+    /// Set when the submitter cancelled the job while it was generating.
+    pub cut: Option<CutState>,
     pub submitted_ms: u64,
     pub updated_ms: u64,
 }
@@ -180,7 +195,15 @@ pub(crate) fn derive_state(job: &JobRecord) -> JobState {
     if active.is_empty() {
         return JobState::Queued;
     }
-    if active.len() >= needed && active.iter().all(|r| r.commitment().is_some()) {
+    let cut_unanswered = |r: &&Replica| {
+        job.cut
+            .as_ref()
+            .is_some_and(|c| c.unanswered.contains(&r.assignment_id))
+    };
+    if active.len() >= needed
+        && active.iter().all(|r| r.commitment().is_some())
+        && !active.iter().any(cut_unanswered)
+    {
         return JobState::Committed;
     }
     if active.iter().any(|r| r.state != ReplicaState::Offered) {

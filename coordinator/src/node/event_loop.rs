@@ -36,6 +36,8 @@ impl Node {
                     // The sweep is the timer: deadlines, adverts and back-offs move with
                     // the clock, not with any event the book sees.
                     self.advance();
+                    // Follows held long enough are answered before their transport gives up.
+                    self.answer_followers(&[]);
                 }
                 Some((job, result)) = self.referee_rx.recv() => {
                     self.refereeing.remove(&job);
@@ -51,11 +53,12 @@ impl Node {
                     let mut owed = lock(&self.book).pending_reveals();
                     owed.extend(lock(&self.book).pending_referees());
                     owed.extend(lock(&self.book).pending_assignments());
+                    owed.extend(lock(&self.book).pending_cuts());
                     let asked: std::collections::HashSet<ContentId> = self.pending.values().map(|p| match p {
-                        Pending::Reveal { assignment, .. } | Pending::Assign { assignment, .. } => *assignment,
+                        Pending::Reveal { assignment, .. } | Pending::Assign { assignment, .. } | Pending::Cut { assignment, .. } => *assignment,
                     }).collect();
                     let fresh: Vec<Action> = owed.into_iter().filter(|a| match a {
-                        Action::Reveal { assignment_id, .. } => !asked.contains(assignment_id),
+                        Action::Reveal { assignment_id, .. } | Action::Cut { assignment_id, .. } => !asked.contains(assignment_id),
                         Action::Assign { assignment, .. } => !asked.contains(&assignment.id()),
                         Action::Referee { job_id } => !self.refereeing.contains(job_id),
                     }).collect();

@@ -5,13 +5,15 @@
 //!
 //! Split by concern: `config` (what it is started with), the select loop and its timers
 //! (`event_loop`), answering RPC requests (`rpc`), the swarm's events (`swarm`), the
-//! requests it sends and their answers (`outbound`), persistence and notices (`persist`),
+//! requests it sends and their answers (`outbound`), tokens streamed to followers and
+//! cancels (`follow`), persistence and notices (`persist`),
 //! and reading an adapter's attribution (`attribution`). This file holds the public
 //! [`Coordinator`] and the `Node` state the others work on.
 
 mod attribution;
 mod config;
 mod event_loop;
+mod follow;
 mod outbound;
 mod persist;
 mod rpc;
@@ -31,6 +33,7 @@ use crate::audit::{AuditReport, audit_with_blobs};
 use crate::core::book::JobBook;
 use crate::core::catalog::Catalog;
 use crate::core::registry::Registry;
+use crate::core::stream::Streams;
 use crate::referee::Referee;
 use crate::store::JobStore;
 
@@ -123,6 +126,8 @@ impl Coordinator {
             referee_tx,
             referee_rx,
             busy_until: HashMap::new(),
+            streams: Streams::default(),
+            following: HashMap::new(),
         };
         let task = NodeTask::spawn(move |rx| node.run(rx));
         Ok(Self {
@@ -191,6 +196,10 @@ enum Pending {
         job: ContentId,
         assignment: ContentId,
     },
+    Cut {
+        job: ContentId,
+        assignment: ContentId,
+    },
 }
 
 /// A referee run's answer: the job and its output's commitment, or why it could not run.
@@ -216,4 +225,8 @@ struct Node {
     /// Workers that just answered "busy" (or could not be reached), until when: not
     /// offered anything before then, so a full worker is not asked every sweep.
     busy_until: HashMap<PublicKey, u64>,
+    /// Inference tokens on their way to followers, and the follows held for news.
+    streams: Streams<follow::Reply>,
+    /// Jobs each submitter follows and wants cancelled if its connection closes.
+    following: HashMap<PeerId, std::collections::BTreeSet<ContentId>>,
 }

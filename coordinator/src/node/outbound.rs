@@ -4,10 +4,11 @@
 
 use olc_net::libp2p::request_response::OutboundRequestId;
 use olc_net::unix_ms;
-use olc_protocol::{ContentId, RpcRequest, RpcResponse};
+use olc_protocol::{ContentId, Cut, RpcRequest, RpcResponse};
 
 use super::{Node, Pending, lock};
 use crate::core::action::Action;
+use crate::core::book::CutAnswer;
 
 /// How long a worker that said it was busy is left alone.
 const BUSY_BACKOFF_MS: u64 = 300;
@@ -30,6 +31,22 @@ impl Node {
                     self.start_referee(job_id);
                     continue;
                 }
+                Action::Cut {
+                    worker,
+                    job_id,
+                    assignment_id,
+                    keep,
+                } => (
+                    worker,
+                    RpcRequest::Cut(Cut {
+                        assignment: assignment_id,
+                        keep,
+                    }),
+                    Pending::Cut {
+                        job: job_id,
+                        assignment: assignment_id,
+                    },
+                ),
                 Action::Reveal {
                     worker,
                     job_id,
@@ -62,7 +79,7 @@ impl Node {
         if !self.refereeing.insert(job_id) {
             return;
         }
-        let spec = lock(&self.book).spec(&job_id).cloned();
+        let spec = lock(&self.book).referee_spec(&job_id);
         let tx = self.referee_tx.clone();
         let Some(spec) = spec else {
             let _ = tx.send((job_id, Err("the job no longer verifies".into())));
@@ -104,7 +121,13 @@ impl Node {
                     Ok(other) => (Err(format!("unexpected answer {other:?}")), false),
                 };
                 match answer {
-                    Ok(()) => lock(&self.book).on_assign_answer(&job, &assignment, Ok(()), now),
+                    Ok(()) => {
+                        lock(&self.book).on_assign_answer(&job, &assignment, Ok(()), now);
+                        // A job cut before this worker took it is cut for it too.
+                        let cuts = lock(&self.book).pending_cuts();
+                        let cuts = cuts.into_iter().filter(|a| matches!(a, Action::Cut { assignment_id, .. } if *assignment_id == assignment));
+                        self.carry_out(cuts.collect());
+                    }
                     Err(why) if transient => {
                         tracing::debug!(%job, reason = %why, "assignment not taken for now");
                         self.busy_until.insert(worker, now + BUSY_BACKOFF_MS);
@@ -129,6 +152,23 @@ impl Node {
                 Ok(other) => tracing::debug!(%job, ?other, "reveal not given yet"),
                 Err(e) => tracing::debug!(%job, error = %e, "reveal request failed"),
             },
+            Pending::Cut { job, assignment } => {
+                let answer = match response {
+                    Ok(RpcResponse::Recommitted(c)) => CutAnswer::Recommitted(c),
+                    Ok(RpcResponse::Ok) => CutAnswer::Applied,
+                    Ok(other) => {
+                        tracing::debug!(%job, ?other, "cut not applied: nothing of it to cut");
+                        CutAnswer::Applied
+                    }
+                    Err(e) => {
+                        tracing::debug!(%job, error = %e, "cut request failed");
+                        CutAnswer::Unreachable
+                    }
+                };
+                if let Err(e) = lock(&self.book).on_cut_answer(&job, &assignment, answer, now) {
+                    tracing::warn!(%job, reason = %e, "bad answer to a cut");
+                }
+            }
         }
         self.persist();
         self.advance_if_due();

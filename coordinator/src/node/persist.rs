@@ -18,18 +18,24 @@ impl Node {
     /// Writes every record the book changed and, if it changed, the economy, in one
     /// transaction, then flushes: what a client was told is on disk, and a job's state
     /// never reaches the disk without its money.
+    /// Then the jobs' followers hear of the change.
     pub(super) fn persist(&mut self) {
-        let mut book = lock(&self.book);
-        book.take_notices().into_iter().for_each(log_notice);
-        let dirty = book.take_dirty();
-        if dirty.jobs.is_empty() && !dirty.economy {
-            return;
-        }
-        let records: Vec<_> = dirty.jobs.iter().filter_map(|id| book.get(id)).collect();
-        let economy = dirty.economy.then(|| book.economy());
-        if let Err(error) = self.store.commit(&records, economy) {
-            tracing::error!(%error, "cannot store the coordinator's state");
-        }
+        let changed = {
+            let mut book = lock(&self.book);
+            book.take_notices().into_iter().for_each(log_notice);
+            let dirty = book.take_dirty();
+            if dirty.jobs.is_empty() && !dirty.economy {
+                return;
+            }
+            let records: Vec<_> = dirty.jobs.iter().filter_map(|id| book.get(id)).collect();
+            let economy = dirty.economy.then(|| book.economy());
+            if let Err(error) = self.store.commit(&records, economy) {
+                tracing::error!(%error, "cannot store the coordinator's state");
+            }
+            dirty.jobs
+        };
+        self.publish_settled(&changed);
+        self.answer_followers(&changed);
     }
 }
 

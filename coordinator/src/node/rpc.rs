@@ -5,8 +5,8 @@
 use olc_net::unix_ms;
 use olc_protocol::messages::rpc::WorkerStandings;
 use olc_protocol::{
-    Amount, CatalogKind, ContentId, JobKind, JobSpec, Manifest, Publish, RpcRequest, RpcResponse,
-    Signed,
+    Amount, CatalogKind, ContentId, JobKind, JobOutput, JobSpec, JobState, Manifest, PublicKey,
+    Publish, RpcRequest, RpcResponse, Signed,
 };
 
 use super::{Node, lock};
@@ -50,6 +50,56 @@ impl Node {
         }
     }
 
+    /// Publishes the adapters of fine-tunes among `jobs` that settled and asked for a name.
+    pub(super) fn publish_settled(&mut self, jobs: &[ContentId]) {
+        let named: Vec<(PublicKey, Publish)> = {
+            let book = lock(&self.book);
+            jobs.iter()
+                .filter_map(|id| book.get(id))
+                .filter(|j| j.state == JobState::Done)
+                .filter_map(|j| {
+                    let JobKind::Finetune(spec) = j.spec()?.kind else {
+                        return None;
+                    };
+                    let Some(JobOutput::Finetune { adapter, .. }) = j.output else {
+                        return None;
+                    };
+                    Some((
+                        j.signed.signer(),
+                        Publish {
+                            name: spec.publish_as?,
+                            content: adapter,
+                            kind: CatalogKind::Adapter { base: spec.model },
+                            published_ms: j.updated_ms,
+                        },
+                    ))
+                })
+                .collect()
+        };
+        for (owner, publish) in named {
+            if self
+                .catalog
+                .get(&publish.name)
+                .is_some_and(|e| e.content == publish.content && e.owner == owner)
+            {
+                continue;
+            }
+            let mut next = self.catalog.clone();
+            match next.name(owner, &publish) {
+                Ok(entry) => match self.store.put_catalog(&entry) {
+                    Ok(()) => {
+                        self.catalog = next;
+                        tracing::info!(name = %entry.name, adapter = %entry.content, "fine-tuned adapter published");
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot store the catalog"),
+                },
+                Err(e) => {
+                    tracing::warn!(name = %publish.name, reason = %e, "fine-tuned adapter not published")
+                }
+            }
+        }
+    }
+
     pub(super) fn answer(&mut self, request: RpcRequest) -> RpcResponse {
         let now = unix_ms();
         match request {
@@ -77,10 +127,24 @@ impl Node {
                     .map(|j| j.view())
                     .collect(),
             ),
-            RpcRequest::Progress(p) => match lock(&self.book).on_progress(&p, now) {
-                Ok(()) => RpcResponse::Ok,
-                Err(e) => RpcResponse::Refused(e.to_string()),
-            },
+            RpcRequest::Progress(p) => {
+                let result = lock(&self.book).on_progress(&p, now);
+                match result {
+                    Ok(()) => {
+                        // Shown to followers, though not stored.
+                        if let Ok(p) = p.verify() {
+                            self.answer_followers(&[p.job_id]);
+                        }
+                        RpcResponse::Ok
+                    }
+                    Err(e) => RpcResponse::Refused(e.to_string()),
+                }
+            }
+            RpcRequest::Tokens(chunk) => self.on_tokens(chunk),
+            RpcRequest::Cancel(cancel) => self.on_cancel(cancel),
+            RpcRequest::Follow(_) => {
+                RpcResponse::Refused("a follow is answered when there is news".into())
+            }
             RpcRequest::Failed(f) => {
                 let result = lock(&self.book).on_failure(&f, now);
                 self.persist();
@@ -122,7 +186,7 @@ impl Node {
                         .collect(),
                 }))
             }
-            RpcRequest::Assign(_) | RpcRequest::Reveal(_) => {
+            RpcRequest::Assign(_) | RpcRequest::Reveal(_) | RpcRequest::Cut(_) => {
                 RpcResponse::Refused("this peer is a coordinator, not a worker".into())
             }
         }
@@ -135,6 +199,12 @@ impl Node {
             Err(e) => return RpcResponse::Refused(format!("bad signature: {e}")),
         };
         let spec = verified.body();
+        if let JobKind::Finetune(j) = &spec.kind
+            && let Some(name) = &j.publish_as
+            && let Err(e) = self.catalog.check_free(name, verified.signer())
+        {
+            return RpcResponse::Refused(format!("the adapter's name: {e}"));
+        }
         let missing = self.missing_inputs(spec);
         if !missing.is_empty() {
             let ids: Vec<String> = missing.iter().map(|m| m.to_string()).collect();

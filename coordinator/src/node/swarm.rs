@@ -58,8 +58,15 @@ impl Node {
                     },
                 ..
             })) => {
-                let response = self.answer(request);
-                reply_rpc(&mut self.swarm, peer, channel, response);
+                match request {
+                    olc_protocol::RpcRequest::Follow(follow) => {
+                        self.on_follow(peer, follow, channel)
+                    }
+                    request => {
+                        let response = self.answer(request);
+                        reply_rpc(&mut self.swarm, peer, channel, response);
+                    }
+                }
                 self.advance_if_due();
             }
             SwarmEvent::Behaviour(BehaviourEvent::Rpc(request_response::Event::Message {
@@ -78,6 +85,11 @@ impl Node {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
             }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => self.peer_gone(peer_id),
             SwarmEvent::ConnectionEstablished {
                 peer_id, endpoint, ..
             } => {

@@ -367,22 +367,38 @@ impl Loop {
 }
 
 /// Waits for a generation's events: its tokens in order (each also passed to `on_token`)
-/// and how it ended. Returns early, cancelling it, if `stop()` says so.
+/// and how it ended. Returns early, cancelling it, if `stop()` says so; ends it
+/// successfully with the first `limit()` tokens once that many have come (a limit lowered
+/// below what was already heard truncates).
 pub fn collect(
     events: &Receiver<Event>,
     cancel: &AtomicBool,
     stop: &mut dyn FnMut() -> bool,
     on_token: &mut dyn FnMut(u32),
+    limit: &dyn Fn() -> usize,
 ) -> Result<(Vec<u32>, StopReason), Option<Failure>> {
     let mut tokens = Vec::new();
     let started = Instant::now();
     loop {
+        let most = limit();
+        if tokens.len() >= most {
+            cancel.store(true, Ordering::Relaxed);
+            tokens.truncate(most);
+            return Ok((tokens, StopReason::MaxTokens));
+        }
         match events.recv_timeout(Duration::from_millis(50)) {
             Ok(Event::Token(t)) => {
                 tokens.push(t);
                 on_token(t);
             }
-            Ok(Event::Done(stop)) => return Ok((tokens, stop)),
+            Ok(Event::Done(mut stop)) => {
+                let most = limit();
+                if tokens.len() > most {
+                    tokens.truncate(most);
+                    stop = StopReason::MaxTokens;
+                }
+                return Ok((tokens, stop));
+            }
             Ok(Event::Cancelled) => return Err(None),
             Ok(Event::Failed(f)) => return Err(Some(f)),
             Err(RecvTimeoutError::Timeout) => {}

@@ -74,6 +74,10 @@ pub struct FinetuneJob {
     /// Content id of the JSONL dataset.
     pub dataset: ContentId,
     pub params: TrainingParams,
+    /// The catalog name to publish the trained adapter under when the job settles (as the
+    /// submitter's, with the job's model as its base).
+    #[serde(default)]
+    pub publish_as: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Encode, Decode, Serialize, Deserialize)]
@@ -307,6 +311,8 @@ pub enum InvalidJob {
     DuplicateTarget(TargetModule),
     #[error("the deadline has passed ({deadline_ms} <= now {now_ms})")]
     DeadlinePassed { deadline_ms: u64, now_ms: u64 },
+    #[error("the adapter's catalog name: {0}")]
+    BadName(String),
 }
 
 fn check<T: fmt::Display>(
@@ -361,7 +367,12 @@ impl JobSpec {
         }
         match &self.kind {
             JobKind::Inference(job) => job.validate(),
-            JobKind::Finetune(job) => job.params.validate(),
+            JobKind::Finetune(job) => {
+                if let Some(why) = job.publish_as.as_deref().and_then(crate::check_name) {
+                    return Err(InvalidJob::BadName(why));
+                }
+                job.params.validate()
+            }
         }
     }
 }
@@ -703,6 +714,7 @@ mod tests {
         // being the trainer's largest default.
         let ft = |params: TrainingParams| JobSpec {
             kind: JobKind::Finetune(FinetuneJob {
+                publish_as: None,
                 model: ContentId::of(b"m"),
                 dataset: ContentId::of(b"d"),
                 params,

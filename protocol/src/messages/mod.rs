@@ -9,11 +9,12 @@ pub mod job;
 pub mod jobs_api;
 pub mod rpc;
 pub mod settlement;
+pub mod stream;
 
 use crate::Message;
 
 /// Every message type's name (the domain tag of signed ones); tests check they are distinct.
-pub const ALL_NAMES: [&str; 14] = [
+pub const ALL_NAMES: [&str; 16] = [
     advert::HardwareAdvert::NAME,
     job::JobSpec::NAME,
     execution::Assignment::NAME,
@@ -28,4 +29,6 @@ pub const ALL_NAMES: [&str; 14] = [
     jobs_api::JobFailure::NAME,
     crate::manifest::Manifest::NAME,
     account::AccountRequest::NAME,
+    stream::TokenChunk::NAME,
+    stream::CancelJob::NAME,
 ];

@@ -9,6 +9,7 @@ use crate::blob::{BlobOutline, CHUNK_SIZE};
 use crate::messages::account::{AccountRequest, AccountView, LedgerView};
 use crate::messages::catalog::{CatalogEntry, Publish};
 use crate::messages::jobs_api::{BlobUpload, JobFailure, JobProgress, JobView, Reveal};
+use crate::messages::stream::{CancelJob, Cut, Follow, FollowUpdate, TokenChunk};
 use crate::{
     Amount, Assignment, Commitment, ContentId, HardwareAdvert, JobSpec, Message, PublicKey, Signed,
 };
@@ -46,6 +47,14 @@ pub enum RpcRequest {
     Publish(Signed<Publish>),
     /// Every name in the catalog.
     Catalog,
+    /// Worker to coordinator: the next tokens of a running inference.
+    Tokens(Signed<TokenChunk>),
+    /// Held until the job has news past what the follower has seen.
+    Follow(Follow),
+    /// The submitter no longer wants the job.
+    Cancel(Signed<CancelJob>),
+    /// Coordinator to worker: stop the assignment at this many tokens.
+    Cut(Cut),
 }
 
 impl Message for RpcRequest {
@@ -75,6 +84,10 @@ pub enum RpcResponse {
     Ledger(Box<LedgerView>),
     WorkerStandings(Box<WorkerStandings>),
     Catalog(Vec<CatalogEntry>),
+    Follow(Box<FollowUpdate>),
+    /// A worker's answer to a cut that came after its run had ended: its commitment to the
+    /// cut output, which replaces the one it made before.
+    Recommitted(Signed<Commitment>),
 }
 
 impl Message for RpcResponse {

@@ -80,6 +80,7 @@ pub fn inference_job() -> JobSpec {
 pub fn finetune_job() -> JobSpec {
     JobSpec {
         kind: JobKind::Finetune(FinetuneJob {
+            publish_as: None,
             model: ContentId::of(b"model"),
             dataset: ContentId::of(b"dataset"),
             params: TrainingParams {

@@ -66,7 +66,15 @@ impl JobBook {
             return;
         }
         match answer {
-            Ok(()) => r.state = ReplicaState::Running,
+            Ok(()) => {
+                r.state = ReplicaState::Running;
+                let id = r.assignment_id;
+                if let Some(cut) = job.cut.as_mut()
+                    && !cut.unanswered.contains(&id)
+                {
+                    cut.unanswered.push(id);
+                }
+            }
             Err(why) => {
                 r.state = ReplicaState::Dropped(format!("declined: {why}"));
                 let w = r.worker;
@@ -187,8 +195,15 @@ impl JobBook {
                 "commitment signed by a worker other than the assigned one".into(),
             ));
         }
+        let recommitted = job
+            .cut
+            .as_ref()
+            .is_some_and(|cut| cut.recommitted.contains(&c.assignment));
         match &r.state {
             ReplicaState::Offered | ReplicaState::Running => {}
+            // Made before the run was cut, and replaced since by the commitment to the
+            // cut output: late, not two answers.
+            ReplicaState::Committed(_) if recommitted => return Ok(()),
             ReplicaState::Committed(prev)
             | ReplicaState::Revealed {
                 commitment: prev, ..
@@ -334,7 +349,7 @@ impl JobBook {
 
 /// The job and the index of the replica an answer names. A free function so that callers
 /// can hold it while using the book's other fields.
-fn replica_in<'a>(
+pub(super) fn replica_in<'a>(
     jobs: &'a mut BTreeMap<ContentId, JobRecord>,
     job_id: &ContentId,
     assignment_id: &ContentId,

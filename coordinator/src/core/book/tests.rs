@@ -860,6 +860,7 @@ fn finetune(
 ) -> Signed<JobSpec> {
     let spec = JobSpec {
         kind: JobKind::Finetune(olc_protocol::FinetuneJob {
+            publish_as: None,
             model: ContentId::of(b"model"),
             dataset: ContentId::of(b"dataset"),
             params: olc_protocol::TrainingParams {
@@ -1242,5 +1243,129 @@ fn a_spec_is_verified_on_entry_and_a_stored_one_that_no_longer_verifies_fails() 
     assert_eq!(
         again.get(&id).unwrap().state,
         JobState::Failed("the stored job no longer verifies".into())
+    );
+}
+
+/// A job with two running replicas.
+fn running_pair(book: &mut JobBook) -> (ContentId, Vec<(PublicKey, Signed<Assignment>)>) {
+    let id = book
+        .submit(
+            job(1, VerificationPolicy::Replicate { replicas: 2 }),
+            vec![],
+            NOW,
+        )
+        .unwrap();
+    let a = assigned(&book.tick(&coordinator(), NOW, &mut pool(3)));
+    assert_eq!(a.len(), 2);
+    for (_, asg) in &a {
+        book.on_assign_answer(&id, &asg.id(), Ok(()), NOW);
+    }
+    (id, a)
+}
+
+#[test]
+fn only_the_submitter_cancels_and_a_job_not_running_is_refunded_whole() {
+    let mut book = book();
+    let id = book
+        .submit(job(1, VerificationPolicy::Single), vec![], NOW)
+        .unwrap();
+    let stranger = worker(5).public_key();
+    assert!(matches!(
+        book.cancel(id, stranger, 0, NOW),
+        Err(Refusal::BadAnswer(_))
+    ));
+    let before = book.economy().account_view(submitter().public_key(), NOW);
+    let done = book.cancel(id, submitter().public_key(), 0, NOW).unwrap();
+    assert_eq!(done, Cancelled::Refunded { actions: vec![] });
+    let job = book.get(&id).unwrap();
+    assert!(matches!(&job.state, JobState::Failed(why) if why.contains("cancelled")));
+    let after = book.economy().account_view(submitter().public_key(), NOW);
+    assert_eq!(
+        after.balance.0,
+        before.balance.0 + 1000,
+        "the whole escrow went back"
+    );
+    assert!(matches!(
+        book.cancel(id, submitter().public_key(), 0, NOW),
+        Ok(Cancelled::TooLate(_))
+    ));
+}
+
+#[test]
+fn a_cut_generation_settles_at_the_streamed_tokens_once_every_replica_answered() {
+    let mut book = book();
+    let (id, a) = running_pair(&mut book);
+    let Cancelled::Cut { keep, actions } =
+        book.cancel(id, submitter().public_key(), 2, NOW).unwrap()
+    else {
+        panic!("a running inference is cut");
+    };
+    assert_eq!(keep, 2);
+    assert_eq!(actions.len(), 2, "both replicas are told");
+    assert!(
+        actions
+            .iter()
+            .all(|x| matches!(x, Action::Cut { keep: 2, .. }))
+    );
+    assert_eq!(book.pending_cuts().len(), 2, "asked again until answered");
+
+    // Replica 0 was still running: it commits to the cut output and says so. Replica 1
+    // had finished: its commitment to the whole output is replaced by its new one.
+    let (c0, r0) = answer(&a[0].1, &[5, 6]);
+    book.on_cut_answer(&id, &a[0].1.id(), CutAnswer::Applied, NOW)
+        .unwrap();
+    book.on_commit(c0, NOW).unwrap();
+    let (old, _) = answer(&a[1].1, &[5, 6, 7, 8]);
+    book.on_commit(old.clone(), NOW).unwrap();
+    book.tick(&coordinator(), NOW, &mut pool(3));
+    assert_eq!(
+        book.get(&id).unwrap().state,
+        JobState::Running,
+        "no reveal while a replica has not answered the cut"
+    );
+    let (c1, r1) = answer(&a[1].1, &[5, 6]);
+    book.on_cut_answer(&id, &a[1].1.id(), CutAnswer::Recommitted(c1), NOW)
+        .unwrap();
+    assert!(book.pending_cuts().is_empty());
+    // The older commitment arriving late is not equivocation.
+    book.on_commit(old, NOW).unwrap();
+    let actions = book.tick(&coordinator(), NOW, &mut pool(3));
+    assert_eq!(book.get(&id).unwrap().state, JobState::Committed);
+    assert_eq!(actions.len(), 2, "both reveals asked for");
+    book.on_reveal(&coordinator(), &id, &a[0].1.id(), r0, NOW)
+        .unwrap();
+    book.on_reveal(&coordinator(), &id, &a[1].1.id(), r1, NOW)
+        .unwrap();
+    let job = book.get(&id).unwrap();
+    assert_eq!(job.state, JobState::Done, "{job:#?}");
+    assert!(job.slashes.is_empty());
+    let spec = book.referee_spec(&id).unwrap();
+    assert!(matches!(spec.kind, JobKind::Inference(j) if j.max_tokens == 2));
+}
+
+#[test]
+fn a_cancel_after_a_commitment_is_too_late_and_nothing_streamed_is_a_refund() {
+    let mut book = book();
+    let (id, a) = running_pair(&mut book);
+    let (c, _) = answer(&a[0].1, &[5]);
+    book.on_commit(c, NOW).unwrap();
+    assert!(matches!(
+        book.cancel(id, submitter().public_key(), 1, NOW),
+        Ok(Cancelled::TooLate(_))
+    ));
+
+    let mut book = book_with(JobsConfig::default());
+    let (id, _) = running_pair(&mut book);
+    let Cancelled::Refunded { actions } =
+        book.cancel(id, submitter().public_key(), 0, NOW).unwrap()
+    else {
+        panic!("nothing was streamed: refunded");
+    };
+    assert!(
+        actions
+            .iter()
+            .all(|x| matches!(x, Action::Cut { keep: 0, .. }))
+            && actions.len() == 2,
+        "the running workers are stopped"
     );
 }
