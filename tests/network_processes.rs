@@ -511,6 +511,37 @@ fn a_job_through_real_processes_submit_wait_status_list_receipt() {
     assert_eq!(done["output"]["tokens"], local["tokens"]);
     assert_eq!(done["output"]["text"], local["text"]);
     assert_eq!(done["output"]["commitment"], local["commitment"]);
+    // --stream prints the text as it comes, and it is the same text.
+    let streamed = olc()
+        .args([
+            "job",
+            "submit",
+            "inference",
+            "--coordinator",
+            &addr,
+            "--key",
+            k,
+            "--model",
+            m,
+            "--prompt",
+            "Hello",
+            "--max-tokens",
+            "5",
+            "--stream",
+        ])
+        .env("HOME", h)
+        .env("XDG_DATA_HOME", h.join("data"))
+        .output()
+        .unwrap();
+    assert!(
+        streamed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&streamed.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(streamed.stdout).unwrap(),
+        format!("{}\n", local["text"].as_str().unwrap())
+    );
     assert!(done["receipt"]["bytes_hex"].as_str().unwrap().len() > 100);
     let id = done["job_id"].as_str().unwrap();
 
@@ -541,7 +572,7 @@ fn a_job_through_real_processes_submit_wait_status_list_receipt() {
         ],
         h,
     );
-    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list.as_array().unwrap().len(), 2, "the waited job and the streamed one");
     let file = h.join("receipt.bin");
     run_json(
         &[
@@ -1506,4 +1537,93 @@ fn the_catalog_names_models_and_adapters_and_a_name_stays_its_publishers() {
     assert_eq!(list[1]["kind"]["base"], shown["id"]);
     let alice_key = run_json(&["keys", "show", "--key", &alice, "--json"], h);
     assert_eq!(list[0]["owner"], alice_key["public_key"]);
+}
+
+/// `--stream` from a process that dies mid-generation: its connection closes, the
+/// coordinator cancels the job, and it settles at the tokens streamed so far.
+#[test]
+fn a_streaming_submitter_that_dies_cuts_its_generation_and_pays_for_what_it_got() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let net = job_network(h, 1);
+    let model = h.join("small");
+    run_json(
+        &[
+            "model",
+            "init",
+            "--out",
+            model.to_str().unwrap(),
+            "--preset",
+            "small",
+            "--json",
+        ],
+        h,
+    );
+    let log = h.join("stream.log");
+    let mut child = olc()
+        .args([
+            "job",
+            "submit",
+            "inference",
+            "--coordinator",
+            &net.addr,
+            "--key",
+            &net.key,
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "Tell me a long story",
+            "--max-tokens",
+            "2000",
+            "--max-fee",
+            "100000",
+            "--stream",
+        ])
+        .env("HOME", h)
+        .env("XDG_DATA_HOME", h.join("data"))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // The first byte of text is the sign that tokens are flowing: die at once.
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let said = std::fs::read_to_string(&log).unwrap();
+    let id = said
+        .lines()
+        .find_map(|l| l.strip_prefix("submitted job "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let start = Instant::now();
+    let view = loop {
+        let v = run_json(
+            &[
+                "job",
+                "status",
+                &id,
+                "--coordinator",
+                &net.addr,
+                "--key",
+                &net.key,
+                "--json",
+            ],
+            h,
+        );
+        if v["state"] == "done" || v["state"] == "failed" {
+            break v;
+        }
+        assert!(start.elapsed() < BOUND, "the job did not end: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(view["state"], "done", "{view}");
+    let kept = view["output"]["tokens"].as_array().unwrap().len();
+    assert!(
+        kept > 0 && kept < 2000,
+        "cut at what was streamed: {kept} tokens"
+    );
+    assert!(view["refund"].as_u64().unwrap() > 0, "{view}");
+    drop(net);
 }

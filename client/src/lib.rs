@@ -275,7 +275,8 @@ impl Submitter {
     /// Follows a job to its end: `heard` gets each streamed piece of an inference's text
     /// as the lead worker produces it, and the job's view whenever it changes. Each
     /// request is held by the coordinator until there is news, so nothing polls. With
-    /// `cancel_if_gone`, the coordinator cancels the job if this connection closes first.
+    /// `cancel_if_gone`, each request carries this submitter's signed cancel, which the
+    /// coordinator carries out if this connection closes before the job ends.
     ///
     /// The stream is the lead worker's signed word; the returned view's output is the
     /// verified one, which the stream's text is a prefix of unless that worker lied.
@@ -287,6 +288,9 @@ impl Submitter {
     ) -> Result<JobView, SubmitError> {
         let (mut from, mut seen) = (0, 0);
         let mut last: Option<JobView> = None;
+        let cancel_if_gone = cancel_if_gone
+            .then(|| Signed::sign(&self.identity, &CancelJob { job_id: id }))
+            .transpose()?;
         // The coordinator answers a held follow well before this.
         let timeout = self.timeout.max(FOLLOW_TIMEOUT);
         loop {
@@ -294,7 +298,7 @@ impl Submitter {
                 job_id: id,
                 from,
                 seen,
-                cancel_if_gone,
+                cancel_if_gone: cancel_if_gone.clone(),
             });
             let update = match self.rpc_within(request, timeout).await? {
                 RpcResponse::Follow(update) => *update,

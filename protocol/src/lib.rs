@@ -28,8 +28,9 @@ pub use messages::advert::{
 pub use messages::catalog::{CatalogEntry, CatalogKind, Publish, check_name};
 pub use messages::execution::{Assignment, Commitment, ExecutionReceipt, Metrics};
 pub use messages::job::{
-    FinetuneJob, InferenceJob, InvalidJob, JobKind, JobSpec, Prompt, Requirements, Sampling,
-    TargetModule, TrainingLength, TrainingParams, VerificationPolicy, check_generation,
+    FinetuneJob, InferenceJob, InvalidJob, JobKind, JobSpec, MAX_GENERATED_TOKENS, Prompt,
+    Requirements, Sampling, TargetModule, TrainingLength, TrainingParams, VerificationPolicy,
+    check_generation,
 };
 pub use messages::jobs_api::{
     BlobUpload, JobFailure, JobOutput, JobProgress, JobState, JobView, ReplicaView, Reveal,

@@ -230,7 +230,7 @@ mod tests {
             job_id: id(0),
             from,
             seen,
-            cancel_if_gone: false,
+            cancel_if_gone: None,
         }
     }
 

@@ -60,20 +60,31 @@ impl Node {
             reply_rpc(&mut self.swarm, peer, channel, refusal);
             return;
         };
-        // Only the submitter's own connection may cancel by leaving.
-        if follow.cancel_if_gone && submitter.to_peer_id().ok() == Some(peer) {
-            self.following
-                .entry(peer)
-                .or_default()
-                .insert(follow.job_id);
+        if let Some(cancel) = &follow.cancel_if_gone {
+            // Kept only if it is the submitter's own cancel of this very job.
+            match cancel.verify() {
+                Ok(c) if c.job_id == follow.job_id && cancel.signer() == submitter => {
+                    self.following
+                        .entry(peer)
+                        .or_default()
+                        .insert(follow.job_id);
+                }
+                _ => {
+                    let refusal = RpcResponse::Refused(
+                        "the cancel to keep is not this job's submitter's".into(),
+                    );
+                    reply_rpc(&mut self.swarm, peer, channel, refusal);
+                    return;
+                }
+            }
         }
+        let job = follow.job_id;
         let waiter = Waiter {
             follow,
             since_ms: unix_ms(),
             reply: (peer, channel),
         };
-        let final_now = self.job_is_final(&follow.job_id);
-        let ready = if final_now {
+        let ready = if self.job_is_final(&job) {
             Some(waiter)
         } else {
             self.streams.hold(waiter)
@@ -160,8 +171,8 @@ impl Node {
         }
     }
 
-    /// A peer's last connection closed: the jobs it followed asking to be cancelled if it
-    /// left are cancelled.
+    /// A peer's last connection closed: the jobs it followed with their submitter's cancel
+    /// to keep are cancelled.
     pub(super) fn peer_gone(&mut self, peer: PeerId) {
         let Some(jobs) = self.following.remove(&peer) else {
             return;

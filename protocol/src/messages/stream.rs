@@ -8,7 +8,7 @@ use bincode::{Decode, Encode};
 use serde::Serialize;
 
 use crate::messages::jobs_api::JobView;
-use crate::{ContentId, Message};
+use crate::{ContentId, Message, Signed};
 
 /// The next tokens of one replica's generation, signed by its worker so what a submitter
 /// was shown is attributable. Chunks of one assignment come in order: `offset` is the
@@ -35,14 +35,16 @@ impl Message for TokenChunk {
 /// last got; 0 for none, which is always answered at once).
 /// The coordinator holds the request until then (or until a while has passed, when it
 /// answers with nothing new), so a follower never polls on a timer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct Follow {
     pub job_id: ContentId,
     pub from: u32,
     pub seen: u64,
-    /// Cancel the job if this follower's connection closes before the job ends: the
-    /// submitter that went away no longer wants the tokens.
-    pub cancel_if_gone: bool,
+    /// The submitter's signed cancel, to be carried out if this follower's connection
+    /// closes before the job ends: a submitter that went away no longer wants the tokens.
+    /// Signed, because the connection's own key proves nothing (clients dial under a
+    /// throwaway key).
+    pub cancel_if_gone: Option<Signed<CancelJob>>,
 }
 
 /// What a follower gets back.
