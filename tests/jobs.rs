@@ -292,45 +292,110 @@ async fn an_inference_job_equals_olc_run_infer_and_its_receipt_verifies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_inference_jobs_share_one_resident_model_and_each_equals_olc_run_infer() {
+    // 32 streamed requests at random times, with random adapters, prompts, lengths and
+    // sampling, batched together on one resident model: each gets exactly the tokens it
+    // gets alone, streamed in order.
     let net = Net::start(1, false).await;
     let s = net.submitter().await;
     let model_dir = net.model();
     let model = upload_model(&s, &model_dir).await;
-    let prompts = [
-        "Hello there",
-        "a b c",
-        "the quick brown fox jumps",
-        "1 2 3 4 5 6 7 8",
-        "Once upon a time",
-        "x",
-        "what is the answer",
-        "seven",
-    ];
-    let mut ids = Vec::new();
-    for p in prompts {
-        ids.push(s.submit(&spec(inference(model, None, p), 1)).await.unwrap());
+    let config = olc_gpu::model::Checkpoint::load(&model_dir).unwrap().config;
+    let mut adapters = Vec::new();
+    for seed in 0..4u64 {
+        let dir = net.dir.path().join(format!("adapter{seed}"));
+        let adapter = olc_testkit::models::random_adapter(&config, 4, seed + 1);
+        olc_gpu::train::write_adapter(&dir, &adapter).unwrap();
+        let id = s.upload_adapter(&dir).await.unwrap();
+        adapters.push((dir, id));
     }
-    for (p, id) in prompts.iter().zip(ids) {
-        let view = wait_done(&s, id).await;
+    // xorshift: the cases are random but the same on every run.
+    let mut state = 0x5EED_u64;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let words = [
+        "Hello", "there", "a", "quick", "brown", "fox", "7", "once", "upon", "time",
+    ];
+    let cases: Vec<(String, Option<usize>, u32, Sampling, u64, u64)> = (0..32)
+        .map(|i| {
+            let prompt: Vec<&str> = (0..1 + next(8)).map(|_| words[next(10) as usize]).collect();
+            let adapter = (next(5) < 4).then(|| next(4) as usize);
+            let sampling = if next(2) == 0 {
+                Sampling::Greedy
+            } else {
+                Sampling::Sample {
+                    temperature: 0.8,
+                    top_k: 20,
+                    top_p: 0.9,
+                }
+            };
+            (
+                prompt.join(" "),
+                adapter,
+                1 + next(16) as u32,
+                sampling,
+                i,
+                next(200),
+            )
+        })
+        .collect();
+    let base_nonce = unix_us();
+    let runs = cases
+        .iter()
+        .map(|(prompt, adapter, max_tokens, sampling, seed, delay_ms)| {
+            let s = s.clone();
+            let mut job = spec(
+                JobKind::Inference(InferenceJob {
+                    model,
+                    adapter: adapter.map(|i| adapters[i].1),
+                    prompt: Prompt::Text(prompt.clone()),
+                    sampling: *sampling,
+                    max_tokens: *max_tokens,
+                    seed: *seed,
+                }),
+                1,
+            );
+            job.nonce = base_nonce + seed; // built in one instant: each its own
+            let delay = Duration::from_millis(*delay_ms);
+            async move {
+                tokio::time::sleep(delay).await;
+                let id = s.submit(&job).await.unwrap();
+                let mut streamed = Streamed::default();
+                let view = tokio::time::timeout(BOUND, s.follow(id, false, |h| streamed.hear(h)))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                (view, streamed)
+            }
+        });
+    let answers = futures::future::join_all(runs).await;
+    for ((prompt, adapter, max_tokens, sampling, seed, _), (view, streamed)) in
+        cases.iter().zip(answers)
+    {
+        assert_eq!(view.state, JobState::Done, "{view:#?}");
         let Some(JobOutput::Inference { tokens, .. }) = &view.output else {
             panic!("{view:?}")
         };
         let alone = olc_exec::infer::generate_text(
             &olc_exec::infer::GenerateRequest {
                 model_dir: &model_dir,
-                adapter_dir: None,
-                prompt: &Prompt::Text((*p).into()),
-                sampling: Sampling::Greedy,
-                seed: 0,
-                max_tokens: 6,
+                adapter_dir: adapter.map(|i| adapters[i].0.as_path()),
+                prompt: &Prompt::Text(prompt.clone()),
+                sampling: *sampling,
+                seed: *seed,
+                max_tokens: *max_tokens,
             },
             &olc_exec::infer::EngineChoice::detect(1),
         )
         .unwrap();
-        assert_eq!(*tokens, alone.tokens, "{p}");
+        assert_eq!(*tokens, alone.tokens, "{prompt} with adapter {adapter:?}");
+        assert_eq!(streamed.tokens, alone.tokens, "streamed in order: {prompt}");
     }
     let worker = net.workers[0].1.as_ref().unwrap();
-    assert_eq!(worker.model_loads(), 1, "eight jobs, one load");
+    assert_eq!(worker.model_loads(), 1, "32 jobs, one load");
     assert_eq!(worker.active_jobs(), 0, "inference took no fine-tune slot");
     // The worker's adverts now say the model is in memory, for the matcher to prefer.
     let start = Instant::now();

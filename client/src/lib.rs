@@ -11,8 +11,8 @@ use olc_net::libp2p::Multiaddr;
 use olc_net::{Client, ClientError, NodeConfig};
 use olc_protocol::{
     AccountAction, AccountRequest, AccountView, BlobUpload, CancelJob, CatalogEntry, CatalogKind,
-    ContentId, Follow, Identity, JobSpec, JobView, LedgerView, Manifest, ManifestEntry, PublicKey,
-    Publish, RpcRequest, RpcResponse, Signed,
+    ContentId, Follow, Identity, JobOutput, JobSpec, JobView, LedgerView, Manifest, ManifestEntry,
+    PublicKey, Publish, RpcRequest, RpcResponse, Signed,
 };
 
 /// Files of an adapter directory that travel with it.
@@ -279,7 +279,9 @@ impl Submitter {
     /// coordinator carries out if this connection closes before the job ends.
     ///
     /// The stream is the lead worker's signed word; the returned view's output is the
-    /// verified one, which the stream's text is a prefix of unless that worker lied.
+    /// verified one, which the stream is a prefix of unless that worker lied. Whatever of
+    /// the output did not come streamed (the job ended first) is heard from it at the end,
+    /// so the pieces heard make up the whole output.
     pub async fn follow(
         &self,
         id: ContentId,
@@ -288,6 +290,8 @@ impl Submitter {
     ) -> Result<JobView, SubmitError> {
         let (mut from, mut seen) = (0, 0);
         let mut last: Option<JobView> = None;
+        // The tokens and text heard so far.
+        let mut streamed = (Vec::new(), String::new());
         let cancel_if_gone = cancel_if_gone
             .then(|| Signed::sign(&self.identity, &CancelJob { job_id: id }))
             .transpose()?;
@@ -308,6 +312,20 @@ impl Submitter {
                 heard(Heard::Text {
                     text: &update.text,
                     tokens: &update.tokens,
+                });
+                streamed.0.extend_from_slice(&update.tokens);
+                streamed.1.push_str(&update.text);
+            }
+            if update.job.state.is_final()
+                && let Some(JobOutput::Inference { tokens, text }) = &update.job.output
+                && tokens.len() > streamed.0.len()
+                && tokens.starts_with(&streamed.0)
+            {
+                // The job ended before the last chunks reached this follower (the stream
+                // is forgotten once a job ends): the rest is the verified output's.
+                heard(Heard::Text {
+                    text: text.strip_prefix(streamed.1.as_str()).unwrap_or_default(),
+                    tokens: &tokens[streamed.0.len()..],
                 });
             }
             if last.as_ref() != Some(&update.job) {

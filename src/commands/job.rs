@@ -160,20 +160,18 @@ async fn submit_inference(args: SubmitInference) -> Result<()> {
 }
 
 /// Submits and prints the text on stdout as it arrives (the job id and where the job is
-/// go to stderr), then the verified result's end. Ctrl-C cancels the job at the
+/// go to stderr). Ctrl-C cancels the job at the
 /// coordinator before leaving; so does this process dying (the follow asks for it).
 async fn submit_and_stream(submitter: &Submitter, spec: &JobSpec, json: bool) -> Result<()> {
     use std::io::Write;
     let id = submitter.submit(spec).await?;
     eprintln!("submitted job {id}");
-    let mut printed = String::new();
     let follow = submitter.follow(id, true, |heard| {
         if let olc_client::Heard::Text { text, .. } = heard
             && !json
         {
             print!("{text}");
             let _ = std::io::stdout().flush();
-            printed.push_str(text);
         }
     });
     let view = tokio::select! {
@@ -190,13 +188,6 @@ async fn submit_and_stream(submitter: &Submitter, spec: &JobSpec, json: bool) ->
     if json {
         report(&view, true)?;
     } else {
-        // The verified output's text, past what the stream showed (a final character the
-        // stream held back, or all of it if the stream was lost).
-        if let Some(JobOutput::Inference { text, .. }) = &view.output
-            && let Some(rest) = text.strip_prefix(printed.as_str())
-        {
-            print!("{rest}");
-        }
         println!();
         eprintln!("{}", progress_line(&view));
     }
