@@ -58,6 +58,10 @@ pub enum Command {
     Receipt(ReceiptCommand),
     /// Run a whole network (coordinator + workers) on this machine: fine-tune, then infer.
     Devnet(DevnetArgs),
+    /// Serve an OpenAI-compatible HTTP API (/v1/models, /v1/completions,
+    /// /v1/chat/completions) whose requests run as signed jobs on the network, paid from
+    /// this key's account.
+    Gateway(GatewayArgs),
 }
 
 impl Command {
@@ -67,6 +71,7 @@ impl Command {
             self,
             Command::Worker(WorkerCommand::Start(_))
                 | Command::Coordinator(CoordinatorCommand::Start(_))
+                | Command::Gateway(_)
         )
     }
 }
@@ -327,6 +332,42 @@ pub struct DevnetArgs {
     /// Print one JSON object instead of the report.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// The coordinator whose network runs the requests, e.g. /ip4/1.2.3.4/udp/7000/quic-v1.
+    #[arg(long, value_name = "MULTIADDR", env = "OLC_COORDINATOR")]
+    pub coordinator: Option<Multiaddr>,
+    /// The key that signs every job and whose account pays for it; created if missing
+    /// [default: ~/.local/share/olc/key.pem]
+    #[arg(long, value_name = "FILE", env = "OLC_KEY")]
+    pub key: Option<PathBuf>,
+    /// Address the HTTP API listens on [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// File of API keys callers must give (`Authorization: Bearer KEY`), one a line
+    /// [default: any caller is served]
+    #[arg(long, value_name = "FILE")]
+    pub api_keys: Option<PathBuf>,
+    /// The most one request may cost, in credits (escrowed, the rest refunded)
+    /// [default: 1000000]
+    #[arg(long, value_name = "N")]
+    pub max_fee: Option<u64>,
+    /// How each answer is checked: single, replicate:K, sample:P, or default (the
+    /// coordinator's choice) [default: default]
+    #[arg(long, value_name = "POLICY")]
+    pub verify: Option<olc_protocol::VerificationPolicy>,
+    /// A request's job is given up if not done within this long (1s to 30days)
+    /// [default: 10m]
+    #[arg(long, value_name = "DURATION", value_parser = crate::limits::parse_deadline)]
+    pub deadline: Option<Duration>,
+    /// How long to wait for the coordinator to answer (1s to 1h) [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = crate::limits::parse_timeout)]
+    pub timeout: Option<Duration>,
+    /// TOML file with any of these settings; flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

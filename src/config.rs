@@ -48,6 +48,23 @@ pub struct CoordinatorFile {
     pub referee_threads: Option<usize>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GatewayFile {
+    pub coordinator: Option<Multiaddr>,
+    pub key: Option<PathBuf>,
+    /// e.g. "127.0.0.1:8080".
+    pub listen: Option<std::net::SocketAddr>,
+    pub api_keys: Option<PathBuf>,
+    pub max_fee: Option<u64>,
+    /// e.g. "single" or "replicate:2".
+    pub verify: Option<String>,
+    #[serde(default, with = "opt_duration")]
+    pub deadline: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub timeout: Option<Duration>,
+}
+
 /// Reads a config file, or the defaults when no file is given.
 pub fn load<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> Result<T> {
     let Some(path) = path else {
@@ -121,6 +138,25 @@ mod tests {
         let coordinator: CoordinatorFile = load(Some(&deploy.join("coordinator.toml"))).unwrap();
         assert_eq!(coordinator.listen.len(), 2);
         assert_eq!(coordinator.max_clock_skew, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn gateway_file_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(
+            &path,
+            "coordinator = \"/ip4/127.0.0.1/udp/7000/quic-v1\"\nlisten = \"0.0.0.0:8080\"\n\
+             max-fee = 5000\nverify = \"replicate:2\"\ndeadline = \"2m\"\n",
+        )
+        .unwrap();
+        let file: GatewayFile = load(Some(&path)).unwrap();
+        assert!(file.coordinator.is_some());
+        assert_eq!(file.listen.map(|a| a.port()), Some(8080));
+        assert_eq!(file.max_fee, Some(5000));
+        assert_eq!(file.verify.as_deref(), Some("replicate:2"));
+        assert_eq!(file.deadline, Some(Duration::from_secs(120)));
+        assert_eq!(file.timeout, None);
     }
 
     #[test]

@@ -73,6 +73,7 @@ fn init_logging(verbose: u8, quiet: bool) {
         "olc_gpu",
         "olc_worker",
         "olc_coordinator",
+        "olc_gateway",
     ]
     .map(|krate| format!("{krate}={level}"))
     .join(",");

@@ -15,9 +15,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("olc-net", &["olc-protocol"]),
     ("olc-exec", &["olc-protocol", "olc-gpu", "olc-content"]),
     ("olc-client", &["olc-protocol", "olc-net", "olc-content"]),
-    // The HTTP layer reaches the network only through its own `Network` trait for now;
-    // DESIGN.md's gateway -> client arrow is added with the implementation over the client.
-    ("olc-gateway", &["olc-protocol"]),
+    // The HTTP layer reaches the network through its own `Network` trait; the one
+    // implementation over a real network (`OlcNetwork`) is a submitter of the client's.
+    ("olc-gateway", &["olc-protocol", "olc-client"]),
     (
         "olc-worker",
         &[
@@ -49,6 +49,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "olc-client",
             "olc-worker",
             "olc-coordinator",
+            "olc-gateway",
         ],
     ),
 ];

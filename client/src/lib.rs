@@ -15,11 +15,13 @@ use olc_protocol::{
     PublicKey, Publish, RpcRequest, RpcResponse, Signed,
 };
 
-/// Files of an adapter directory that travel with it.
-pub const ADAPTER_FILES: [&str; 3] = [
+/// Files of an adapter directory that travel with it (those present): its config and
+/// weights, whose data trained it, and a chat template of its own if it has one.
+pub const ADAPTER_FILES: [&str; 4] = [
     "adapter_config.json",
     "adapter_model.safetensors",
     "provenance.json",
+    "tokenizer_config.json",
 ];
 
 /// How long a follow may be held: the coordinator answers within its hold (10 s).
@@ -168,7 +170,7 @@ impl Submitter {
         }
     }
 
-    /// Uploads an adapter directory (config, weights, and provenance if present).
+    /// Uploads an adapter directory (the [`ADAPTER_FILES`] it has).
     pub async fn upload_adapter(&self, dir: &Path) -> Result<ContentId, SubmitError> {
         let files: Vec<String> = ADAPTER_FILES
             .iter()

@@ -7,6 +7,7 @@
 //! are signed, matched or streamed.
 //!
 //! - [`network`]: the port to the network and its types;
+//! - [`OlcNetwork`]: that port over a real OLC network (a coordinator and its workers);
 //! - `api`: request bodies as read and answers as written, in OpenAI's JSON;
 //! - `validate`: range checks and model names against the catalog;
 //! - `template`: chat messages to a prompt with the model's Jinja chat template;
@@ -19,6 +20,7 @@ pub mod api;
 mod auth;
 mod error;
 pub mod network;
+mod olc_network;
 mod routes;
 mod sse;
 pub mod stop;
@@ -39,6 +41,7 @@ pub use network::{
     CatalogModel, FinishReason, GenerateRequest, Generation, ModelKind, Network, NetworkError,
     StreamEvent,
 };
+pub use olc_network::{OlcNetwork, OlcOptions};
 
 /// The largest request body read: a long prompt is well under it, and a caller cannot make
 /// the gateway buffer more.

@@ -157,7 +157,8 @@ pub enum NetworkError {
     BadRequest {
         /// What is wrong, for the caller.
         message: String,
-        /// The request field at fault, when one is.
+        /// The request field at fault, when one is. A prompt is `prompt` whichever the
+        /// endpoint: the chat endpoint reports it as `messages`, which it was rendered from.
         param: Option<String>,
     },
     /// No worker can take the job now; the matcher's reason (503).

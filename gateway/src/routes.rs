@@ -15,7 +15,7 @@ use crate::api::Endpoint;
 use crate::api::request::{ChatBody, Common, CompletionBody};
 use crate::api::response::{Choice, Completion, Message, ModelEntry, ModelList, OlcInfo, Usage};
 use crate::error::ApiError;
-use crate::network::{GenerateRequest, ModelKind, Network};
+use crate::network::{GenerateRequest, ModelKind, Network, NetworkError};
 use crate::sse::{self, ChunkMeta};
 use crate::template::{self, SpecialTokens, TemplateError};
 use crate::validate;
@@ -139,6 +139,22 @@ fn generate_request(
     }
 }
 
+/// A network error as the endpoint's caller is told it: a chat request's prompt is its
+/// messages, rendered, so a prompt at fault is `messages` there.
+fn for_endpoint(endpoint: Endpoint, err: NetworkError) -> NetworkError {
+    match (endpoint, err) {
+        (Endpoint::Chat, NetworkError::BadRequest { message, param })
+            if param.as_deref() == Some("prompt") =>
+        {
+            NetworkError::BadRequest {
+                message,
+                param: Some("messages".into()),
+            }
+        }
+        (_, err) => err,
+    }
+}
+
 /// Submits the generation and answers, streamed or whole.
 async fn generate(
     state: &AppState,
@@ -153,7 +169,11 @@ async fn generate(
         "generation requested"
     );
     let stop = request.stop.clone();
-    let generation = state.network.generate(request).await?;
+    let generation = state
+        .network
+        .generate(request)
+        .await
+        .map_err(|err| for_endpoint(endpoint, err))?;
     let id = format!("{}{}", endpoint.id_prefix(), generation.job_id);
     let mut answer = Answer::new(generation, stop);
     let created = unix_now();

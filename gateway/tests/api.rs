@@ -360,6 +360,14 @@ async fn network_errors_map_to_statuses() {
         );
         if status == 400 {
             assert_eq!(error["param"], "prompt");
+            // A chat request's prompt is its messages.
+            let reply = post(
+                gateway.addr,
+                CHAT,
+                &json!({"model": "smollm2", "messages": [{"role": "user", "content": "p"}]}),
+            )
+            .await;
+            assert_eq!(reply.error(400)["param"], "messages");
         }
     }
     let gateway = start(

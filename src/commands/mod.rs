@@ -3,6 +3,7 @@ mod coordinator;
 mod daemon;
 mod devnet;
 mod finetune;
+mod gateway;
 mod job;
 mod keys;
 mod model;
@@ -27,5 +28,6 @@ pub fn run(command: Command) -> Result<()> {
         Command::Model(cmd) => model::run(cmd),
         Command::Receipt(cmd) => job::run_receipt(cmd),
         Command::Devnet(args) => devnet::run(args),
+        Command::Gateway(args) => gateway::run(args),
     }
 }

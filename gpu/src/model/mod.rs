@@ -42,15 +42,20 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// The files [`Checkpoint::load`] reads (plus `generation_config.json` if present),
-    /// relative to `dir`: what a model's content id covers.
+    /// The files [`Checkpoint::load`] reads (plus `generation_config.json` and
+    /// `tokenizer_config.json` if present), relative to `dir`: what a model's content id
+    /// covers.
     pub fn files(dir: &Path) -> Result<Vec<String>, ModelError> {
         let mut names = vec![
             "config.json".to_string(),
             tokenizer::TOKENIZER_FILE.to_string(),
         ];
-        if dir.join("generation_config.json").is_file() {
-            names.push("generation_config.json".to_string());
+        // Read by no engine, but by whoever serves the model: its chat template and its
+        // special tokens travel with it.
+        for optional in ["generation_config.json", "tokenizer_config.json"] {
+            if dir.join(optional).is_file() {
+                names.push(optional.to_string());
+            }
         }
         names.extend(weights::weight_files(dir)?);
         Ok(names)
