@@ -4,7 +4,12 @@
 //! numbers measure the job machinery (signing, matching, assignment, fetch from cache,
 //! commit, reveal, receipt), not the engine.
 //!
-//! Run: `cargo bench --bench jobs`. Matcher decisions/s: `cargo bench -p olc-coordinator
+//! Then (issue "Serving") streams through the gateway: time to first token and the gaps
+//! between streamed chunks, p50 and p99, at 1, 8 and 32 concurrent streams on the
+//! smollm2-135m preset, beside the engine's own time to first token for the same prompt
+//! on a resident model in the same run (the overhead is the difference).
+//!
+//! Run: `cargo bench --bench jobs` (`OLC_BENCH_ONLY=jobs` or `=gateway` for one part). Matcher decisions/s: `cargo bench -p olc-coordinator
 //! --bench matcher`. Record the output in BENCHMARKS.md.
 
 use std::time::{Duration, Instant};
@@ -183,10 +188,163 @@ async fn bench() {
     c.stop().await;
 }
 
+/// One streamed completion through the gateway at `addr`, by hand over HTTP/1.0 (no
+/// chunked framing, so each SSE line arrives whole): the time to the first chunk that
+/// carries text, and the arrival of each such chunk after it.
+async fn stream_once(addr: std::net::SocketAddr, body: &str) -> (f64, Vec<f64>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let started = Instant::now();
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "POST /v1/completions HTTP/1.0\r\nHost: bench\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(request.as_bytes()).await.expect("send");
+    let mut lines = BufReader::new(conn).lines();
+    let mut arrivals = Vec::new();
+    while let Some(line) = lines.next_line().await.expect("read") {
+        if line.starts_with("data: {") && !line.contains("\"text\":\"\"") {
+            arrivals.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    assert!(!arrivals.is_empty(), "no text came");
+    let gaps = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
+    (arrivals[0], gaps)
+}
+
+/// The engine's own time to first token (prefill and one sample) for `prompt`, on a
+/// resident model with the worker's threads, best of a few.
+fn engine_first_token_ms(dir: &std::path::Path, prompt: &str, threads: usize) -> f64 {
+    use olc_exec::infer::{EngineChoice, GenerateRequest, generate_served};
+    use olc_exec::serve::schedule::ScheduleLimits;
+    let choice = EngineChoice::detect(threads);
+    let model = olc_exec::LoadedModel::load(dir, &choice, usize::MAX).expect("model");
+    let resident = olc_exec::Resident::start(model, ScheduleLimits::default()).expect("batcher");
+    let prompt = Prompt::Text(prompt.into());
+    let request = GenerateRequest {
+        model_dir: dir,
+        adapter_dir: None,
+        prompt: &prompt,
+        sampling: Sampling::Greedy,
+        seed: 0,
+        max_tokens: 1,
+    };
+    (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            generate_served(&resident, &request, None, &|| None, &mut ()).expect("generate");
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+async fn bench_gateway() {
+    const THREADS: usize = 2;
+    const PROMPT: &str = "The quick brown fox jumps over the lazy dog while the cat watches";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let model_dir = tmp.path().join("model");
+    write_checkpoint(&model_dir, Preset::Smollm2_135m, 1).expect("model");
+    let engine_ms = engine_first_token_ms(&model_dir, PROMPT, THREADS);
+
+    let cfg = CoordinatorConfig {
+        listen: vec![tcp()],
+        node: node(),
+        faucet: true,
+        ..CoordinatorConfig::default()
+    };
+    let c = Coordinator::start(&Identity::generate().expect("key"), cfg)
+        .await
+        .expect("coordinator");
+    let addr = c.listen_addrs()[0].clone();
+    let mut wcfg = WorkerConfig::new(vec![addr.clone()], tmp.path().join("w"));
+    wcfg.listen = vec![tcp()];
+    wcfg.node = node();
+    wcfg.threads = THREADS;
+    wcfg.offer.interval_ms = 300;
+    let wid = Identity::generate().expect("key");
+    fund(&addr, &wid, 10_000, Some(1_000)).await;
+    let worker = Worker::start(&wid, wcfg).await.expect("worker");
+    while c.workers().is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let me = Identity::generate().expect("key");
+    fund(&addr, &me, 1_000_000_000, None).await;
+    let s = Submitter::connect(&me, &node(), &addr, Duration::from_secs(60))
+        .await
+        .expect("submitter");
+    let files = olc_gpu::model::Checkpoint::files(&model_dir).expect("model files");
+    let model = s.upload_dir(&model_dir, &files).await.expect("upload");
+    s.publish("smol", model, olc_protocol::CatalogKind::Base)
+        .await
+        .expect("publish");
+    let network = std::sync::Arc::new(olc_gateway::OlcNetwork::new(
+        s,
+        olc_gateway::OlcOptions {
+            verification: VerificationPolicy::Single,
+            ..olc_gateway::OlcOptions::default()
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listen");
+    let http = listener.local_addr().expect("address");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(olc_gateway::serve(
+        listener,
+        network,
+        olc_gateway::GatewayConfig::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let body = format!(
+        r#"{{"model":"smol","prompt":"{PROMPT}","max_tokens":32,"temperature":0,"stream":true}}"#
+    );
+    // Warm-up: the worker fetches and loads the model once.
+    stream_once(http, &body).await;
+    println!(
+        "engine alone, resident, {THREADS} threads: first token of the prompt in {engine_ms:.1} ms"
+    );
+    for streams in [1usize, 8, 32] {
+        let rounds = if streams == 1 { 10 } else { 2 };
+        let mut first = Vec::new();
+        let mut gaps = Vec::new();
+        for _ in 0..rounds {
+            let runs = (0..streams).map(|_| stream_once(http, &body));
+            for (ttft, g) in futures::future::join_all(runs).await {
+                first.push(ttft);
+                gaps.extend(g);
+            }
+        }
+        first.sort_by(f64::total_cmp);
+        gaps.sort_by(f64::total_cmp);
+        println!(
+            "gateway, {streams} concurrent streams: time to first token p50 {:.1} ms, p99 {:.1} ms \
+             (p50 overhead over the engine {:.1} ms); inter-chunk p50 {:.1} ms, p99 {:.1} ms",
+            percentile(&first, 50.0),
+            percentile(&first, 99.0),
+            percentile(&first, 50.0) - engine_ms,
+            percentile(&gaps, 50.0),
+            percentile(&gaps, 99.0),
+        );
+    }
+    let _ = stop.send(());
+    let _ = server.await;
+    worker.stop().await;
+    c.stop().await;
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(bench());
+    let only = std::env::var("OLC_BENCH_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "jobs" {
+        rt.block_on(bench());
+    }
+    if only.is_empty() || only == "gateway" {
+        rt.block_on(bench_gateway());
+    }
 }

@@ -572,7 +572,11 @@ fn a_job_through_real_processes_submit_wait_status_list_receipt() {
         ],
         h,
     );
-    assert_eq!(list.as_array().unwrap().len(), 2, "the waited job and the streamed one");
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        2,
+        "the waited job and the streamed one"
+    );
     let file = h.join("receipt.bin");
     run_json(
         &[
