@@ -139,16 +139,7 @@ pub(crate) fn attention_checked(
     }
     let scale = (1.0 / (head_dim as f64).sqrt()) as f32;
     let scores = &mut scores[..len];
-    for (j, s) in scores.iter_mut().enumerate() {
-        // A decode batch's caches do not stay in cache between layers, and one head's keys
-        // are `stride` apart: fetch both a few positions ahead (a hint, it changes no value).
-        if j + PREFETCH_POSITIONS < len {
-            let at = (j + PREFETCH_POSITIONS) * stride;
-            prefetch(&k[at..at + head_dim]);
-            prefetch(&v[at..at + head_dim]);
-        }
-        *s = dot_checked(isa, q, &k[j * stride..][..head_dim]) * scale;
-    }
+    key_scores(isa, q, k, v, stride, scale, scores);
     softmax_checked(isa, scores);
     weighted_sum(isa, scores, v, stride, out);
     Ok(())
@@ -156,6 +147,36 @@ pub(crate) fn attention_checked(
 
 /// How many positions ahead the score loop prefetches keys and values.
 const PREFETCH_POSITIONS: usize = 8;
+
+/// `scores[j] = dot(q, k[j*stride..][..q.len()]) * scale` for every `j < scores.len()`,
+/// prefetching keys and values ahead (a decode batch's caches do not stay in cache between
+/// layers, and one head's rows are `stride` apart). Callers have checked that every row
+/// lies inside `k` and `v`.
+fn key_scores(
+    isa: Checked,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    stride: usize,
+    scale: f32,
+    scores: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if isa.isa() == Isa::Avx512 {
+        // SAFETY: `Checked` exists only for ISAs detected on this CPU.
+        unsafe { x86::key_scores_avx512(q, k, v, stride, scale, scores) };
+        return;
+    }
+    let (head_dim, len) = (q.len(), scores.len());
+    for (j, s) in scores.iter_mut().enumerate() {
+        if j + PREFETCH_POSITIONS < len {
+            let at = (j + PREFETCH_POSITIONS) * stride;
+            prefetch(&k[at..at + head_dim]);
+            prefetch(&v[at..at + head_dim]);
+        }
+        *s = dot_checked(isa, q, &k[j * stride..][..head_dim]) * scale;
+    }
+}
 
 /// Asks for every cache line of `x` to be brought into L1.
 #[inline]
@@ -200,7 +221,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::LANES;
-    use crate::compute::cpu::dot::x86::{mask8, mask16};
+    use crate::compute::cpu::dot::x86::{dot_avx512, mask8, mask16, tree512_x16};
 
     /// Whether row `j`'s `d` elements fit in `v` for every `j < rows`: the SIMD loops
     /// re-check what the caller promised, so a future caller bug is a panic, not UB.
@@ -210,6 +231,90 @@ mod x86 {
                 .checked_mul(stride)
                 .and_then(|o| o.checked_add(d))
                 .is_some_and(|end| end <= v_len)
+    }
+
+    /// Asks for every cache line of the `d` floats at `p` to be brought into L1.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn prefetch_row(p: *const f32, d: usize) {
+        for at in (0..d).step_by(16) {
+            // A prefetch reads no value and never faults, whatever the address.
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(at).cast::<i8>());
+        }
+    }
+
+    /// [`super::key_scores`] sixteen positions at a time: each position's dot product is
+    /// `dot_avx512`'s (one zmm accumulator, the same FMAs in the same order, the same
+    /// masked tail), and the sixteen halving trees run together as in the matmul tiles.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    // `t` indexes the rows and their accumulators together.
+    #[allow(clippy::needless_range_loop)]
+    pub(super) fn key_scores_avx512(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        stride: usize,
+        scale: f32,
+        scores: &mut [f32],
+    ) {
+        let (d, len) = (q.len(), scores.len());
+        assert!(
+            rows_fit(len, stride, d, k.len()) && rows_fit(len, stride, d, v.len()),
+            "attention: k or v too short"
+        );
+        let (kp, vp) = (k.as_ptr(), v.as_ptr());
+        let mut j = 0;
+        if len >= LANES {
+            // The first group's keys and values; each group then fetches the next one's
+            // (addresses past the cache are harmless) one line per FMA, so that the
+            // requests never pile up.
+            for t in 0..LANES {
+                prefetch_row(kp.wrapping_add(t * stride), d);
+                prefetch_row(vp.wrapping_add(t * stride), d);
+            }
+        }
+        let ahead = LANES.wrapping_mul(stride);
+        while j + LANES <= len {
+            let mut acc = [_mm512_setzero_ps(); LANES];
+            // Row j + t starts at rows[t]; every one fits in k and v (asserted).
+            let rows: [usize; LANES] = std::array::from_fn(|t| (j + t) * stride);
+            let mut i = 0;
+            while i + 16 <= d {
+                // SAFETY: i + 16 <= d = q.len().
+                let qv = unsafe { _mm512_loadu_ps(q.as_ptr().add(i)) };
+                for t in 0..LANES {
+                    let next = rows[t].wrapping_add(ahead).wrapping_add(i);
+                    _mm_prefetch::<_MM_HINT_T0>(kp.wrapping_add(next).cast::<i8>());
+                    // Values wait for the softmax: into L2, leaving L1 to the keys.
+                    _mm_prefetch::<_MM_HINT_T1>(vp.wrapping_add(next).cast::<i8>());
+                    // SAFETY: row j + t < len fits in k (asserted) and i + 16 <= d.
+                    let kv = unsafe { _mm512_loadu_ps(kp.add(rows[t] + i)) };
+                    acc[t] = _mm512_fmadd_ps(qv, kv, acc[t]);
+                }
+                i += 16;
+            }
+            if i < d {
+                let m = mask16(d - i);
+                // SAFETY: only the d - i active lanes, all in bounds, are read.
+                let qv = unsafe { _mm512_maskz_loadu_ps(m, q.as_ptr().add(i)) };
+                for t in 0..LANES {
+                    // SAFETY: as above, for row j + t.
+                    let kv = unsafe { _mm512_maskz_loadu_ps(m, kp.add(rows[t] + i)) };
+                    acc[t] = _mm512_mask3_fmadd_ps(qv, kv, acc[t], m);
+                }
+            }
+            let mut lanes = [0.0f32; LANES];
+            // SAFETY: `lanes` has room for the 16 floats stored.
+            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), tree512_x16(acc)) };
+            for (o, s) in scores[j..j + LANES].iter_mut().enumerate() {
+                *s = lanes[4 * (o % 4) + o / 4] * scale;
+            }
+            j += LANES;
+        }
+        for (t, s) in scores[j..].iter_mut().enumerate() {
+            let at = (j + t) * stride;
+            *s = dot_avx512(q, &k[at..at + d]) * scale;
+        }
     }
 
     /// Sixteen e-lanes per zmm; `acc[t]` is lane `t` of the j-accumulation for all of them.

@@ -122,6 +122,44 @@ pub(crate) mod x86 {
         tree_from_s8(_mm256_add_ps(lo, hi))
     }
 
+    /// The halving tree for 16 accumulators at once, so that each shuffle serves several
+    /// outputs. Every add combines exactly the two values the spec's tree combines; only
+    /// their placement in registers differs. Output `o` ends up in lane `4*(o%4) + o/4`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(crate) fn tree512_x16(a: [__m512; 16]) -> __m512 {
+        // s8: 128-bit blocks 0,1 (lanes 0-7) + blocks 2,3 (lanes 8-15) of a pair of outputs;
+        // v[i] holds s8 of output 2i in blocks 0,1 and of output 2i+1 in blocks 2,3.
+        let v: [__m512; 8] = std::array::from_fn(|i| {
+            let (x, y) = (a[2 * i], a[2 * i + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0x44>(x, y),
+                _mm512_shuffle_f32x4::<0xEE>(x, y),
+            )
+        });
+        // s4: block b of u[i] holds s4 of output 4i+b.
+        let u: [__m512; 4] = std::array::from_fn(|i| {
+            let (x, y) = (v[2 * i], v[2 * i + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0x88>(x, y),
+                _mm512_shuffle_f32x4::<0xDD>(x, y),
+            )
+        });
+        // s2: block b of w[i] holds s2 of output 8i+b (lanes 0,1) and 8i+4+b (lanes 2,3).
+        let w: [__m512; 2] = std::array::from_fn(|i| {
+            let (x, y) = (u[2 * i], u[2 * i + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_ps::<0x44>(x, y),
+                _mm512_shuffle_ps::<0xEE>(x, y),
+            )
+        });
+        // s2[0] + s2[1]: lane t of block b is output 4t+b.
+        _mm512_add_ps(
+            _mm512_shuffle_ps::<0x88>(w[0], w[1]),
+            _mm512_shuffle_ps::<0xDD>(w[0], w[1]),
+        )
+    }
+
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub(crate) fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());

@@ -163,6 +163,15 @@ impl Dst {
         }
     }
 
+    /// Where row `r`, columns `c..c + n` start. Panics unless they lie inside the slice.
+    #[cfg(target_arch = "x86_64")]
+    fn span(&self, r: usize, c: usize, n: usize) -> *mut f32 {
+        let at = r * self.stride + c;
+        assert!(at + n <= self.len, "matmul: output outside its slice");
+        // SAFETY: at + n <= len: inside the borrowed slice.
+        unsafe { self.ptr.add(at) }
+    }
+
     /// Writes `vals` at row `r`, columns `c..c + vals.len()`. Panics outside the slice.
     fn write(&self, r: usize, c: usize, vals: impl ExactSizeIterator<Item = f32>) {
         let at = r * self.stride + c;
@@ -178,7 +187,7 @@ impl Dst {
     }
 }
 
-/// How many column tiles ahead a multi-row tile prefetches its weights.
+/// How many column tiles ahead a tile prefetches its weights (into L2, each row tile a share).
 const PREFETCH_TILES: usize = 2;
 
 /// Rows per cache block: 64 rows of a 576-wide x are 144 KiB, comfortably inside L2.
@@ -222,7 +231,14 @@ impl Operands<'_> {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => {
                 let full = self.rows / 4 * 4;
-                self.tiled::<4, 4>(0..full, cols.clone(), out, |x, w, a, o| {
+                // Whole 4-column tiles over every full row tile in one call each; the
+                // columns left over (fewer than 4) in ordinary tiles.
+                let panel_end = cols.start + cols.len() / 4 * 4;
+                if full > 0 {
+                    self.panels_avx512(full, cols.start..panel_end, cols.end, out);
+                }
+                let rest = out.columns(panel_end - cols.start);
+                self.tiled::<4, 4>(0..full, panel_end..cols.end, rest, |x, w, a, o| {
                     // SAFETY: `Checked` exists only for ISAs detected on this CPU.
                     unsafe { x86::tile_avx512(x, w, a, o) }
                 });
@@ -249,6 +265,34 @@ impl Operands<'_> {
         }
     }
 
+    /// Rows `0..rows` (a multiple of 4) × the 4-column tiles of `cols` (a multiple of 4
+    /// wide), one [`x86::panel_avx512`] call per column tile; `c_end` is where this thread's
+    /// columns end (tiles up to it may be prefetched). Outputs go to `out` at
+    /// `(r, c - cols.start)`. Each output is the same as `tiled::<4, 4>` computes.
+    #[cfg(target_arch = "x86_64")]
+    fn panels_avx512(&self, rows: usize, cols: Range<usize>, c_end: usize, out: Dst) {
+        let k = self.k;
+        let row_tiles = rows / 4;
+        // Each row tile's share of the cache lines of the tile `PREFETCH_TILES` on.
+        let share = (4 * k).div_ceil(row_tiles.max(1)).next_multiple_of(16);
+        let x = &self.x[..rows * k];
+        let mut c0 = cols.start;
+        while c0 + 4 <= cols.end {
+            let ahead_at = (c0 + PREFETCH_TILES * 4) * k;
+            let ahead = if c0 + (PREFETCH_TILES + 1) * 4 <= c_end {
+                &self.w[ahead_at..ahead_at + 4 * k]
+            } else {
+                &[]
+            };
+            let bias = self.bias.map(|b| &b[c0..c0 + 4]);
+            let w = &self.w[c0 * k..(c0 + 4) * k];
+            // SAFETY: `Checked` exists only for ISAs detected on this CPU (the caller
+            // matched `Isa::Avx512` on one).
+            unsafe { x86::panel_avx512(x, k, w, ahead, share, bias, out.columns(c0 - cols.start)) };
+            c0 += 4;
+        }
+    }
+
     /// Walks R×C tiles over `rows` × `cols`; at the edges, missing rows/columns repeat the
     /// last valid one and their results are dropped, so every kernel call sees a full tile.
     fn tiled<const R: usize, const C: usize>(
@@ -256,10 +300,15 @@ impl Operands<'_> {
         rows: Range<usize>,
         cols: Range<usize>,
         out: Dst,
-        kernel: impl Fn([&[f32]; R], [&[f32]; C], Option<[&[f32]; C]>, &mut [[f32; C]; R]),
+        kernel: impl Fn([&[f32]; R], [&[f32]; C], &[f32], &mut [[f32; C]; R]),
     ) {
         let k = self.k;
         let (c_start, c_end) = (cols.start, cols.end);
+        // Each of a column tile's row tiles prefetches its share of the weights of the tile
+        // `PREFETCH_TILES` on (rows `c .. c + C` of `w` are contiguous), so the DRAM stream
+        // is spread over all of the tile's compute instead of waiting in the first row tile.
+        let row_tiles = rows.len().div_ceil(R).max(1);
+        let share = (C * k).div_ceil(row_tiles).next_multiple_of(16);
         let mut c0 = c_start;
         while c0 < c_end {
             let cn = C.min(c_end - c0);
@@ -274,16 +323,17 @@ impl Operands<'_> {
                     let r = r0 + t.min(rn - 1);
                     &self.x[r * k..(r + 1) * k]
                 });
-                // Tiles of several rows reuse each weight row from cache, so the first of
-                // them waits for DRAM: it prefetches the columns `PREFETCH_TILES` tiles on,
-                // which then arrive while the other row tiles compute.
-                let ahead = (R > 1 && r0 == rows.start && c0 + (PREFETCH_TILES + 1) * C <= c_end)
-                    .then(|| {
-                        std::array::from_fn(|t| {
-                            let c = c0 + PREFETCH_TILES * C + t;
-                            &self.w[c * k..(c + 1) * k]
-                        })
-                    });
+                // Without this every tile would wait for DRAM (the hardware prefetchers do
+                // little for these streams on the machines measured), even one-row ones.
+                let ahead: &[f32] = if c0 + (PREFETCH_TILES + 1) * C <= c_end {
+                    let at = (c0 + PREFETCH_TILES * C) * k + (r0 - rows.start) / R * share;
+                    let end = ((c0 + (PREFETCH_TILES + 1) * C) * k).min(self.w.len());
+                    self.w
+                        .get(at.min(end)..(at + share).min(end))
+                        .unwrap_or_default()
+                } else {
+                    &[]
+                };
                 let mut res = [[0.0f32; C]; R];
                 kernel(xt, wt, ahead, &mut res);
                 for (t, row) in res.iter().enumerate().take(rn) {
@@ -307,7 +357,8 @@ impl Operands<'_> {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use crate::compute::cpu::dot::x86::{mask8, mask16, tree_from_s8, tree512};
+    use super::Dst;
+    use crate::compute::cpu::dot::x86::{mask8, mask16, tree_from_s8, tree512, tree512_x16};
 
     /// Shortest slice length, so that no load can go past any operand whatever the caller
     /// passes (the tiler passes equal lengths).
@@ -315,27 +366,127 @@ mod x86 {
         x.iter().chain(w).map(|s| s.len()).min().unwrap_or(0)
     }
 
-    /// R×C outputs, one zmm accumulator each.
+    /// `tile_avx512::<4, 4>` over every 4-row tile of `x` (`[rows, k]`, rows a multiple of
+    /// 4) against the 4 weight rows `w` (`[4, k]`), writing output `(r, c)` (plus `bias[c]`)
+    /// to `out` at `(r, c)`. Each output's FMAs, tree and bias add are exactly the tile's;
+    /// one call per column tile saves the tile's per-call set-up and its scalar stores.
+    /// Row tile `t` prefetches lines `t * share .. (t + 1) * share` of `ahead` into L2.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) fn panel_avx512(
+        x: &[f32],
+        k: usize,
+        w: &[f32],
+        ahead: &[f32],
+        share: usize,
+        bias: Option<&[f32]>,
+        out: Dst,
+    ) {
+        assert!(
+            k > 0 && x.len().is_multiple_of(4 * k) && w.len() == 4 * k,
+            "matmul: panel shapes"
+        );
+        let bias = bias.map(|b| {
+            assert!(b.len() == 4, "matmul: panel bias");
+            // SAFETY: b has 4 elements; lane 4r + c of the result is bias[c].
+            _mm512_broadcast_f32x4(unsafe { _mm_loadu_ps(b.as_ptr()) })
+        });
+        // The 16-output tree leaves output (r, c) in lane 4c + r; this puts it in 4r + c.
+        let to_rows = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        let steps = k / 16;
+        let (xp, wp) = (x.as_ptr(), w.as_ptr());
+        for t in 0..x.len() / (4 * k) {
+            let xt = t * 4 * k;
+            let mine = ahead.get(t * share..).unwrap_or_default();
+            let mine = &mine[..share.min(mine.len())];
+            let lines = mine.len().div_ceil(16);
+            let per_step = lines.div_ceil(steps.max(1));
+            let mut line = 0;
+            let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+            let mut i = 0;
+            while i + 16 <= k {
+                for _ in 0..per_step {
+                    if line < lines {
+                        // SAFETY: 16 * line < mine.len(): inside the slice; a prefetch is a
+                        // hint that reads nothing into any register.
+                        let at = unsafe { mine.as_ptr().add(16 * line) };
+                        _mm_prefetch::<_MM_HINT_T1>(at.cast::<i8>());
+                        line += 1;
+                    }
+                }
+                // SAFETY: row r < 4 of tile t is inside x, and i + 16 <= k.
+                let xv: [__m512; 4] =
+                    std::array::from_fn(|r| unsafe { _mm512_loadu_ps(xp.add(xt + r * k + i)) });
+                for c in 0..4 {
+                    // SAFETY: row c < 4 of w, i + 16 <= k.
+                    let wv = unsafe { _mm512_loadu_ps(wp.add(c * k + i)) };
+                    for r in 0..4 {
+                        acc[r][c] = _mm512_fmadd_ps(xv[r], wv, acc[r][c]);
+                    }
+                }
+                i += 16;
+            }
+            if i < k {
+                let m = mask16(k - i);
+                // SAFETY: only the k - i active lanes, all in bounds, are read.
+                let xv: [__m512; 4] = std::array::from_fn(|r| unsafe {
+                    _mm512_maskz_loadu_ps(m, xp.add(xt + r * k + i))
+                });
+                for c in 0..4 {
+                    // SAFETY: as above.
+                    let wv = unsafe { _mm512_maskz_loadu_ps(m, wp.add(c * k + i)) };
+                    for r in 0..4 {
+                        acc[r][c] = _mm512_mask3_fmadd_ps(xv[r], wv, acc[r][c], m);
+                    }
+                }
+            }
+            let flat: [__m512; 16] = std::array::from_fn(|o| acc[o / 4][o % 4]);
+            let mut res = _mm512_permutexvar_ps(to_rows, tree512_x16(flat));
+            if let Some(b) = bias {
+                res = _mm512_add_ps(res, b);
+            }
+            let rows = [
+                _mm512_extractf32x4_ps::<0>(res),
+                _mm512_extractf32x4_ps::<1>(res),
+                _mm512_extractf32x4_ps::<2>(res),
+                _mm512_extractf32x4_ps::<3>(res),
+            ];
+            for (r, v) in rows.into_iter().enumerate() {
+                // SAFETY: `span` checked that the 4 floats lie inside the output slice;
+                // only this thread writes these columns.
+                unsafe { _mm_storeu_ps(out.span(4 * t + r, 0, 4), v) };
+            }
+        }
+    }
+
+    /// R×C outputs, one zmm accumulator each. The cache lines of `ahead` are prefetched
+    /// into L2 along the way (spread evenly over the loop).
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub(super) fn tile_avx512<const R: usize, const C: usize>(
         x: [&[f32]; R],
         w: [&[f32]; C],
-        ahead: Option<[&[f32]; C]>,
+        ahead: &[f32],
         out: &mut [[f32; C]; R],
     ) {
         let k = common_len(&x, &w);
         let mut acc = [[_mm512_setzero_ps(); C]; R];
         let mut i = 0;
-        if let Some(ahead) = ahead {
-            // The same loop plus one cache line of each row of a later tile per step: a
-            // prefetch is a hint, it reads nothing into any register.
-            let k_ahead = ahead.iter().map(|s| s.len()).min().unwrap_or(0).min(k);
-            while i + 16 <= k_ahead {
-                for a in &ahead {
-                    // SAFETY: i < k_ahead <= a.len(): the address is inside the slice.
-                    unsafe { _mm_prefetch::<_MM_HINT_T0>(a.as_ptr().add(i).cast::<i8>()) };
+        if !ahead.is_empty() && k >= 16 {
+            // The same loop plus a few cache lines of a later tile per step: a prefetch is
+            // a hint, it reads nothing into any register. Into L2 (T1), not L1: a 16-row
+            // batch's activations alone fill most of L1.
+            let lines = ahead.len().div_ceil(16);
+            let per_step = lines.div_ceil(k / 16);
+            let mut line = 0;
+            while i + 16 <= k {
+                for _ in 0..per_step {
+                    if line < lines {
+                        // SAFETY: 16 * line < ahead.len(): the address is inside the slice.
+                        let at = unsafe { ahead.as_ptr().add(16 * line) };
+                        _mm_prefetch::<_MM_HINT_T1>(at.cast::<i8>());
+                        line += 1;
+                    }
                 }
-                // SAFETY: i + 16 <= k_ahead <= k <= every slice's length.
+                // SAFETY: i + 16 <= k <= every slice's length.
                 let xv: [__m512; R] =
                     std::array::from_fn(|r| unsafe { _mm512_loadu_ps(x[r].as_ptr().add(i)) });
                 for c in 0..C {
@@ -389,43 +540,6 @@ mod x86 {
                 }
             }
         }
-    }
-
-    /// The halving tree for 16 accumulators at once, so that each shuffle serves several
-    /// outputs. Every add combines exactly the two values the spec's tree combines; only
-    /// their placement in registers differs. Output `o` ends up in lane `4*(o%4) + o/4`.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    fn tree512_x16(a: [__m512; 16]) -> __m512 {
-        // s8: 128-bit blocks 0,1 (lanes 0-7) + blocks 2,3 (lanes 8-15) of a pair of outputs;
-        // v[i] holds s8 of output 2i in blocks 0,1 and of output 2i+1 in blocks 2,3.
-        let v: [__m512; 8] = std::array::from_fn(|i| {
-            let (x, y) = (a[2 * i], a[2 * i + 1]);
-            _mm512_add_ps(
-                _mm512_shuffle_f32x4::<0x44>(x, y),
-                _mm512_shuffle_f32x4::<0xEE>(x, y),
-            )
-        });
-        // s4: block b of u[i] holds s4 of output 4i+b.
-        let u: [__m512; 4] = std::array::from_fn(|i| {
-            let (x, y) = (v[2 * i], v[2 * i + 1]);
-            _mm512_add_ps(
-                _mm512_shuffle_f32x4::<0x88>(x, y),
-                _mm512_shuffle_f32x4::<0xDD>(x, y),
-            )
-        });
-        // s2: block b of w[i] holds s2 of output 8i+b (lanes 0,1) and 8i+4+b (lanes 2,3).
-        let w: [__m512; 2] = std::array::from_fn(|i| {
-            let (x, y) = (u[2 * i], u[2 * i + 1]);
-            _mm512_add_ps(
-                _mm512_shuffle_ps::<0x44>(x, y),
-                _mm512_shuffle_ps::<0xEE>(x, y),
-            )
-        });
-        // s2[0] + s2[1]: lane t of block b is output 4t+b.
-        _mm512_add_ps(
-            _mm512_shuffle_ps::<0x88>(w[0], w[1]),
-            _mm512_shuffle_ps::<0xDD>(w[0], w[1]),
-        )
     }
 
     /// R×C outputs, two ymm accumulators each (lanes 0-7 and 8-15).

@@ -222,6 +222,8 @@ fn matmul_matches_spec_for_every_isa_and_thread_count() {
         (1, 1000, 18),
         (13, 15, 50),
         (6, 100, 33),
+        (16, 48, 70),
+        (68, 20, 23),
     ];
     for (rows, k, cols) in shapes {
         let x = rng.vec(rows * k);
