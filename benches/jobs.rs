@@ -44,7 +44,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-async fn network(n: usize, dir: &std::path::Path) -> (Coordinator, Vec<Worker>) {
+/// A coordinator (faucet on) and `n` staked workers of `threads` compute threads each.
+async fn network(n: usize, dir: &std::path::Path, threads: usize) -> (Coordinator, Vec<Worker>) {
     let cfg = CoordinatorConfig {
         listen: vec![tcp()],
         node: node(),
@@ -61,7 +62,7 @@ async fn network(n: usize, dir: &std::path::Path) -> (Coordinator, Vec<Worker>) 
         let mut cfg = WorkerConfig::new(vec![addr.clone()], dir.join(format!("w{i}")));
         cfg.listen = vec![tcp()];
         cfg.node = node();
-        cfg.threads = 1;
+        cfg.threads = threads;
         cfg.offer.interval_ms = 300;
         cfg.offer.max_concurrent_jobs = 2;
         let id = Identity::generate().expect("key");
@@ -143,7 +144,7 @@ async fn bench() {
     write_checkpoint(&model_dir, Preset::Tiny, 1).expect("model");
 
     // Latency: one job at a time, 3 workers (models cached after the first job).
-    let (c, workers) = network(3, tmp.path()).await;
+    let (c, workers) = network(3, tmp.path(), 1).await;
     let (s, model) = ready_submitter(&c, &model_dir, 3, 0).await;
     let mut ms = Vec::with_capacity(LATENCY_RUNS);
     for i in 0..LATENCY_RUNS {
@@ -166,7 +167,7 @@ async fn bench() {
 
     // Throughput: many jobs in flight, 8 workers.
     let dir = tmp.path().join("t");
-    let (c, workers) = network(8, &dir).await;
+    let (c, workers) = network(8, &dir, 1).await;
     let (s, model) = ready_submitter(&c, &model_dir, 8, 1000).await;
     let t = Instant::now();
     let mut ids = Vec::with_capacity(THROUGHPUT_JOBS);
@@ -189,9 +190,27 @@ async fn bench() {
 }
 
 /// One streamed completion through the gateway at `addr`, by hand over HTTP/1.0 (no
-/// chunked framing, so each SSE line arrives whole): the time to the first chunk that
-/// carries text, and the arrival of each such chunk after it.
-async fn stream_once(addr: std::net::SocketAddr, body: &str) -> (f64, Vec<f64>) {
+/// chunked framing, so each SSE line arrives whole).
+struct Streamed {
+    /// Milliseconds from the request to each chunk that carries text.
+    arrivals: Vec<f64>,
+    /// Tokens generated (the usage chunk's `completion_tokens`).
+    tokens: usize,
+}
+
+impl Streamed {
+    fn first(&self) -> f64 {
+        self.arrivals[0]
+    }
+
+    /// The mean time per token after the first, over the whole stream.
+    fn per_token(&self) -> Option<f64> {
+        let last = self.arrivals.last()?;
+        (self.tokens > 1).then(|| (last - self.arrivals[0]) / (self.tokens - 1) as f64)
+    }
+}
+
+async fn stream_once(addr: std::net::SocketAddr, body: &str) -> Streamed {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let started = Instant::now();
     let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -203,18 +222,30 @@ async fn stream_once(addr: std::net::SocketAddr, body: &str) -> (f64, Vec<f64>) 
     conn.write_all(request.as_bytes()).await.expect("send");
     let mut lines = BufReader::new(conn).lines();
     let mut arrivals = Vec::new();
+    let mut tokens = 0;
+    let mut said = Vec::new();
     while let Some(line) = lines.next_line().await.expect("read") {
-        if line.starts_with("data: {") && !line.contains("\"text\":\"\"") {
+        said.push(line.clone());
+        let Some(json) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        let Ok(chunk) = serde_json::from_str::<serde_json::Value>(json) else {
+            continue;
+        };
+        let text = chunk["choices"][0]["text"].as_str().unwrap_or_default();
+        if !text.is_empty() {
             arrivals.push(started.elapsed().as_secs_f64() * 1e3);
         }
+        if let Some(n) = chunk["usage"]["completion_tokens"].as_u64() {
+            tokens = n as usize;
+        }
     }
-    assert!(!arrivals.is_empty(), "no text came");
-    let gaps = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
-    (arrivals[0], gaps)
+    assert!(!arrivals.is_empty(), "no text came: {}", said.join("\n"));
+    Streamed { arrivals, tokens }
 }
 
 /// The engine's own time to first token (prefill and one sample) for `prompt`, on a
-/// resident model with the worker's threads, best of a few.
+/// resident model with the worker's threads: the p50 of a few runs.
 fn engine_first_token_ms(dir: &std::path::Path, prompt: &str, threads: usize) -> f64 {
     use olc_exec::infer::{EngineChoice, GenerateRequest, generate_served};
     use olc_exec::serve::schedule::ScheduleLimits;
@@ -230,13 +261,15 @@ fn engine_first_token_ms(dir: &std::path::Path, prompt: &str, threads: usize) ->
         seed: 0,
         max_tokens: 1,
     };
-    (0..5)
+    let mut ms: Vec<f64> = (0..11)
         .map(|_| {
             let t = Instant::now();
             generate_served(&resident, &request, None, &|| None, &mut ()).expect("generate");
             t.elapsed().as_secs_f64() * 1e3
         })
-        .fold(f64::INFINITY, f64::min)
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    percentile(&ms, 50.0)
 }
 
 async fn bench_gateway() {
@@ -247,27 +280,8 @@ async fn bench_gateway() {
     write_checkpoint(&model_dir, Preset::Smollm2_135m, 1).expect("model");
     let engine_ms = engine_first_token_ms(&model_dir, PROMPT, THREADS);
 
-    let cfg = CoordinatorConfig {
-        listen: vec![tcp()],
-        node: node(),
-        faucet: true,
-        ..CoordinatorConfig::default()
-    };
-    let c = Coordinator::start(&Identity::generate().expect("key"), cfg)
-        .await
-        .expect("coordinator");
+    let (c, mut workers) = network(1, tmp.path(), THREADS).await;
     let addr = c.listen_addrs()[0].clone();
-    let mut wcfg = WorkerConfig::new(vec![addr.clone()], tmp.path().join("w"));
-    wcfg.listen = vec![tcp()];
-    wcfg.node = node();
-    wcfg.threads = THREADS;
-    wcfg.offer.interval_ms = 300;
-    let wid = Identity::generate().expect("key");
-    fund(&addr, &wid, 10_000, Some(1_000)).await;
-    let worker = Worker::start(&wid, wcfg).await.expect("worker");
-    while c.workers().is_empty() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let me = Identity::generate().expect("key");
     fund(&addr, &me, 1_000_000_000, None).await;
     let s = Submitter::connect(&me, &node(), &addr, Duration::from_secs(60))
@@ -299,39 +313,47 @@ async fn bench_gateway() {
         },
     ));
     let body = format!(
-        r#"{{"model":"smol","prompt":"{PROMPT}","max_tokens":32,"temperature":0,"stream":true}}"#
+        r#"{{"model":"smol","prompt":"{PROMPT}","max_tokens":32,"temperature":0,"stream":true,"stream_options":{{"include_usage":true}}}}"#
     );
     // Warm-up: the worker fetches and loads the model once.
     stream_once(http, &body).await;
     println!(
-        "engine alone, resident, {THREADS} threads: first token of the prompt in {engine_ms:.1} ms"
+        "engine alone, resident, {THREADS} threads: first token of the prompt p50 {engine_ms:.1} ms"
     );
     for streams in [1usize, 8, 32] {
-        let rounds = if streams == 1 { 10 } else { 2 };
+        let rounds = if streams == 1 { 15 } else { 2 };
         let mut first = Vec::new();
+        let mut per_token = Vec::new();
         let mut gaps = Vec::new();
         for _ in 0..rounds {
             let runs = (0..streams).map(|_| stream_once(http, &body));
-            for (ttft, g) in futures::future::join_all(runs).await {
-                first.push(ttft);
-                gaps.extend(g);
+            for s in futures::future::join_all(runs).await {
+                first.push(s.first());
+                per_token.extend(s.per_token());
+                gaps.extend(s.arrivals.windows(2).map(|w| w[1] - w[0]));
             }
         }
-        first.sort_by(f64::total_cmp);
-        gaps.sort_by(f64::total_cmp);
+        for v in [&mut first, &mut per_token, &mut gaps] {
+            v.sort_by(f64::total_cmp);
+        }
         println!(
             "gateway, {streams} concurrent streams: time to first token p50 {:.1} ms, p99 {:.1} ms \
-             (p50 overhead over the engine {:.1} ms); inter-chunk p50 {:.1} ms, p99 {:.1} ms",
+             (p50 beyond the engine's {:.1} ms); per token after the first p50 {:.1} ms, \
+             p99 {:.1} ms; gaps between text chunks p50 {:.1} ms, p99 {:.1} ms",
             percentile(&first, 50.0),
             percentile(&first, 99.0),
             percentile(&first, 50.0) - engine_ms,
+            percentile(&per_token, 50.0),
+            percentile(&per_token, 99.0),
             percentile(&gaps, 50.0),
             percentile(&gaps, 99.0),
         );
     }
     let _ = stop.send(());
     let _ = server.await;
-    worker.stop().await;
+    for w in workers.drain(..) {
+        w.stop().await;
+    }
     c.stop().await;
 }
 

@@ -386,6 +386,7 @@ impl JobBook {
                 signed,
                 state: JobState::Queued,
                 waiting: None,
+                waiting_busy: false,
                 replicas: Vec::new(),
                 excluded: Vec::new(),
                 output: None,
@@ -547,8 +548,10 @@ impl JobBook {
                         fail(job, &verdict.describe());
                         return true;
                     }
-                    if job.waiting.as_ref() != Some(&reason) {
+                    let busy = untried >= missing;
+                    if job.waiting.as_ref() != Some(&reason) || job.waiting_busy != busy {
                         job.waiting = Some(reason);
+                        job.waiting_busy = busy;
                         changed = true;
                     }
                 }

@@ -93,6 +93,8 @@ pub struct JobRecord {
     pub signed: Signed<JobSpec>,
     pub state: JobState,
     pub waiting: Option<String>,
+    /// With `waiting`: some worker could run the job once free (see `JobView`).
+    pub waiting_busy: bool,
     pub replicas: Vec<Replica>,
     /// Workers never to ask again for this job.
     pub excluded: Vec<PublicKey>,
@@ -141,6 +143,7 @@ impl JobRecord {
             kind: kind.into(),
             state: self.state.clone(),
             waiting: self.waiting.clone(),
+            waiting_busy: self.waiting.is_some() && self.waiting_busy,
             replicas: self
                 .replicas
                 .iter()

@@ -80,10 +80,11 @@ impl Follower {
                     break result;
                 }
                 () = &mut no_worker, if state.started.is_some() => {
+                    // A job waiting for a busy worker to free up is queued, not refused.
                     let waiting = state
                         .last
                         .as_ref()
-                        .filter(|v| v.state == JobState::Queued)
+                        .filter(|v| v.state == JobState::Queued && !v.waiting_busy)
                         .and_then(|v| v.waiting.clone());
                     match waiting {
                         Some(reason) => {
@@ -93,8 +94,8 @@ impl Follower {
                             self.give_up(Gone::NoWorker(reason)).await;
                             return;
                         }
-                        // Queued without a reason: the matcher has not looked yet, or a
-                        // worker is being asked. The job goes ahead.
+                        // Queued without a reason (the matcher has not looked yet, or a
+                        // worker is being asked), or for a busy worker: the job goes ahead.
                         None => state.start(),
                     }
                 }
@@ -167,6 +168,7 @@ impl Stream {
                     if view.state == JobState::Queued {
                         // Nothing has been tried, and nothing fits: no reason to wait.
                         if let Some(reason) = &view.waiting
+                            && !view.waiting_busy
                             && view.replicas.is_empty()
                         {
                             let reason = reason.clone();

@@ -194,6 +194,10 @@ pub struct JobView {
     pub state: JobState,
     /// Why the job is not running yet, in words, when no worker can take it.
     pub waiting: Option<String>,
+    /// With `waiting`: workers that could run the job exist, but none is free now (busy,
+    /// or just answered "busy"); it is taken once one frees up. `false` when no worker
+    /// could run it as the network stands.
+    pub waiting_busy: bool,
     pub replicas: Vec<ReplicaView>,
     pub output: Option<JobOutput>,
     pub receipt: Option<Signed<SettlementReceipt>>,

@@ -236,6 +236,7 @@ pub fn rpc_job_view() -> RpcResponse {
         kind: "inference".into(),
         state: JobState::Done,
         waiting: None,
+        waiting_busy: false,
         replicas: vec![ReplicaView {
             worker: worker().public_key(),
             replica: 0,

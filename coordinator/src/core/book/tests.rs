@@ -1369,3 +1369,24 @@ fn a_cancel_after_a_commitment_is_too_late_and_nothing_streamed_is_a_refund() {
         "the running workers are stopped"
     );
 }
+
+#[test]
+fn a_job_waiting_says_whether_a_busy_worker_could_take_it_once_free() {
+    let mut book = book();
+    let id = book
+        .submit(job(1, VerificationPolicy::Single), vec![], NOW)
+        .unwrap();
+    let mut all_busy = |_: &PickRequest<'_>| -> Picked {
+        Err(NoPick {
+            reason: "the one worker that fits is busy".into(),
+            untried: 1,
+        })
+    };
+    book.tick(&coordinator(), NOW, &mut all_busy);
+    let view = book.get(&id).unwrap().view();
+    assert!(view.waiting.is_some() && view.waiting_busy, "{view:?}");
+    book.tick(&coordinator(), NOW + 1, &mut nobody("no worker has a GPU"));
+    let view = book.get(&id).unwrap().view();
+    assert_eq!(view.waiting.as_deref(), Some("no worker has a GPU"));
+    assert!(!view.waiting_busy, "nobody could run it: not merely busy");
+}
