@@ -126,9 +126,15 @@ impl<W> Streams<W> {
     }
 
     /// The job's revision for a follower to quote back, starting it at 1 (0 is "seen
-    /// nothing yet", always news).
+    /// nothing yet", always news): from now on the job's changes bump it.
     pub fn revision(&mut self, job: &ContentId) -> u64 {
         *self.revisions.entry(*job).or_insert(1)
+    }
+
+    /// The revision without starting one: for a job that has ended, whose changes are over
+    /// (nothing would ever forget a revision started for it).
+    pub fn last_revision(&self, job: &ContentId) -> u64 {
+        self.revisions.get(job).copied().unwrap_or(1)
     }
 
     /// The chunks a follower lacks.

@@ -105,8 +105,13 @@ impl Node {
         let response = match view {
             Some(view) => {
                 let slice = self.streams.slice(&job, follow.from);
+                let revision = if view.state.is_final() {
+                    self.streams.last_revision(&job)
+                } else {
+                    self.streams.revision(&job)
+                };
                 RpcResponse::Follow(Box::new(FollowUpdate {
-                    revision: self.streams.revision(&job),
+                    revision,
                     offset: follow.from,
                     next: slice.next,
                     tokens: slice.tokens,
