@@ -1,15 +1,11 @@
 //! Streaming to followers: workers' token chunks into [`Streams`], followers' held
-//! requests answered when there is news, and cancels (signed, or a following
-//! submitter's connection closing) turned into the book's cut.
-
-use std::collections::BTreeSet;
+//! requests answered when there is news, and submitters' signed cancels (sent, or kept
+//! from a follow whose connection has closed) carried out by the book.
 
 use olc_net::libp2p::PeerId;
 use olc_net::libp2p::request_response::ResponseChannel;
 use olc_net::{reply_rpc, unix_ms};
-use olc_protocol::{
-    CancelJob, ContentId, Follow, FollowUpdate, PublicKey, RpcResponse, Signed, TokenChunk,
-};
+use olc_protocol::{CancelJob, ContentId, Follow, FollowUpdate, RpcResponse, Signed, TokenChunk};
 
 use super::{Node, lock};
 use crate::core::book::Cancelled;
@@ -52,27 +48,29 @@ impl Node {
         follow: Follow,
         channel: ResponseChannel<RpcResponse>,
     ) {
-        let submitter = lock(&self.book)
-            .get(&follow.job_id)
-            .map(|j| j.signed.signer());
-        let Some(submitter) = submitter else {
+        if lock(&self.book).get(&follow.job_id).is_none() {
             let refusal = RpcResponse::Refused(format!("no job {} here", follow.job_id));
             reply_rpc(&mut self.swarm, peer, channel, refusal);
             return;
-        };
+        }
         if let Some(cancel) = &follow.cancel_if_gone {
             // Kept only if it is the submitter's own cancel of this very job.
-            match cancel.verify() {
-                Ok(c) if c.job_id == follow.job_id && cancel.signer() == submitter => {
+            let checked = lock(&self.book).check_cancel(cancel);
+            match checked {
+                Ok(job) if job == follow.job_id => {
                     self.following
                         .entry(peer)
                         .or_default()
-                        .insert(follow.job_id);
+                        .insert(job, cancel.clone());
                 }
-                _ => {
-                    let refusal = RpcResponse::Refused(
-                        "the cancel to keep is not this job's submitter's".into(),
-                    );
+                Ok(_) => {
+                    let refusal =
+                        RpcResponse::Refused("the cancel to keep is for another job".into());
+                    reply_rpc(&mut self.swarm, peer, channel, refusal);
+                    return;
+                }
+                Err(e) => {
+                    let refusal = RpcResponse::Refused(format!("the cancel to keep: {e}"));
                     reply_rpc(&mut self.swarm, peer, channel, refusal);
                     return;
                 }
@@ -148,17 +146,14 @@ impl Node {
         self.following.retain(|_, jobs| !jobs.is_empty());
     }
 
-    /// The submitter's signed cancel.
-    pub(super) fn on_cancel(&mut self, signed: Signed<CancelJob>) -> RpcResponse {
-        match signed.verify() {
-            Ok(c) => self.cancel_job(c.job_id, signed.signer()),
-            Err(e) => RpcResponse::Refused(format!("cancel signature: {e}")),
-        }
-    }
-
-    fn cancel_job(&mut self, job: ContentId, by: PublicKey) -> RpcResponse {
+    /// The submitter's signed cancel, sent now or kept from a follow (checked by the book).
+    pub(super) fn on_cancel(&mut self, signed: &Signed<CancelJob>) -> RpcResponse {
+        let job = match signed.verify() {
+            Ok(c) => c.job_id,
+            Err(e) => return RpcResponse::Refused(format!("cancel signature: {e}")),
+        };
         let streamed = self.streams.streamed(&job);
-        let result = lock(&self.book).cancel(job, by, streamed, unix_ms());
+        let result = lock(&self.book).cancel(signed, streamed, unix_ms());
         self.persist();
         match result {
             Ok(Cancelled::Refunded { actions }) => {
@@ -179,17 +174,13 @@ impl Node {
     /// A peer's last connection closed: the jobs it followed with their submitter's cancel
     /// to keep are cancelled.
     pub(super) fn peer_gone(&mut self, peer: PeerId) {
-        let Some(jobs) = self.following.remove(&peer) else {
+        let Some(kept) = self.following.remove(&peer) else {
             return;
         };
-        let jobs: BTreeSet<ContentId> = jobs;
-        for job in jobs {
-            let submitter = lock(&self.book).get(&job).map(|j| j.signed.signer());
-            if let Some(submitter) = submitter
-                && !self.job_is_final(&job)
-            {
+        for (job, cancel) in kept {
+            if !self.job_is_final(&job) {
                 tracing::info!(%job, "the following submitter left: cancelling");
-                let _ = self.cancel_job(job, submitter);
+                let _ = self.on_cancel(&cancel);
             }
         }
     }

@@ -26,7 +26,9 @@ use olc_content::{BlobStore, Uploads};
 use olc_net::libp2p::request_response::OutboundRequestId;
 use olc_net::libp2p::{Multiaddr, Swarm};
 use olc_net::{AdvertObserver, Behaviour, NodeError, NodeTask, start_swarm, unix_ms};
-use olc_protocol::{ContentId, Identity, LedgerView, PeerId, PublicKey, RegisteredWorker};
+use olc_protocol::{
+    CancelJob, ContentId, Identity, LedgerView, PeerId, PublicKey, RegisteredWorker, Signed,
+};
 use tokio::sync::mpsc;
 
 use crate::audit::{AuditReport, audit_with_blobs};
@@ -227,6 +229,7 @@ struct Node {
     busy_until: HashMap<PublicKey, u64>,
     /// Inference tokens on their way to followers, and the follows held for news.
     streams: Streams<follow::Reply>,
-    /// Jobs each submitter follows and wants cancelled if its connection closes.
-    following: HashMap<PeerId, std::collections::BTreeSet<ContentId>>,
+    /// The cancels followers handed over, by their connection's peer and job: carried out
+    /// if that connection closes before the job ends.
+    following: HashMap<PeerId, std::collections::BTreeMap<ContentId, Signed<CancelJob>>>,
 }

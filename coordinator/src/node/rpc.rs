@@ -5,12 +5,13 @@
 use olc_net::unix_ms;
 use olc_protocol::messages::rpc::WorkerStandings;
 use olc_protocol::{
-    Amount, CatalogKind, ContentId, JobKind, JobOutput, JobSpec, JobState, Manifest, PublicKey,
-    Publish, RpcRequest, RpcResponse, Signed,
+    Amount, CatalogEntry, CatalogKind, ContentId, JobKind, JobOutput, JobSpec, JobState, Manifest,
+    PublicKey, Publish, RpcRequest, RpcResponse, Signed,
 };
 
 use super::{Node, lock};
 use crate::core::book::Quote;
+use crate::core::catalog::{Catalog, CatalogError};
 use crate::core::verified::Verified;
 
 impl Node {
@@ -36,18 +37,28 @@ impl Node {
                 missing.len()
             ));
         }
-        let mut next = self.catalog.clone();
-        match next.publish(&publish) {
-            Ok(entry) => match self.store.put_catalog(&entry) {
-                Ok(()) => {
-                    self.catalog = next;
-                    tracing::info!(name = %entry.name, content = %entry.content, "published");
-                    RpcResponse::Ok
-                }
-                Err(e) => RpcResponse::Refused(format!("cannot store the catalog: {e}")),
-            },
-            Err(e) => RpcResponse::Refused(e.to_string()),
+        match self.change_catalog(|catalog| catalog.publish(&publish)) {
+            Ok(entry) => {
+                tracing::info!(name = %entry.name, content = %entry.content, "published");
+                RpcResponse::Ok
+            }
+            Err(why) => RpcResponse::Refused(why),
         }
+    }
+
+    /// Applies `change` to a copy of the catalog and keeps it once its entry is stored, so
+    /// the catalog in memory never holds a name the store lost.
+    fn change_catalog(
+        &mut self,
+        change: impl FnOnce(&mut Catalog) -> Result<CatalogEntry, CatalogError>,
+    ) -> Result<CatalogEntry, String> {
+        let mut next = self.catalog.clone();
+        let entry = change(&mut next).map_err(|e| e.to_string())?;
+        self.store
+            .put_catalog(&entry)
+            .map_err(|e| format!("cannot store the catalog: {e}"))?;
+        self.catalog = next;
+        Ok(entry)
     }
 
     /// Publishes the adapters of fine-tunes among `jobs` that settled and asked for a name.
@@ -84,18 +95,17 @@ impl Node {
             {
                 continue;
             }
-            let mut next = self.catalog.clone();
-            match next.name(owner, &publish) {
-                Ok(entry) => match self.store.put_catalog(&entry) {
-                    Ok(()) => {
-                        self.catalog = next;
-                        tracing::info!(name = %entry.name, adapter = %entry.content, "fine-tuned adapter published");
-                    }
-                    Err(e) => tracing::error!(error = %e, "cannot store the catalog"),
-                },
-                Err(e) => {
-                    tracing::warn!(name = %publish.name, reason = %e, "fine-tuned adapter not published")
-                }
+            match self.change_catalog(|catalog| catalog.name(owner, &publish)) {
+                Ok(entry) => tracing::info!(
+                    name = %entry.name,
+                    adapter = %entry.content,
+                    "fine-tuned adapter published"
+                ),
+                Err(reason) => tracing::warn!(
+                    name = %publish.name,
+                    %reason,
+                    "fine-tuned adapter not published"
+                ),
             }
         }
     }
@@ -141,7 +151,7 @@ impl Node {
                 }
             }
             RpcRequest::Tokens(chunk) => self.on_tokens(chunk),
-            RpcRequest::Cancel(cancel) => self.on_cancel(cancel),
+            RpcRequest::Cancel(cancel) => self.on_cancel(&cancel),
             RpcRequest::Follow(_) => {
                 RpcResponse::Refused("a follow is answered when there is news".into())
             }

@@ -2,7 +2,7 @@
 //! inference is cut at the tokens already streamed, and those settle as its output,
 //! committed, revealed and verified like any other.
 
-use olc_protocol::{CancelJob, Commitment, ContentId, JobKind, JobSpec, PublicKey, Signed};
+use olc_protocol::{CancelJob, Commitment, ContentId, JobKind, JobSpec, Signed};
 
 use super::{JobBook, Refusal};
 use crate::core::action::Action;
@@ -33,27 +33,38 @@ pub enum CutAnswer {
 }
 
 impl JobBook {
-    /// A cancel by `by` (checked by the node: the signer of a [`CancelJob`], or the peer
-    /// whose connection closed while it followed the job). `streamed` is how many tokens
-    /// of the job were streamed to followers so far (the coordinator's count, not the
-    /// worker's).
-    pub fn cancel(
-        &mut self,
-        job_id: ContentId,
-        by: PublicKey,
-        streamed: u32,
-        now_ms: u64,
-    ) -> Result<Cancelled, Refusal> {
-        let c = CancelJob { job_id };
+    /// Whether `signed` is a cancel its job's submitter signed; the job it names. Checked
+    /// when a cancel is carried out, and when a follower hands one over to be kept for when
+    /// it leaves.
+    pub fn check_cancel(&self, signed: &Signed<CancelJob>) -> Result<ContentId, Refusal> {
+        let c = signed
+            .verify()
+            .map_err(|e| Refusal::Signature(e.to_string()))?;
         let job = self
             .jobs
-            .get_mut(&c.job_id)
+            .get(&c.job_id)
             .ok_or(Refusal::UnknownJob(c.job_id))?;
-        if job.signed.signer() != by {
+        if job.signed.signer() != signed.signer() {
             return Err(Refusal::BadAnswer(
                 "only the job's submitter can cancel it".into(),
             ));
         }
+        Ok(c.job_id)
+    }
+
+    /// The submitter's signed cancel, sent now or kept from a follow whose connection has
+    /// closed. `streamed` is how many tokens of the job were streamed to followers so far
+    /// (the coordinator's count, not the worker's).
+    pub fn cancel(
+        &mut self,
+        signed: &Signed<CancelJob>,
+        streamed: u32,
+        now_ms: u64,
+    ) -> Result<Cancelled, Refusal> {
+        let job_id = self.check_cancel(signed)?;
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return Err(Refusal::UnknownJob(job_id));
+        };
         if job.state.is_final() {
             return Ok(Cancelled::TooLate("the job has already ended".into()));
         }
@@ -84,7 +95,7 @@ impl JobBook {
                 .iter()
                 .map(|&(worker, assignment_id)| Action::Cut {
                     worker,
-                    job_id: c.job_id,
+                    job_id,
                     assignment_id,
                     keep,
                 })
@@ -93,7 +104,7 @@ impl JobBook {
         if running.is_empty() || streamed == 0 {
             let actions = cuts(0);
             fail(job, "cancelled by its submitter");
-            self.touch(&c.job_id, now_ms);
+            self.touch(&job_id, now_ms);
             return Ok(Cancelled::Refunded { actions });
         }
         job.cut = Some(CutState {
@@ -102,7 +113,7 @@ impl JobBook {
             recommitted: Vec::new(),
         });
         let actions = cuts(streamed);
-        self.touch(&c.job_id, now_ms);
+        self.touch(&job_id, now_ms);
         Ok(Cancelled::Cut {
             keep: streamed,
             actions,

@@ -1246,6 +1246,11 @@ fn a_spec_is_verified_on_entry_and_a_stored_one_that_no_longer_verifies_fails() 
     );
 }
 
+/// `who`'s signed cancel of `job`.
+fn cancel_by(who: &Identity, job: ContentId) -> Signed<olc_protocol::CancelJob> {
+    Signed::sign(who, &olc_protocol::CancelJob { job_id: job }).unwrap()
+}
+
 /// A job with two running replicas.
 fn running_pair(book: &mut JobBook) -> (ContentId, Vec<(PublicKey, Signed<Assignment>)>) {
     let id = book
@@ -1269,13 +1274,12 @@ fn only_the_submitter_cancels_and_a_job_not_running_is_refunded_whole() {
     let id = book
         .submit(job(1, VerificationPolicy::Single), vec![], NOW)
         .unwrap();
-    let stranger = worker(5).public_key();
     assert!(matches!(
-        book.cancel(id, stranger, 0, NOW),
+        book.cancel(&cancel_by(&worker(5), id), 0, NOW),
         Err(Refusal::BadAnswer(_))
     ));
     let before = book.economy().account_view(submitter().public_key(), NOW);
-    let done = book.cancel(id, submitter().public_key(), 0, NOW).unwrap();
+    let done = book.cancel(&cancel_by(&submitter(), id), 0, NOW).unwrap();
     assert_eq!(done, Cancelled::Refunded { actions: vec![] });
     let job = book.get(&id).unwrap();
     assert!(matches!(&job.state, JobState::Failed(why) if why.contains("cancelled")));
@@ -1286,7 +1290,7 @@ fn only_the_submitter_cancels_and_a_job_not_running_is_refunded_whole() {
         "the whole escrow went back"
     );
     assert!(matches!(
-        book.cancel(id, submitter().public_key(), 0, NOW),
+        book.cancel(&cancel_by(&submitter(), id), 0, NOW),
         Ok(Cancelled::TooLate(_))
     ));
 }
@@ -1296,7 +1300,7 @@ fn a_cut_generation_settles_at_the_streamed_tokens_once_every_replica_answered()
     let mut book = book();
     let (id, a) = running_pair(&mut book);
     let Cancelled::Cut { keep, actions } =
-        book.cancel(id, submitter().public_key(), 2, NOW).unwrap()
+        book.cancel(&cancel_by(&submitter(), id), 2, NOW).unwrap()
     else {
         panic!("a running inference is cut");
     };
@@ -1350,14 +1354,14 @@ fn a_cancel_after_a_commitment_is_too_late_and_nothing_streamed_is_a_refund() {
     let (c, _) = answer(&a[0].1, &[5]);
     book.on_commit(c, NOW).unwrap();
     assert!(matches!(
-        book.cancel(id, submitter().public_key(), 1, NOW),
+        book.cancel(&cancel_by(&submitter(), id), 1, NOW),
         Ok(Cancelled::TooLate(_))
     ));
 
     let mut book = book_with(JobsConfig::default());
     let (id, _) = running_pair(&mut book);
     let Cancelled::Refunded { actions } =
-        book.cancel(id, submitter().public_key(), 0, NOW).unwrap()
+        book.cancel(&cancel_by(&submitter(), id), 0, NOW).unwrap()
     else {
         panic!("nothing was streamed: refunded");
     };
