@@ -24,6 +24,15 @@ pub const ADAPTER_FILES: [&str; 4] = [
     "tokenizer_config.json",
 ];
 
+/// The [`ADAPTER_FILES`] that `dir` has: what an adapter's content id covers.
+pub fn adapter_files(dir: &Path) -> Vec<String> {
+    ADAPTER_FILES
+        .iter()
+        .filter(|f| dir.join(f).is_file())
+        .map(|f| f.to_string())
+        .collect()
+}
+
 /// How long a follow may be held: the coordinator answers within its hold (10 s).
 const FOLLOW_TIMEOUT: Duration = Duration::from_secs(25);
 
@@ -172,12 +181,7 @@ impl Submitter {
 
     /// Uploads an adapter directory (the [`ADAPTER_FILES`] it has).
     pub async fn upload_adapter(&self, dir: &Path) -> Result<ContentId, SubmitError> {
-        let files: Vec<String> = ADAPTER_FILES
-            .iter()
-            .filter(|f| dir.join(f).is_file())
-            .map(|f| f.to_string())
-            .collect();
-        self.upload_dir(dir, &files).await
+        self.upload_dir(dir, &adapter_files(dir)).await
     }
 
     /// Uploads the named files of `dir` and their manifest, skipping what the coordinator

@@ -225,12 +225,7 @@ fn explain(e: ExecError, args: &RunFinetune) -> anyhow::Error {
 /// The content id an adapter directory travels under (its files' manifest), as a job
 /// continuing from it would name it.
 fn adapter_id(dir: &Path) -> Result<ContentId> {
-    let files: Vec<String> = olc_client::ADAPTER_FILES
-        .iter()
-        .filter(|f| dir.join(f).is_file())
-        .map(|f| f.to_string())
-        .collect();
-    let manifest = olc_content::manifest_of_files(dir, &files)
+    let manifest = olc_content::manifest_of_files(dir, &olc_client::adapter_files(dir))
         .with_context(|| format!("cannot read the adapter in {}", dir.display()))?;
     Ok(manifest.id()?)
 }
