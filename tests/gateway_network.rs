@@ -6,8 +6,9 @@
 
 mod common;
 
+use common::{STAKE, free_port, fund, node};
+
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -16,9 +17,8 @@ use std::time::{Duration, Instant};
 use olc_client::Submitter;
 use olc_coordinator::{Coordinator, CoordinatorConfig};
 use olc_gpu::model::{Checkpoint, Preset, write_checkpoint};
-use olc_net::NodeConfig;
 use olc_net::libp2p::Multiaddr;
-use olc_protocol::{AccountAction, Amount, CatalogKind, Identity};
+use olc_protocol::{CatalogKind, Identity};
 use olc_worker::{Worker, WorkerConfig};
 use serde_json::Value;
 
@@ -30,33 +30,8 @@ const TEMPLATE: &str = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m
 
 const PROMPT: &str = "The sky is";
 
-fn node() -> NodeConfig {
-    NodeConfig {
-        heartbeat: Duration::from_millis(100),
-        ..NodeConfig::default()
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn submitter(addr: &Multiaddr, id: &Identity) -> Submitter {
     Submitter::connect(id, &node(), addr, BOUND).await.unwrap()
-}
-
-async fn deposit(addr: &Multiaddr, id: &Identity, amount: u64) {
-    let s = submitter(addr, id).await;
-    s.account(AccountAction::Deposit {
-        amount: Amount(amount),
-    })
-    .await
-    .unwrap();
-    s.close().await;
 }
 
 /// A gateway process; killed if the test fails half-way.
@@ -233,18 +208,7 @@ async fn the_gateway_serves_a_real_network() {
     .unwrap();
 
     let worker_id = Identity::generate().unwrap();
-    let w = submitter(&addr, &worker_id).await;
-    w.account(AccountAction::Deposit {
-        amount: Amount(2_000),
-    })
-    .await
-    .unwrap();
-    w.account(AccountAction::Stake {
-        amount: Amount(1_000),
-    })
-    .await
-    .unwrap();
-    w.close().await;
+    fund(&addr, &worker_id, 2 * STAKE, true).await;
     let mut cfg = WorkerConfig::new(vec![addr.clone()], dir.path().join("worker"));
     cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     cfg.node = node();
@@ -272,7 +236,7 @@ async fn the_gateway_serves_a_real_network() {
     let gateway_id = Identity::generate().unwrap();
     let key = dir.path().join("gateway.pem");
     olc_content::keyfile::save(&gateway_id, &key, false).unwrap();
-    deposit(&addr, &gateway_id, 1_000_000_000).await;
+    fund(&addr, &gateway_id, 1_000_000_000, false).await;
     let funded = gateway(&addr, &key);
     let base = funded.base.clone();
     let prompt_ids: Vec<u64> = run_infer(&model, &["--prompt", PROMPT], 1).await["prompt_tokens"]

@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::net::TcpListener;
+use common::{STAKE, free_port, fund, node};
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -12,27 +13,12 @@ use olc_client::{SubmitError, Submitter};
 use olc_coordinator::{Coordinator, CoordinatorConfig, JobsConfig};
 use olc_gpu::model::{Preset, write_checkpoint};
 use olc_net::libp2p::Multiaddr;
-use olc_net::{NodeConfig, unix_ms, unix_us};
+use olc_net::{unix_ms, unix_us};
 use olc_protocol::*;
 use olc_worker::{Conduct, Worker, WorkerConfig};
 
 /// Generous: CI machines have two cores and run other tests alongside.
 const BOUND: Duration = Duration::from_secs(120);
-
-fn node() -> NodeConfig {
-    NodeConfig {
-        heartbeat: Duration::from_millis(100),
-        ..NodeConfig::default()
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Net {
     dir: tempfile::TempDir,
@@ -55,26 +41,6 @@ async fn start_coordinator(id: &Identity, addr: &Multiaddr, data: Option<PathBuf
         ..CoordinatorConfig::default()
     };
     Coordinator::start(id, cfg).await.unwrap()
-}
-
-/// Stake a worker puts up in these tests (the coordinator's minimum is 100).
-const STAKE: u64 = 1_000;
-
-/// Funds `id` from the faucet and, if `stake`, bonds [`STAKE`] of it.
-async fn fund(addr: &Multiaddr, id: &Identity, amount: u64, stake: bool) {
-    let s = Submitter::connect(id, &node(), addr, BOUND).await.unwrap();
-    s.account(AccountAction::Deposit {
-        amount: Amount(amount),
-    })
-    .await
-    .unwrap();
-    if stake {
-        s.account(AccountAction::Stake {
-            amount: Amount(STAKE),
-        })
-        .await
-        .unwrap();
-    }
 }
 
 impl Net {
