@@ -122,16 +122,8 @@ fn lora(rows: usize, cols: usize, r: usize, seed: u32) -> LoraWeights {
             .collect()
     };
     LoraWeights {
-        a: Matrix {
-            rows: r,
-            cols,
-            data: fill(r * cols, seed),
-        },
-        b: Matrix {
-            rows,
-            cols: r,
-            data: fill(rows * r, seed ^ 77),
-        },
+        a: Matrix::f32(r, cols, fill(r * cols, seed)),
+        b: Matrix::f32(rows, r, fill(rows * r, seed ^ 77)),
         scale: 2.0,
     }
 }

@@ -18,7 +18,7 @@
 //! Every op is batched at the granularity the model code loops at (all rows of a pass, all
 //! heads), so a device backend launches one kernel where the CPU one splits over threads.
 
-use super::{ComputeError, RopeTable};
+use super::{ComputeError, QuantType, RopeTable};
 
 /// The rows and columns of a weight matrix, whatever its storage.
 pub trait WeightShape {
@@ -28,10 +28,10 @@ pub trait WeightShape {
     fn cols(&self) -> usize;
 }
 
-/// A weight matrix as the model loader produced it, handed to [`Backend::load_weights`].
-/// Only f32 today; quantized formats (GGUF Q8_0, Q4_K, ...) will be further variants, which
-/// a backend keeps quantized in its own memory (rule 2 then runs over the dequantized values).
-#[derive(Debug, Clone, PartialEq)]
+/// A weight matrix as the model loader produced it, handed to [`Backend::load_weights`]:
+/// f32 values, or a file's blocks in a [`QuantType`], which a backend keeps as they are in
+/// its own memory (rule 2 then runs over the values rule 9 dequantizes).
+#[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub enum HostWeights {
     /// `[rows, cols]` row-major (Hugging Face `[out_features, in_features]`).
@@ -40,24 +40,55 @@ pub enum HostWeights {
         cols: usize,
         data: Vec<f32>,
     },
+    /// `rows` rows of `cols` weights, each row `ty.row_bytes(cols)` bytes of blocks.
+    Quantized {
+        ty: QuantType,
+        rows: usize,
+        cols: usize,
+        data: Vec<u8>,
+    },
 }
 
 impl HostWeights {
     pub fn f32(rows: usize, cols: usize, data: Vec<f32>) -> Self {
         HostWeights::F32 { rows, cols, data }
     }
+
+    pub fn quantized(ty: QuantType, rows: usize, cols: usize, data: Vec<u8>) -> Self {
+        HostWeights::Quantized {
+            ty,
+            rows,
+            cols,
+            data,
+        }
+    }
+
+    /// The storage type (`F32` for the f32 variant).
+    pub fn ty(&self) -> QuantType {
+        match self {
+            HostWeights::F32 { .. } => QuantType::F32,
+            HostWeights::Quantized { ty, .. } => *ty,
+        }
+    }
+}
+
+/// Shape and type only: the data is megabytes.
+impl std::fmt::Debug for HostWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HostWeights {} [{}, {}]", self.ty(), self.rows(), self.cols())
+    }
 }
 
 impl WeightShape for HostWeights {
     fn rows(&self) -> usize {
         match self {
-            HostWeights::F32 { rows, .. } => *rows,
+            HostWeights::F32 { rows, .. } | HostWeights::Quantized { rows, .. } => *rows,
         }
     }
 
     fn cols(&self) -> usize {
         match self {
-            HostWeights::F32 { cols, .. } => *cols,
+            HostWeights::F32 { cols, .. } | HostWeights::Quantized { cols, .. } => *cols,
         }
     }
 }

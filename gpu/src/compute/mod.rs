@@ -116,6 +116,7 @@
 
 mod backend;
 pub mod cpu;
+mod quant;
 mod rope;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -130,6 +131,7 @@ pub use cpu::{
     AlignedVec, CpuBackend, CpuWeights, EXP_POLY, Isa, LN2_HI, LN2_LO, LOG2E, attention, dot, exp,
     exp_inplace, matmul, rmsnorm, silu, silu_inplace, softmax_inplace, sum, swiglu,
 };
+pub use quant::QuantType;
 pub use rope::{Llama3RopeScaling, RopeTable, rope_inv_freq};
 
 /// Number of accumulation lanes of rule 1; fixed by the contract, not by any SIMD width.

@@ -130,11 +130,7 @@ mod tests {
     use crate::model::{AdapterConfig, LinearModule, LoraWeights, Matrix};
 
     fn adapter(r: usize) -> Adapter {
-        let m = |rows, cols| Matrix {
-            rows,
-            cols,
-            data: vec![0.5; rows * cols],
-        };
+        let m = |rows, cols| Matrix::f32(rows, cols, vec![0.5; rows * cols]);
         let mut modules = BTreeMap::new();
         modules.insert(
             (0, LinearModule::QProj),

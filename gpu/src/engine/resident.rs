@@ -22,7 +22,10 @@ impl<B: Backend> Resident<B> {
     /// as soon as it has its own.
     pub(super) fn take(backend: &B, weights: &mut LlamaWeights) -> Result<Self, ComputeError> {
         fn host(m: &mut Matrix) -> HostWeights {
-            HostWeights::f32(m.rows, m.cols, std::mem::take(&mut m.data))
+            match m.blocks.take() {
+                Some(b) => HostWeights::quantized(b.ty, m.rows, m.cols, b.bytes),
+                None => HostWeights::f32(m.rows, m.cols, std::mem::take(&mut m.data)),
+            }
         }
         let n_layers = weights.layers.len();
         let mut matrices = Vec::with_capacity(7 * n_layers + 2);

@@ -406,11 +406,7 @@ impl Adapter {
                 });
             }
             let data = tensor::widen(path, name, &view, &expected)?;
-            let matrix = Matrix {
-                rows: expected[0],
-                cols: expected[1],
-                data,
-            };
+            let matrix = Matrix::f32(expected[0], expected[1], data);
             let slot = halves.entry((parsed.layer, parsed.module)).or_default();
             if parsed.is_a {
                 slot.0 = Some(matrix);

@@ -16,6 +16,7 @@ mod tensor;
 pub mod adapter;
 pub mod config;
 pub mod error;
+pub mod gguf;
 pub mod init;
 pub mod tokenizer;
 pub mod weights;
@@ -31,7 +32,7 @@ pub use error::ModelError;
 pub use init::{Preset, write_checkpoint};
 pub use names::LinearModule;
 pub use tokenizer::Tokenizer;
-pub use weights::{LayerWeights, LlamaWeights, Matrix};
+pub use weights::{Blocks, LayerWeights, LlamaWeights, Matrix};
 
 /// Everything in a checkpoint directory that the engine needs.
 #[derive(Debug)]

@@ -12,6 +12,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::Deserialize;
 
 use super::config::ModelConfig;
+use crate::compute::QuantType;
 use super::error::{ModelError, Result};
 use super::files::{MAX_INDEX_JSON, read_capped, read_json};
 use super::names::{self, LinearModule};
@@ -25,7 +26,52 @@ pub const INDEX_FILE: &str = "model.safetensors.index.json";
 pub struct Matrix {
     pub rows: usize,
     pub cols: usize,
+    /// The values, `[rows, cols]`; empty when the matrix is stored as `blocks`.
     pub data: Vec<f32>,
+    /// A base model's weights as its file stores them (a GGUF model's quantized blocks),
+    /// kept so: the backend computes with them directly, and nothing is widened in memory.
+    pub blocks: Option<Blocks>,
+}
+
+/// Rows of weights in a [`QuantType`]: `rows * ty.row_bytes(cols)` bytes, row after row.
+#[derive(Clone, PartialEq)]
+pub struct Blocks {
+    pub ty: QuantType,
+    pub bytes: Vec<u8>,
+}
+
+/// Type and size only: the bytes are megabytes.
+impl std::fmt::Debug for Blocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Blocks {} ({} bytes)", self.ty, self.bytes.len())
+    }
+}
+
+impl Matrix {
+    /// An f32 matrix.
+    pub fn f32(rows: usize, cols: usize, data: Vec<f32>) -> Self {
+        Matrix {
+            rows,
+            cols,
+            data,
+            blocks: None,
+        }
+    }
+
+    /// A matrix kept in `ty`'s blocks.
+    pub fn quantized(rows: usize, cols: usize, ty: QuantType, bytes: Vec<u8>) -> Self {
+        Matrix {
+            rows,
+            cols,
+            data: Vec::new(),
+            blocks: Some(Blocks { ty, bytes }),
+        }
+    }
+
+    /// The storage type: f32, or the blocks' type.
+    pub fn storage(&self) -> QuantType {
+        self.blocks.as_ref().map_or(QuantType::F32, |b| b.ty)
+    }
 }
 
 /// One decoder layer's parameters.
@@ -350,11 +396,7 @@ impl<'c> Collector<'c> {
     }
 
     fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
-        Ok(Matrix {
-            rows,
-            cols,
-            data: self.vector(name)?,
-        })
+        Ok(Matrix::f32(rows, cols, self.vector(name)?))
     }
 }
 

@@ -85,16 +85,8 @@ pub fn init_adapter(spec: &LoraSpec, base: &ModelConfig, seed: u64) -> Result<Ad
                 })
                 .collect();
             let w = LoraWeights {
-                a: Matrix {
-                    rows: spec.rank,
-                    cols: in_dim,
-                    data: a,
-                },
-                b: Matrix {
-                    rows: out_dim,
-                    cols: spec.rank,
-                    data: vec![0.0; out_dim * spec.rank],
-                },
+                a: Matrix::f32(spec.rank, in_dim, a),
+                b: Matrix::f32(out_dim, spec.rank, vec![0.0; out_dim * spec.rank]),
                 scale,
             };
             modules.insert((layer, m), w);

@@ -146,8 +146,9 @@ impl Backend for Faulty {
     fn load_weights(&self, mut m: Vec<HostWeights>) -> Result<Vec<CpuWeights>, ComputeError> {
         if self.on(Fault::LoadWeights) {
             for w in &mut m {
-                let HostWeights::F32 { data, .. } = w;
-                nudge(data);
+                if let HostWeights::F32 { data, .. } = w {
+                    nudge(data);
+                }
             }
         }
         self.inner.load_weights(m)

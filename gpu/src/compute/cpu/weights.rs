@@ -61,7 +61,12 @@ impl std::fmt::Debug for CpuWeights {
 pub(super) fn load(matrices: Vec<HostWeights>) -> Result<Vec<CpuWeights>, ComputeError> {
     let mut total = 0usize;
     for m in &matrices {
-        let HostWeights::F32 { rows, cols, data } = m;
+        let HostWeights::F32 { rows, cols, data } = m else {
+            return Err(ComputeError::Invalid {
+                op: "load weights",
+                reason: "quantized weights are not implemented by the CPU backend yet",
+            });
+        };
         let expected = rows
             .checked_mul(*cols)
             .ok_or(ComputeError::Overflow { op: "load weights" })?;
@@ -73,9 +78,9 @@ pub(super) fn load(matrices: Vec<HostWeights>) -> Result<Vec<CpuWeights>, Comput
     let mut arena = AlignedVec::with_capacity(total);
     let placed: Vec<(Range<usize>, usize, usize)> = matrices
         .into_iter()
-        .map(|m| {
-            let HostWeights::F32 { rows, cols, data } = m;
-            (arena.push_aligned(&data), rows, cols)
+        .filter_map(|m| match m {
+            HostWeights::F32 { rows, cols, data } => Some((arena.push_aligned(&data), rows, cols)),
+            HostWeights::Quantized { .. } => None,
         })
         .collect();
     let store = Arc::new(arena);
