@@ -6,13 +6,21 @@
 //! (`OLC_FMA_PEAK_GFLOPS_PER_CORE`, default 80) and with the peak measured here by a loop of
 //! independent AVX-512 FMAs, since a nominal figure can be off by the number of FMA ports.
 //! `OLC_ISA=avx2|avx512|portable` forces a path (default: the fastest detected).
+//!
+//! A second table measures quantized weights (GGUF Q4_1 and Q8_0, as SmolLM2-135M's files
+//! hold them) through the CPU backend, in GB/s of weight bytes read, next to f32 on the same
+//! shape; a third streams a whole Q4_1 model's matrices once per token, as a batch-1 decode
+//! does, which is the figure to compare with memory bandwidth (single matrices may sit in
+//! cache).
 // Until `harness = false` is declared, libtest supplies `main` and ours goes unused.
 #![cfg_attr(test, allow(dead_code))]
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use olc_gpu::compute::{AlignedVec, Isa, matmul};
+use olc_gpu::compute::{
+    AlignedVec, Backend, CpuBackend, CpuWeights, HostWeights, Isa, QuantType, WeightShape, matmul,
+};
 
 /// SplitMix64, so the bench needs no extra dependency.
 fn fill(seed: u64, n: usize) -> Vec<f32> {
@@ -152,6 +160,136 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 t.as_secs_f64() * 1e6,
                 100.0 * gflops / (peak_per_core * cores),
                 100.0 * gflops / (measured * cores),
+            );
+        }
+    }
+    quantized(isa)?;
+    Ok(())
+}
+
+/// Random blocks of `ty` with a fixed ordinary f16 scale (speed does not depend on values).
+fn blocks(
+    seed: u64,
+    ty: QuantType,
+    rows: usize,
+    cols: usize,
+) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    let n = ty.matrix_bytes(rows, cols)?;
+    let mut data: Vec<u8> = fill(seed, n)
+        .into_iter()
+        .map(|v| (v * 127.0) as i8 as u8)
+        .collect();
+    let fields: &[usize] = match ty {
+        QuantType::Q4_1 => &[0, 2],
+        _ => &[0],
+    };
+    for b in data.chunks_exact_mut(ty.block_bytes()) {
+        for &at in fields {
+            b[at..at + 2].copy_from_slice(&0x2c00u16.to_le_bytes());
+        }
+    }
+    Ok(data)
+}
+
+fn host(
+    seed: u64,
+    ty: QuantType,
+    rows: usize,
+    cols: usize,
+) -> Result<HostWeights, Box<dyn std::error::Error>> {
+    Ok(match ty {
+        QuantType::F32 => HostWeights::f32(rows, cols, fill(seed, rows * cols)),
+        _ => HostWeights::quantized(ty, rows, cols, blocks(seed, ty, rows, cols)?),
+    })
+}
+
+fn weight_bytes(w: &CpuWeights) -> usize {
+    w.resident_bytes()
+}
+
+/// Quantized matmul through the backend (inside its pool, as the engine calls it).
+fn quantized(isa: Isa) -> Result<(), Box<dyn std::error::Error>> {
+    println!("\n| weights (x · Wᵀ) | type | rows | threads | time (µs) | weight GB/s | vs f32 |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    let shapes = [
+        (1536usize, 576usize, "gate/up"),
+        (576, 1536, "down"),
+        (49152, 576, "LM head"),
+    ];
+    for (cols, k, name) in shapes {
+        for rows in [1usize, 16] {
+            let x = AlignedVec::from_slice(&fill(3, rows * k));
+            for threads in [1usize, 2] {
+                let backend = CpuBackend::new(isa, threads)?;
+                let mut f32_time = None;
+                for ty in [QuantType::F32, QuantType::Q8_0, QuantType::Q4_1] {
+                    let w = backend.load_weights(vec![host(4, ty, cols, k)?])?;
+                    let w = &w[0];
+                    let mut out = AlignedVec::zeros(rows * cols);
+                    let t = best_time(|| {
+                        let r =
+                            backend.run(|| backend.matmul(black_box(&x), rows, w, None, &mut out));
+                        black_box(r).ok();
+                        black_box(&out);
+                    });
+                    let f32_t = *f32_time.get_or_insert(t);
+                    let gbs = weight_bytes(w) as f64 / t.as_secs_f64() / 1e9;
+                    println!(
+                        "| [{cols},{k}] {name} | {ty} | {rows} | {threads} | {:.1} | {gbs:.1} | {:.2}× |",
+                        t.as_secs_f64() * 1e6,
+                        f32_t.as_secs_f64() / t.as_secs_f64(),
+                    );
+                }
+            }
+        }
+    }
+    // SmolLM2-135M: 30 layers of q, k, v, o, gate, up, down in Q4_1 and the tied Q8_0 head,
+    // all in one arena, each read once per token.
+    let (hidden, kv, inter, vocab, layers) = (576usize, 192usize, 1536usize, 49152usize, 30);
+    let mut mats = Vec::new();
+    for l in 0..layers as u64 {
+        for (i, (r, c)) in [
+            (hidden, hidden),
+            (kv, hidden),
+            (kv, hidden),
+            (hidden, hidden),
+            (inter, hidden),
+            (inter, hidden),
+            (hidden, inter),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            mats.push(host(10 * l + i as u64, QuantType::Q4_1, r, c)?);
+        }
+    }
+    mats.push(host(7, QuantType::Q8_0, vocab, hidden)?);
+    println!(
+        "\n| whole Q4_1 model, one decode step of matmuls | rows | threads | ms/token | MB read | weight GB/s |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for threads in [1usize, 2] {
+        let backend = CpuBackend::new(isa, threads)?;
+        let ws = backend.load_weights(mats.clone())?;
+        let total: usize = ws.iter().map(weight_bytes).sum();
+        for rows in [1usize, 16] {
+            let x = AlignedVec::from_slice(&fill(5, rows * inter));
+            let mut out = AlignedVec::zeros(rows * vocab);
+            let t = best_time(|| {
+                let r = backend.run(|| {
+                    ws.iter().try_for_each(|w| {
+                        let n = rows * w.rows();
+                        backend.matmul(&x[..rows * w.cols()], rows, w, None, &mut out[..n])
+                    })
+                });
+                black_box(r).ok();
+                black_box(&out);
+            });
+            println!(
+                "| SmolLM2-135M Q4_1 + Q8_0 head | {rows} | {threads} | {:.2} | {:.1} | {:.1} |",
+                t.as_secs_f64() * 1e3,
+                total as f64 / 1e6,
+                total as f64 / t.as_secs_f64() / 1e9,
             );
         }
     }

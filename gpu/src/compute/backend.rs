@@ -75,7 +75,13 @@ impl HostWeights {
 /// Shape and type only: the data is megabytes.
 impl std::fmt::Debug for HostWeights {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HostWeights {} [{}, {}]", self.ty(), self.rows(), self.cols())
+        write!(
+            f,
+            "HostWeights {} [{}, {}]",
+            self.ty(),
+            self.rows(),
+            self.cols()
+        )
     }
 }
 

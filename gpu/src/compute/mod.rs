@@ -84,6 +84,42 @@
 //! halving tree). Causal masking is the caller's job: pass only the visible positions.
 //! Grouped-query attention maps query head `h` to kv head `h / (n_heads / n_kv_heads)`.
 //!
+//! # 9. Quantized weights (GGUF block formats)
+//!
+//! A `[rows, cols]` matrix in a [`QuantType`] is stored row by row, each row
+//! `ty.row_bytes(cols)` bytes of ggml blocks in ggml's byte layout, and is never widened as a
+//! whole: a kernel dequantizes each weight by the expression below, in f32 with every
+//! operation rounded separately (no fma), and rule 2 then runs over those values exactly as
+//! over f32 weights (`dot(x[r], w[c])`, lane `i mod 16`, `fma(x[i], w[i], lane)`, the halving
+//! tree, then the bias add). The expressions are those of the `gguf` Python package's
+//! `gguf.quants.dequantize` (numpy float32), which the fixtures in `gpu/tests/fixtures/quant`
+//! pin bit for bit. f16 fields (`d`, `m`, `dmin`) are little-endian IEEE halves widened
+//! exactly (subnormals kept); integers become f32 exactly. Within a block, weight `j`:
+//!
+//! ```text
+//! F32   the little-endian f32 itself          F16   the half widened
+//! BF16  f32 from bits (b << 16)
+//! Q8_0  [d:f16][q:i8 x32]                     w = f32(q[j]) * d
+//! Q4_0  [d:f16][qs:16 bytes]                  w = d * f32(n(j) - 8)
+//! Q4_1  [d:f16][m:f16][qs:16 bytes]           w = (d * f32(n(j))) + m
+//!       n(j) = low nibble of qs[j] for j < 16, high nibble of qs[j - 16] otherwise
+//! Q4_K  [d:f16][dmin:f16][scales:12][qs:128]  256 weights, sub-block s = j / 32, e = j % 32:
+//!       (sc, m) = 6-bit pair s of `scales` (ggml's get_scale_min_k4:
+//!                 s < 4: (sc[s] & 63, sc[s+4] & 63);
+//!                 else:  ((sc[s+4] & 15) | (sc[s-4] >> 6) << 4, (sc[s+4] >> 4) | (sc[s] >> 6) << 4))
+//!       ds = d * f32(sc); dm = dmin * f32(m)  (once per sub-block)
+//!       q  = (qs[32 * (s / 2) + e] >> (4 * (s % 2))) & 15
+//!       w  = (ds * f32(q)) - dm
+//! Q6_K  [ql:128][qh:64][scales:i8 x16][d:f16] 256 weights, a = j / 128, r = j % 128:
+//!       lo = (ql[64a + r % 64] >> (4 * (r / 64))) & 15
+//!       hi = (qh[32a + r % 32] >> (2 * (r / 32))) & 3
+//!       ds = d * f32(scales[j / 16])            (once per 16 weights)
+//!       w  = ds * f32((lo | hi << 4) - 32)
+//! ```
+//!
+//! `dequantize_row` is this table as code. A row whose length is not a whole number of
+//! blocks, or whose byte count does not match, is refused.
+//!
 //! # NaN
 //!
 //! Which NaN bit pattern an op yields when its inputs contain NaN or produce one (e.g.
@@ -131,7 +167,7 @@ pub use cpu::{
     AlignedVec, CpuBackend, CpuWeights, EXP_POLY, Isa, LN2_HI, LN2_LO, LOG2E, attention, dot, exp,
     exp_inplace, matmul, rmsnorm, silu, silu_inplace, softmax_inplace, sum, swiglu,
 };
-pub use quant::QuantType;
+pub use quant::{QuantType, dequantize_row};
 pub use rope::{Llama3RopeScaling, RopeTable, rope_inv_freq};
 
 /// Number of accumulation lanes of rule 1; fixed by the contract, not by any SIMD width.

@@ -20,7 +20,7 @@ pub use generate::{Generation, Request, StopReason, generate, generate_batch, ge
 pub use sample::{GREEDY_TEMPERATURE_THRESHOLD, Sampling, argmax};
 
 use crate::compute::{
-    self, AlignedVec, Backend, ComputeError, CpuBackend, CpuWeights, Isa, RopeTable, WeightShape,
+    self, AlignedVec, Backend, ComputeError, CpuBackend, Isa, RopeTable, WeightShape,
 };
 use crate::model::{Adapter, LinearModule, LlamaWeights, ModelConfig};
 use resident::Resident;
@@ -97,23 +97,6 @@ impl Engine<CpuBackend> {
             threads: self.backend.threads(),
             max_positions: self.max_positions,
         }
-    }
-
-    /// One projection's `[out, in]` weight values.
-    pub fn linear_weight(&self, layer: usize, m: LinearModule) -> &[f32] {
-        self.resident
-            .linear(layer, m)
-            .map_or(&[], CpuWeights::values)
-    }
-
-    /// The LM head `[vocab, hidden]`.
-    pub fn head_weight(&self) -> &[f32] {
-        self.resident.head().values()
-    }
-
-    /// The input embedding table `[vocab, hidden]` (the LM head's values when tied).
-    pub fn embeddings(&self) -> &[f32] {
-        self.resident.embeddings().values()
     }
 }
 

@@ -17,6 +17,7 @@
 
 mod forward;
 mod inputs;
+mod quant;
 mod training;
 
 #[cfg(test)]
@@ -51,6 +52,7 @@ pub fn conformance<B: Backend>(candidate: &B) -> Report {
 pub fn check<C: Backend, R: Backend>(candidate: &C, reference: &R) -> Report {
     let mut cmp = Compare::default();
     forward::all(candidate, reference, &mut cmp);
+    quant::all(candidate, reference, &mut cmp);
     training::all(candidate, reference, &mut cmp);
     run_inside(candidate, reference, &mut cmp);
     cmp.report

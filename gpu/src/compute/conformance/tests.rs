@@ -45,6 +45,10 @@ fn every_cpu_path_and_thread_count_conforms() {
         "swiglu_backward",
         "rope_backward",
         "attention_backward",
+        "quantized matmul",
+        "quantized embed",
+        "quantized transposed",
+        "quantized load_weights",
     ] {
         assert!(
             report.cases.get(op).copied().unwrap_or(0) > 0,

@@ -17,6 +17,7 @@ mod lora;
 mod matmul;
 mod ops;
 mod pool;
+mod quant;
 mod weights;
 
 #[cfg(test)]
@@ -123,7 +124,7 @@ impl Backend for CpuBackend {
     }
 
     fn transposed(&self, w: &CpuWeights) -> Result<CpuWeights, ComputeError> {
-        Ok(w.transposed())
+        w.transposed()
     }
 
     fn embed(
@@ -135,7 +136,9 @@ impl Backend for CpuBackend {
         const OP: &str = "embed";
         let hidden = table.cols();
         check_len(OP, "out", checked_mul(OP, tokens.len(), hidden)?, out.len())?;
+        let quantized = table.quantized()?;
         let values = table.values();
+        let mut buf = Vec::new();
         for (row, &tok) in out.chunks_exact_mut(hidden.max(1)).zip(tokens) {
             let id = tok as usize;
             if id >= table.rows() {
@@ -144,7 +147,12 @@ impl Backend for CpuBackend {
                     reason: "token id outside the vocabulary",
                 });
             }
-            row.copy_from_slice(&values[id * hidden..][..hidden]);
+            match &quantized {
+                // Rule 9 of one row: a quantized table (SmolLM2's tied Q8_0 embeddings)
+                // is never widened as a whole.
+                Some(q) => q.dequantize_into(id, &mut buf, row)?,
+                None => row.copy_from_slice(&values[id * hidden..][..hidden]),
+            }
         }
         Ok(())
     }
@@ -174,6 +182,18 @@ impl Backend for CpuBackend {
         bias: Option<&[f32]>,
         out: &mut [f32],
     ) -> Result<(), ComputeError> {
+        if let Some(q) = w.quantized()? {
+            return quant::matmul(
+                self.isa,
+                self.threads,
+                Some(&self.pool),
+                x,
+                rows,
+                q,
+                bias,
+                out,
+            );
+        }
         matmul_checked(
             self.isa,
             self.threads,
