@@ -290,14 +290,15 @@ fn proc_status_bytes(field: &str) -> u64 {
         .map_or(0, |kb| kb.saturating_mul(1024))
 }
 
-pub(crate) fn load_checkpoint(dir: &Path) -> Result<Checkpoint, ExecError> {
-    if !dir.is_dir() {
+/// Loads a checkpoint directory or a GGUF file.
+pub(crate) fn load_checkpoint(path: &Path) -> Result<Checkpoint, ExecError> {
+    if !path.exists() {
         return Err(ExecError::Input(format!(
-            "the model directory {} does not exist",
-            dir.display()
+            "the model {} does not exist",
+            path.display()
         )));
     }
-    Ok(Checkpoint::load(dir)?)
+    Ok(Checkpoint::load(path)?)
 }
 
 /// An inference job: [`infer::generate_text`] on its laid-out inputs, as `olc run infer`.

@@ -29,7 +29,8 @@ pub const DEFAULT_MODEL_CACHE_BYTES: u64 = 8 << 30;
 pub struct LoadedModel {
     pub engine: Engine,
     pub tokenizer: Tokenizer,
-    /// Memory its weights take (f32, every parameter): what the pool's budget counts.
+    /// Memory its weights take as the backend holds them (quantized blocks stay quantized):
+    /// what the pool's budget counts.
     pub bytes: u64,
 }
 
@@ -44,7 +45,7 @@ impl LoadedModel {
             return Err(ExecError::Input("threads must be at least 1".into()));
         }
         let checkpoint = load_checkpoint(dir)?;
-        let bytes = checkpoint.config.parameter_count().saturating_mul(4);
+        let bytes = checkpoint.weights.bytes();
         let options = EngineOptions {
             isa: choice.isa,
             threads: choice.threads,

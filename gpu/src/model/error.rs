@@ -79,6 +79,28 @@ pub enum ModelError {
     Tokenizer { path: PathBuf, message: String },
     #[error("{path}: invalid adapter: {reason}")]
     Adapter { path: PathBuf, reason: String },
+    /// The file is not well-formed GGUF (bad magic, truncated, inconsistent offsets).
+    #[error("{path}: not a valid GGUF file: {reason}")]
+    Gguf { path: PathBuf, reason: String },
+    /// A GGUF metadata entry is missing, has the wrong type or an unusable value.
+    #[error("{path}: GGUF metadata `{key}`: {reason}")]
+    GgufKey {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+    #[error(
+        "{path}: tensor `{tensor}` has ggml type {id} ({type_name}), which OLC does not \
+         support; supported: {supported}"
+    )]
+    UnsupportedTensorType {
+        path: PathBuf,
+        tensor: String,
+        id: u32,
+        /// ggml's name for the type, or `unknown`.
+        type_name: &'static str,
+        supported: String,
+    },
     #[error("unknown preset `{0}` (expected tiny, small or smollm2-135m)")]
     UnknownPreset(String),
 }
@@ -109,6 +131,25 @@ impl ModelError {
         Self::Unsupported {
             path: path.into(),
             feature: feature.into(),
+        }
+    }
+
+    pub(crate) fn gguf(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Self::Gguf {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn gguf_key(
+        path: impl Into<PathBuf>,
+        key: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self::GgufKey {
+            path: path.into(),
+            key: key.into(),
+            reason: reason.into(),
         }
     }
 

@@ -10,12 +10,14 @@ mod bpe_json;
 mod files;
 mod names;
 pub(crate) mod rng;
+mod source;
 pub(crate) mod st_write;
 mod tensor;
 
 pub mod adapter;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod gguf;
 pub mod init;
 pub mod tokenizer;
@@ -31,6 +33,7 @@ pub use config::{Architecture, Llama3RopeScaling, ModelConfig};
 pub use error::ModelError;
 pub use init::{Preset, write_checkpoint};
 pub use names::LinearModule;
+pub use source::ModelSource;
 pub use tokenizer::Tokenizer;
 pub use weights::{Blocks, LayerWeights, LlamaWeights, Matrix};
 
@@ -43,10 +46,16 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// The files [`Checkpoint::load`] reads (plus `generation_config.json` and
-    /// `tokenizer_config.json` if present), relative to `dir`: what a model's content id
-    /// covers.
-    pub fn files(dir: &Path) -> Result<Vec<String>, ModelError> {
+    /// The files [`Checkpoint::load`] reads from the model at `path`, relative to
+    /// [`ModelSource::root`] (which is `path` itself for a directory): what a model's content
+    /// id covers.
+    pub fn files(path: &Path) -> Result<Vec<String>, ModelError> {
+        ModelSource::find(path)?.files()
+    }
+
+    /// A Hugging Face directory's files (plus `generation_config.json` and
+    /// `tokenizer_config.json` if present).
+    pub(crate) fn hf_files(dir: &Path) -> Result<Vec<String>, ModelError> {
         let mut names = vec![
             "config.json".to_string(),
             tokenizer::TOKENIZER_FILE.to_string(),
@@ -62,9 +71,18 @@ impl Checkpoint {
         Ok(names)
     }
 
+    /// Loads the model at `path`: a Hugging Face directory, a GGUF file, or a directory
+    /// holding one GGUF file (see [`ModelSource::find`]).
+    pub fn load(path: &Path) -> Result<Self, ModelError> {
+        match ModelSource::find(path)? {
+            ModelSource::HuggingFace(dir) => Self::load_hf(&dir),
+            ModelSource::Gguf(file) => gguf::load(&file),
+        }
+    }
+
     /// Loads `config.json`, the weights and `tokenizer.json` from `dir`, checking that the
     /// tokenizer's ids fit the model's embedding table.
-    pub fn load(dir: &Path) -> Result<Self, ModelError> {
+    fn load_hf(dir: &Path) -> Result<Self, ModelError> {
         let config = ModelConfig::from_file(&dir.join("config.json"))?;
         let tokenizer_path = dir.join(tokenizer::TOKENIZER_FILE);
         let tokenizer = Tokenizer::from_file(&tokenizer_path)?;

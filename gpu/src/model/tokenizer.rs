@@ -43,6 +43,15 @@ impl Tokenizer {
         })
     }
 
+    /// Wraps a tokenizer built in code (a GGUF file's, assembled from its metadata); `path`
+    /// names its source in errors.
+    pub fn from_tokenizer(inner: tokenizers::Tokenizer, path: &Path) -> Self {
+        Self {
+            inner,
+            path: path.to_path_buf(),
+        }
+    }
+
     /// Encodes with the special tokens the file's post-processor adds (e.g. a BOS token),
     /// as `transformers` does by default.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {

@@ -12,11 +12,11 @@ use std::path::{Component, Path, PathBuf};
 use serde::Deserialize;
 
 use super::config::ModelConfig;
-use crate::compute::QuantType;
 use super::error::{ModelError, Result};
 use super::files::{MAX_INDEX_JSON, read_capped, read_json};
 use super::names::{self, LinearModule};
 use super::tensor::{self, MAX_HEADER};
+use crate::compute::QuantType;
 
 pub const SINGLE_FILE: &str = "model.safetensors";
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
@@ -121,6 +121,37 @@ impl LlamaWeights {
     /// The output projection `[vocab, hidden]`, which is the embedding matrix when tied.
     pub fn lm_head(&self) -> &Matrix {
         self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
+    }
+
+    /// Bytes the weights take as stored (quantized blocks at their size, f32 at 4 per
+    /// value): what a backend holding them resident needs.
+    pub fn bytes(&self) -> u64 {
+        fn matrix(m: &Matrix) -> u64 {
+            m.blocks
+                .as_ref()
+                .map_or(4 * m.data.len() as u64, |b| b.bytes.len() as u64)
+        }
+        fn vector(v: &Option<Vec<f32>>) -> u64 {
+            v.as_ref().map_or(0, |v| 4 * v.len() as u64)
+        }
+        let layers: u64 = self
+            .layers
+            .iter()
+            .map(|l| {
+                LinearModule::ALL
+                    .iter()
+                    .map(|&m| matrix(l.linear(m)))
+                    .sum::<u64>()
+                    + 4 * (l.input_layernorm.len() + l.post_attention_layernorm.len()) as u64
+                    + vector(&l.q_bias)
+                    + vector(&l.k_bias)
+                    + vector(&l.v_bias)
+            })
+            .sum();
+        layers
+            + matrix(&self.embed_tokens)
+            + self.lm_head.as_ref().map_or(0, matrix)
+            + 4 * self.norm.len() as u64
     }
 
     /// Loads the weights in `dir` and checks them against `config`.

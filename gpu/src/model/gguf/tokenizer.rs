@@ -1,0 +1,372 @@
+//! A `tokenizers` tokenizer from a GGUF file's `tokenizer.ggml.*` metadata, assembled the
+//! way `transformers`' GGUF converters do (`integrations/ggml.py`), so that a GGUF model
+//! gives the same token ids as `transformers` loading the same file.
+//!
+//! Two vocabularies are implemented: `gpt2` (byte-level BPE from tokens and merges, as
+//! `GGUFGPTConverter`) and `llama` (SentencePiece-style BPE with byte fallback from tokens and
+//! scores, as `GGUFLlamaConverter`). Control tokens (type 3) become special tokens and
+//! user-defined ones (type 4) added tokens, as llama.cpp treats them.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::json;
+use tokenizers::AddedToken;
+use tokenizers::decoders::DecoderWrapper;
+use tokenizers::decoders::byte_fallback::ByteFallback;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+use tokenizers::decoders::strip::Strip;
+use tokenizers::models::bpe::{BPE, Vocab};
+use tokenizers::normalizers::{NormalizerWrapper, Prepend, Replace, Sequence as NormSequence};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::processors::PostProcessorWrapper;
+
+use super::reader::GgufFile;
+use super::value::Array;
+use crate::model::error::{ModelError, Result};
+use crate::model::tokenizer::Tokenizer;
+
+/// llama.cpp's token types (`enum llama_token_type`).
+const TOKEN_CONTROL: i32 = 3;
+const TOKEN_USER_DEFINED: i32 = 4;
+
+pub const KEY_MODEL: &str = "tokenizer.ggml.model";
+pub const KEY_TOKENS: &str = "tokenizer.ggml.tokens";
+pub const KEY_SCORES: &str = "tokenizer.ggml.scores";
+pub const KEY_TYPES: &str = "tokenizer.ggml.token_type";
+pub const KEY_MERGES: &str = "tokenizer.ggml.merges";
+pub const KEY_CHAT_TEMPLATE: &str = "tokenizer.chat_template";
+
+/// The tokenizer of a GGUF file and what a server needs with it.
+#[derive(Debug)]
+pub struct GgufTokenizer {
+    pub tokenizer: Tokenizer,
+    /// `tokenizer.ggml.model`: `gpt2` or `llama`.
+    pub model: String,
+    /// `tokenizer.chat_template`, a Jinja template.
+    pub chat_template: Option<String>,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<u32>,
+}
+
+/// The number of entries in `tokenizer.ggml.tokens`, if the file has a token list.
+pub fn token_count(file: &GgufFile) -> Result<Option<u64>> {
+    Ok(file.array_key(KEY_TOKENS)?.map(|a| a.len() as u64))
+}
+
+/// Builds the tokenizer described by the file's metadata.
+pub fn build(file: &GgufFile) -> Result<GgufTokenizer> {
+    let model = file
+        .required(KEY_MODEL, file.str_key(KEY_MODEL)?)?
+        .to_string();
+    let tokens =
+        strings(file, KEY_TOKENS)?.ok_or_else(|| file.key_error(KEY_TOKENS, "is missing"))?;
+    if tokens.is_empty() {
+        return Err(file.key_error(KEY_TOKENS, "is empty"));
+    }
+    let n = tokens.len();
+    let id = |key: &str| -> Result<Option<u32>> {
+        match file.u64_key(key)? {
+            None => Ok(None),
+            Some(v) if v < n as u64 => Ok(Some(v as u32)),
+            Some(v) => Err(file.key_error(
+                key,
+                format!("token id {v} is outside the {n}-token vocabulary"),
+            )),
+        }
+    };
+    let bos = id("tokenizer.ggml.bos_token_id")?;
+    let eos = id("tokenizer.ggml.eos_token_id")?;
+    let unk = id("tokenizer.ggml.unknown_token_id")?;
+    id("tokenizer.ggml.padding_token_id")?;
+    let types = match file.array_key(KEY_TYPES)? {
+        None => None,
+        Some(Array::I32(v)) if v.len() == n => Some(v.as_slice()),
+        Some(a) => {
+            return Err(file.key_error(
+                KEY_TYPES,
+                format!(
+                    "expected {n} i32 values (one per token), found [{}; {}]",
+                    a.elem_type_name(),
+                    a.len()
+                ),
+            ));
+        }
+    };
+    let merges = match strings(file, KEY_MERGES)? {
+        None => None,
+        Some(m) => Some(split_merges(file, m)?),
+    };
+    let text = |i: Option<u32>| i.and_then(|i| tokens.get(i as usize)).cloned();
+    let add_bos = file.bool_key("tokenizer.ggml.add_bos_token")?;
+    let add_eos = file
+        .bool_key("tokenizer.ggml.add_eos_token")?
+        .unwrap_or(false);
+    let add_space_prefix = file.bool_key("tokenizer.ggml.add_space_prefix")?;
+
+    let mut inner = match model.as_str() {
+        "gpt2" => {
+            let merges = merges
+                .filter(|m| !m.is_empty())
+                .ok_or_else(|| file.key_error(KEY_MERGES, "a gpt2 tokenizer needs merges"))?;
+            let bpe = BPE::builder()
+                .vocab_and_merges(vocab(tokens), merges)
+                .build()
+                .map_err(|e| tokenizer_error(file, e))?;
+            let mut t = tokenizers::Tokenizer::new(bpe);
+            t.with_pre_tokenizer(Some(ByteLevel::new(
+                add_space_prefix.unwrap_or(false),
+                true,
+                true,
+            )));
+            t.with_decoder(Some(ByteLevel::default()));
+            let processor = match (add_bos.unwrap_or(false), bos) {
+                (true, Some(b)) => template(file, text(Some(b)), Some(b), None, None, false)?,
+                // transformers 5 writes an empty template here (GPT2Converter's ByteLevel
+                // processor only differed in offsets).
+                _ => template(file, None, None, None, None, false)?,
+            };
+            t.with_post_processor(Some(processor));
+            t
+        }
+        "llama" => {
+            let scores = match file.array_key(KEY_SCORES)? {
+                Some(Array::F32(s)) if s.len() == n => s.as_slice(),
+                Some(a) => {
+                    return Err(file.key_error(
+                        KEY_SCORES,
+                        format!(
+                            "expected {n} f32 values (one per token), found [{}; {}]",
+                            a.elem_type_name(),
+                            a.len()
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(file.key_error(KEY_SCORES, "a llama tokenizer needs scores"));
+                }
+            };
+            let merges = match merges {
+                Some(m) => m,
+                None => merges_from_scores(tokens, scores),
+            };
+            let mut builder = BPE::builder()
+                .vocab_and_merges(vocab(tokens), merges)
+                .fuse_unk(true)
+                .byte_fallback(true);
+            if let Some(u) = text(unk) {
+                builder = builder.unk_token(u);
+            }
+            let bpe = builder.build().map_err(|e| tokenizer_error(file, e))?;
+            let mut t = tokenizers::Tokenizer::new(bpe);
+            let prefix = add_space_prefix.unwrap_or(true);
+            let mut norm: Vec<NormalizerWrapper> = Vec::new();
+            if prefix {
+                norm.push(Prepend::new("▁".into()).into());
+            }
+            norm.push(
+                Replace::new(" ", "▁")
+                    .map_err(|e| tokenizer_error(file, e))?
+                    .into(),
+            );
+            t.with_normalizer(Some(NormSequence::new(norm)));
+            let mut dec = vec![
+                DecoderWrapper::ByteFallback(ByteFallback::new()),
+                DecoderWrapper::Fuse(Fuse::new()),
+                DecoderWrapper::Replace(
+                    Replace::new("▁", " ").map_err(|e| tokenizer_error(file, e))?,
+                ),
+            ];
+            if prefix {
+                dec.push(DecoderWrapper::Strip(Strip::new(' ', 1, 0)));
+            }
+            t.with_decoder(Some(DecoderSequence::new(dec)));
+            // llama.cpp and LlamaTokenizerFast both add BOS unless told otherwise.
+            let bos_added = add_bos.unwrap_or(true);
+            let (b, e) = (bos.filter(|_| bos_added), eos.filter(|_| add_eos));
+            if b.is_some() || e.is_some() {
+                t.with_post_processor(Some(template(file, text(b), b, text(e), e, true)?));
+            }
+            t
+        }
+        other => {
+            return Err(file.key_error(
+                KEY_MODEL,
+                format!("tokenizer model `{other}` is not supported; supported: gpt2, llama"),
+            ));
+        }
+    };
+
+    let (mut special, mut added) = (Vec::new(), Vec::new());
+    match types {
+        Some(types) => {
+            for (token, &ty) in tokens.iter().zip(types) {
+                match ty {
+                    TOKEN_CONTROL => {
+                        special.push(AddedToken::from(token.clone(), true).normalized(false))
+                    }
+                    TOKEN_USER_DEFINED => {
+                        added.push(AddedToken::from(token.clone(), false).normalized(false))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        None => {
+            for i in [unk, bos, eos].into_iter().flatten() {
+                if let Some(t) = text(Some(i)) {
+                    special.push(AddedToken::from(t, true).normalized(false));
+                }
+            }
+        }
+    }
+    if !special.is_empty() {
+        inner.add_special_tokens(&special);
+    }
+    if !added.is_empty() {
+        inner.add_tokens(&added);
+    }
+    let chat_template = file.str_key(KEY_CHAT_TEMPLATE)?.map(str::to_string);
+    Ok(GgufTokenizer {
+        tokenizer: Tokenizer::from_tokenizer(inner, file.path()),
+        model,
+        chat_template,
+        bos_token_id: bos,
+        eos_token_id: eos,
+    })
+}
+
+fn tokenizer_error(file: &GgufFile, e: impl std::fmt::Display) -> ModelError {
+    ModelError::Tokenizer {
+        path: file.path().to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+fn strings<'f>(file: &'f GgufFile, key: &str) -> Result<Option<&'f [String]>> {
+    match file.array_key(key)? {
+        None => Ok(None),
+        Some(Array::String(v)) => Ok(Some(v)),
+        Some(a) => Err(file.key_error(
+            key,
+            format!(
+                "expected an array of strings, found [{}; {}]",
+                a.elem_type_name(),
+                a.len()
+            ),
+        )),
+    }
+}
+
+/// Token to id; a repeated token keeps its last id, as a Python dict comprehension does.
+fn vocab(tokens: &[String]) -> Vocab {
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect()
+}
+
+fn split_merges(file: &GgufFile, merges: &[String]) -> Result<Vec<(String, String)>> {
+    merges
+        .iter()
+        .enumerate()
+        .map(|(i, m)| match m.split_once(' ') {
+            Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(' ') => {
+                Ok((a.to_string(), b.to_string()))
+            }
+            _ => Err(file.key_error(
+                KEY_MERGES,
+                format!("merge #{i} {m:?} is not two tokens separated by one space"),
+            )),
+        })
+        .collect()
+}
+
+/// The merges `GGUFTokenizerSkeleton` derives when a SentencePiece file has none: every split
+/// of every token into two known tokens, ranked by the whole token's score (ties broken by
+/// the parts' scores, then file order).
+fn merges_from_scores(tokens: &[String], scores: &[f32]) -> Vec<(String, String)> {
+    // A dict keeps the first position of a repeated token and its last score.
+    let mut order: Vec<&str> = Vec::new();
+    let mut score: HashMap<&str, f32> = HashMap::new();
+    for (t, &s) in tokens.iter().zip(scores) {
+        if score.insert(t.as_str(), s).is_none() {
+            order.push(t.as_str());
+        }
+    }
+    let known: HashSet<&str> = tokens.iter().map(String::as_str).collect();
+    let mut merges: Vec<(&str, &str, f32)> = Vec::new();
+    for &token in &order {
+        let whole = score.get(token).copied().unwrap_or(0.0);
+        let mut local: Vec<(&str, &str, f32)> = token
+            .char_indices()
+            .skip(1)
+            .map(|(at, _)| token.split_at(at))
+            .filter(|(l, r)| known.contains(l) && known.contains(r))
+            .map(|(l, r)| (l, r, whole))
+            .collect();
+        let key = |m: &(&str, &str, f32)| {
+            (
+                score.get(m.0).copied().unwrap_or(0.0),
+                score.get(m.1).copied().unwrap_or(0.0),
+            )
+        };
+        // Python's `sorted(reverse=True)` is stable: equal keys keep their order.
+        local.sort_by(|a, b| {
+            let (ka, kb) = (key(a), key(b));
+            kb.0.total_cmp(&ka.0).then(kb.1.total_cmp(&ka.1))
+        });
+        merges.extend(local);
+    }
+    merges.sort_by(|a, b| b.2.total_cmp(&a.2));
+    merges
+        .into_iter()
+        .map(|(l, r, _)| (l.to_string(), r.to_string()))
+        .collect()
+}
+
+/// A `TemplateProcessing` adding BOS before and/or EOS after each sequence. Built from JSON
+/// because token texts may contain the `:` and spaces of the template string syntax.
+/// `per_sequence`: LlamaTokenizerFast's template (specials around both sequences of a pair)
+/// rather than GPT-2's (BOS once).
+fn template(
+    file: &GgufFile,
+    bos: Option<String>,
+    bos_id: Option<u32>,
+    eos: Option<String>,
+    eos_id: Option<u32>,
+    per_sequence: bool,
+) -> Result<PostProcessorWrapper> {
+    let special = |t: &String, ty: u32| json!({"SpecialToken": {"id": t, "type_id": ty}});
+    let seq = |s: &str, ty: u32| json!({"Sequence": {"id": s, "type_id": ty}});
+    let mut single = Vec::new();
+    let mut pair = Vec::new();
+    let mut specials = serde_json::Map::new();
+    if let (Some(b), Some(id)) = (&bos, bos_id) {
+        single.push(special(b, 0));
+        pair.push(special(b, 0));
+        specials.insert(b.clone(), json!({"id": b, "ids": [id], "tokens": [b]}));
+    }
+    single.push(seq("A", 0));
+    pair.push(seq("A", 0));
+    if let (Some(e), Some(id)) = (&eos, eos_id) {
+        single.push(special(e, 0));
+        pair.push(special(e, 0));
+        specials.insert(e.clone(), json!({"id": e, "ids": [id], "tokens": [e]}));
+    }
+    if per_sequence && let Some(b) = &bos {
+        pair.push(special(b, 1));
+    }
+    pair.push(seq("B", 1));
+    if per_sequence && let Some(e) = &eos {
+        pair.push(special(e, 1));
+    }
+    let value = json!({
+        "type": "TemplateProcessing",
+        "single": single,
+        "pair": pair,
+        "special_tokens": specials,
+    });
+    serde_json::from_value(value).map_err(|e| tokenizer_error(file, e))
+}
