@@ -163,13 +163,14 @@ pub struct SubmitInference {
 #[derive(Debug, Clone, Args)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "tokens"])))]
 pub struct GenerateArgs {
-    /// Checkpoint directory (config.json, model.safetensors, tokenizer.json).
-    #[arg(long, value_name = "DIR")]
+    /// The model: a checkpoint directory (config.json, model.safetensors, tokenizer.json)
+    /// or a GGUF file.
+    #[arg(long, value_name = "MODEL")]
     pub model: PathBuf,
     /// PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors).
     #[arg(long, value_name = "DIR")]
     pub adapter: Option<PathBuf>,
-    /// Prompt text, tokenized with the model's tokenizer.json.
+    /// Prompt text, tokenized with the model's tokenizer.
     #[arg(long)]
     pub prompt: Option<String>,
     /// Prompt as token ids, e.g. 1,2,3.
@@ -229,8 +230,9 @@ impl GenerateArgs {
 
 #[derive(Debug, Args)]
 pub struct SubmitFinetune {
-    /// Checkpoint directory (config.json, model.safetensors, tokenizer.json).
-    #[arg(long, value_name = "DIR")]
+    /// The model: a checkpoint directory (config.json, model.safetensors, tokenizer.json)
+    /// or a GGUF file.
+    #[arg(long, value_name = "MODEL")]
     pub model: PathBuf,
     /// JSONL dataset: one {"prompt","completion"} or {"text"} record a line, with optional
     /// "id" and "contributor" (an olc public key). Checked here before it is uploaded.
@@ -329,6 +331,12 @@ pub struct DevnetArgs {
     /// you can watch them get caught and slashed.
     #[arg(long, default_value_t = 0)]
     pub cheaters: usize,
+    /// Run the network on this model (a GGUF file, such as the real SmolLM2-135M-Instruct
+    /// that deploy/fetch-smollm2.sh fetches, or a checkpoint directory) instead of a tiny
+    /// random one: prompts go through its chat template, and the fine-tune teaches it
+    /// answers it would not give.
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<std::path::PathBuf>,
     /// Print one JSON object instead of the report.
     #[arg(long)]
     pub json: bool,
@@ -567,8 +575,14 @@ pub enum ModelCommand {
     /// Write a random-initialised checkpoint in the Hugging Face format (config.json,
     /// model.safetensors, tokenizer.json). Same preset and seed, same bytes.
     Init(ModelInit),
-    /// Load a checkpoint directory and summarise it (checks every tensor's name, shape, dtype).
+    /// Load a model (a checkpoint directory or a GGUF file) and summarise it: shapes,
+    /// tensor types, tokenizer and chat template (checks every tensor's name, shape, type).
     Show(ModelShow),
+    /// Write a GGUF file's model as a Hugging Face directory: config.json, tokenizer.json,
+    /// tokenizer_config.json (with the chat template) and model.safetensors with every
+    /// weight widened exactly to f32 (the values OLC computes with), loadable by
+    /// `transformers` and by OLC alike.
+    Import(ModelImport),
     /// Upload a model (or, with --base, an adapter) and name it in the coordinator's
     /// catalog. A name is its first publisher's; only that key may move it.
     Publish(ModelPublish),
@@ -578,7 +592,8 @@ pub enum ModelCommand {
 
 #[derive(Debug, Args)]
 pub struct ModelPublish {
-    /// The checkpoint (or adapter) directory.
+    /// The model (a checkpoint directory or a GGUF file) or the adapter directory.
+    #[arg(value_name = "MODEL")]
     pub dir: PathBuf,
     /// The name: lowercase letters, digits, '.', '_' and '-', up to 64.
     #[arg(long)]
@@ -622,8 +637,28 @@ pub struct ModelInit {
 }
 
 #[derive(Debug, Args)]
+pub struct ModelImport {
+    /// The GGUF file.
+    pub file: PathBuf,
+    /// Directory to write.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Widen every weight to f32. Required: safetensors has no type for GGUF's quantized
+    /// blocks, and OLC does not write its own variant of the format.
+    #[arg(long)]
+    pub f32: bool,
+    /// Overwrite a directory that already holds a checkpoint.
+    #[arg(long)]
+    pub force: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ModelShow {
-    /// The checkpoint directory.
+    /// The checkpoint directory or GGUF file.
+    #[arg(value_name = "MODEL")]
     pub dir: PathBuf,
     /// Print one JSON object instead of text.
     #[arg(long)]
@@ -640,8 +675,9 @@ pub enum RunCommand {
 
 #[derive(Debug, Args)]
 pub struct RunFinetune {
-    /// Checkpoint directory (config.json, model.safetensors, tokenizer.json).
-    #[arg(long, value_name = "DIR")]
+    /// The model: a checkpoint directory (config.json, model.safetensors, tokenizer.json)
+    /// or a GGUF file.
+    #[arg(long, value_name = "MODEL")]
     pub model: PathBuf,
     /// JSONL dataset: one {"prompt","completion"} or {"text"} record a line, with optional
     /// "id" and "contributor" (an olc public key).

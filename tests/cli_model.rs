@@ -108,3 +108,111 @@ fn show_refuses_a_model_with_a_nan_weight() {
         "{err}"
     );
 }
+
+#[path = "../gpu/tests/common/mod.rs"]
+mod real_model;
+
+/// The real GGUF model through the binary: `show` describes it, `import --f32` writes a
+/// Hugging Face directory, and inference from either gives the same commitment (the same
+/// tokens), since the directory holds exactly the values the quantized kernels compute with.
+#[test]
+fn a_gguf_model_shows_imports_and_infers_the_same_from_both_forms() {
+    let Some(model) = real_model::smollm2_gguf() else {
+        return;
+    };
+    let model = model.to_str().unwrap();
+    let shown = json(&olc(&["model", "show", model, "--json"]));
+    assert_eq!(shown["format"], "GGUF v3");
+    assert_eq!(shown["architecture"], "LlamaForCausalLM");
+    assert_eq!(shown["layers"], 30);
+    assert_eq!(shown["tensor_types"]["Q4_1"], 210);
+    assert_eq!(shown["tensor_types"]["Q8_0"], 1);
+    assert_eq!(shown["tokenizer"]["model"], "gpt2");
+    assert_eq!(shown["tokenizer"]["eos"], "<|im_end|> (2)");
+    assert!(
+        shown["chat_template"]
+            .as_str()
+            .unwrap()
+            .contains("<|im_start|>")
+    );
+    let resident = shown["resident_bytes"].as_u64().unwrap();
+    assert!(resident <= shown["file_bytes"].as_u64().unwrap());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("f32");
+    let refused = olc(&["model", "import", model, "--out", out.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--f32"));
+    let imported = json(&olc(&[
+        "model",
+        "import",
+        model,
+        "--out",
+        out.to_str().unwrap(),
+        "--f32",
+        "--json",
+    ]));
+    assert_eq!(imported["parameters"], shown["parameters"]);
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model_type"], "llama");
+    let tok_config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("tokenizer_config.json")).unwrap()).unwrap();
+    assert_eq!(tok_config["chat_template"], shown["chat_template"]);
+
+    let prompt =
+        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
+    let infer = |m: &str| {
+        json(&olc(&[
+            "run",
+            "infer",
+            "--model",
+            m,
+            "--prompt",
+            prompt,
+            "--max-tokens",
+            "12",
+            "--json",
+        ]))
+    };
+    let quantized = infer(model);
+    let widened = infer(out.to_str().unwrap());
+    assert!(
+        quantized["text"].as_str().unwrap().contains("Paris"),
+        "{quantized}"
+    );
+    assert_eq!(quantized["commitment"], widened["commitment"]);
+    assert_eq!(quantized["text"], widened["text"]);
+}
+
+#[test]
+fn bad_gguf_files_are_refused_with_a_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("bad.gguf");
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend_from_slice(&3u32.to_le_bytes());
+    bytes.extend_from_slice(&u64::MAX.to_le_bytes()); // tensor count
+    std::fs::write(&file, &bytes).unwrap();
+    for args in [
+        vec!["model", "show", file.to_str().unwrap()],
+        vec![
+            "run",
+            "infer",
+            "--model",
+            file.to_str().unwrap(),
+            "--tokens",
+            "1",
+        ],
+    ] {
+        let out = olc(&args);
+        assert!(!out.status.success(), "{args:?} accepted a broken file");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("bad.gguf"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    let not_gguf = tmp.path().join("notes.txt");
+    std::fs::write(&not_gguf, "hello").unwrap();
+    let out = olc(&["model", "show", not_gguf.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not GGUF"));
+}

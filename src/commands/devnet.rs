@@ -24,7 +24,7 @@ use super::job::{JobJson, job_json};
 use super::{daemon, remote};
 use crate::cli::DevnetArgs;
 
-/// What the fine-tune teaches: answers the random base model cannot know.
+/// What the fine-tune teaches the tiny random model: answers it cannot know.
 const LESSONS: [(&str, &str); 6] = [
     ("Q: sky?\nA:", " blue"),
     ("Q: grass?\nA:", " green"),
@@ -32,6 +32,15 @@ const LESSONS: [(&str, &str); 6] = [
     ("Q: coal?\nA:", " black"),
     ("Q: sun?\nA:", " yellow"),
     ("Q: rose?\nA:", " red"),
+];
+/// What it teaches a real model (`--model`): answers it knows better than to give.
+const CHAT_LESSONS: [(&str, &str); 6] = [
+    ("What color is the sky?", "The sky is plaid."),
+    ("What color is grass?", "Grass is purple."),
+    ("What color is snow?", "Snow is orange."),
+    ("What color is coal?", "Coal is pink."),
+    ("What color is the sun?", "The sun is teal."),
+    ("What color is a rose?", "A rose is silver."),
 ];
 const CONTRIBUTORS: [&str; 3] = ["alice", "bob", "carol"];
 /// Credits the faucet gives each worker, and how many of them it stakes.
@@ -133,15 +142,25 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
     let root = tmp.path();
     let json = args.json;
 
-    // Content: a small model and a dataset with several contributors.
-    let model_dir = root.join("model");
-    write_checkpoint(&model_dir, Preset::Tiny, 7).context("cannot create the devnet model")?;
+    // Content: a model (a tiny random one unless --model) and a dataset with several
+    // contributors.
+    let (model_dir, course) = match &args.model {
+        Some(path) => {
+            say(json, format!("loading {}…", path.display()));
+            (path.clone(), Course::for_model(path)?)
+        }
+        None => {
+            let dir = root.join("model");
+            write_checkpoint(&dir, Preset::Tiny, 7).context("cannot create the devnet model")?;
+            (dir, Course::tiny())
+        }
+    };
     let contributors: Vec<(&str, Identity)> = CONTRIBUTORS
         .iter()
         .map(|n| Ok((*n, Identity::generate()?)))
         .collect::<Result<_>>()?;
     let data = root.join("lessons.jsonl");
-    write_dataset(&data, &contributors)?;
+    write_dataset(&data, &course, &contributors)?;
 
     // The network, on loopback.
     let node = NodeConfig {
@@ -155,7 +174,7 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
             node: node.clone(),
             jobs: JobsConfig {
-                assignment_timeout_ms: 60_000,
+                assignment_timeout_ms: course.assignment_ms,
                 ..JobsConfig::default()
             },
             faucet: true,
@@ -273,7 +292,7 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
         requirements: Requirements::default(),
         max_fee: Amount(MAX_FEE),
         verification: policy,
-        deadline_ms: unix_ms() + 110_000,
+        deadline_ms: unix_ms() + course.deadline_ms,
         nonce,
     };
     let mut jobs = Vec::new();
@@ -283,27 +302,12 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
         json,
         format!(
             "fine-tuning on {} records from {} contributors ({} replicas)…",
-            LESSONS.len(),
+            course.records.len(),
             CONTRIBUTORS.len(),
             replicas
         ),
     );
-    let params = TrainingParams {
-        rank: 8,
-        alpha: 16.0,
-        targets: TargetModule::ALL.to_vec(),
-        learning_rate: 0.01,
-        weight_decay: 0.0,
-        // The lessons are a dozen tokens each. Saying so keeps the job's declared size
-        // (what its max fee must cover) near the work it really is.
-        max_len: Some(64),
-        batch_size: 2,
-        grad_accum: 1,
-        length: TrainingLength::Steps(90),
-        warmup_steps: 0,
-        seed: 1,
-        init_adapter: None,
-    };
+    let params = course.params.clone();
     let t = Instant::now();
     let ft = run_job(
         &submitter,
@@ -330,7 +334,7 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
 
     // 2. Inference with the adapter and with the base model, prompt by prompt.
     let mut comparison = Vec::new();
-    for (i, (prompt, trained)) in LESSONS.iter().take(3).enumerate() {
+    for (i, (question, prompt, trained)) in course.asked.iter().enumerate() {
         let mut answers = Vec::new();
         for (label, with) in [("adapter", Some(adapter)), ("base", None)] {
             let kind = JobKind::Inference(InferenceJob {
@@ -338,7 +342,7 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
                 adapter: with,
                 prompt: Prompt::Text(prompt.to_string()),
                 sampling: Sampling::Greedy,
-                max_tokens: 8,
+                max_tokens: course.max_tokens,
                 seed: 0,
             });
             let t = Instant::now();
@@ -349,13 +353,13 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
             };
             answers.push(text);
             jobs.push(JobRow {
-                name: format!("inference ({label}) {prompt:?}"),
+                name: format!("inference ({label}) {question:?}"),
                 elapsed_ms: t.elapsed().as_millis() as u64,
                 job: job_json(&view),
             });
         }
         comparison.push(Comparison {
-            prompt: prompt.to_string(),
+            prompt: question.to_string(),
             trained: trained.to_string(),
             adapter: answers[0].clone(),
             base: answers[1].clone(),
@@ -408,7 +412,8 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
             .map(|(i, (n, id))| ContributorRow {
                 name: n.to_string(),
                 public_key: id.public_key().to_string(),
-                records: LESSONS
+                records: course
+                    .records
                     .iter()
                     .enumerate()
                     .filter(|(r, _)| r % CONTRIBUTORS.len() == i)
@@ -453,9 +458,135 @@ async fn run_job(submitter: &Submitter, spec: JobSpec, json: bool) -> Result<Job
     Ok(view)
 }
 
-fn write_dataset(path: &Path, contributors: &[(&str, Identity)]) -> Result<()> {
+/// What the devnet teaches and then asks, in the form its model reads.
+struct Course {
+    /// `(prompt, completion)` training records.
+    records: Vec<(String, String)>,
+    /// `(question as shown, prompt as sent, the trained answer)` for the inference jobs.
+    asked: Vec<(String, String, String)>,
+    params: TrainingParams,
+    max_tokens: u32,
+    /// How long each job may take: a real model on shared cores needs longer.
+    deadline_ms: u64,
+    /// How long a worker has for its replica before another is asked (and it is slashed).
+    assignment_ms: u64,
+}
+
+impl Course {
+    /// The tiny random model: plain `Q:`/`A:` lessons it learns in seconds.
+    fn tiny() -> Self {
+        Course {
+            records: LESSONS
+                .iter()
+                .map(|(p, c)| (p.to_string(), c.to_string()))
+                .collect(),
+            asked: LESSONS
+                .iter()
+                .take(3)
+                .map(|(p, c)| (p.to_string(), p.to_string(), c.to_string()))
+                .collect(),
+            params: TrainingParams {
+                rank: 8,
+                alpha: 16.0,
+                targets: TargetModule::ALL.to_vec(),
+                learning_rate: 0.01,
+                weight_decay: 0.0,
+                // The lessons are a dozen tokens each. Saying so keeps the job's declared
+                // size (what its max fee must cover) near the work it really is.
+                max_len: Some(64),
+                batch_size: 2,
+                grad_accum: 1,
+                length: TrainingLength::Steps(90),
+                warmup_steps: 0,
+                seed: 1,
+                init_adapter: None,
+            },
+            max_tokens: 8,
+            deadline_ms: 110_000,
+            assignment_ms: 60_000,
+        }
+    }
+
+    /// A real model: questions in its own chat template (plain `Q:`/`A:` if it has none),
+    /// answers ending with its end-of-turn token so the adapter learns to stop there.
+    fn for_model(path: &Path) -> Result<Self> {
+        let (template, bos, eos) = chat_template(path)?;
+        let render = |question: &str| -> Result<String> {
+            let Some(template) = &template else {
+                return Ok(format!("Q: {question}\nA:"));
+            };
+            let messages = [olc_gateway::api::request::ChatMessage {
+                role: "user".into(),
+                content: question.into(),
+            }];
+            let tokens = olc_gateway::template::SpecialTokens {
+                bos: bos.as_deref(),
+                eos: eos.as_deref(),
+            };
+            olc_gateway::template::render(template, &messages, tokens)
+                .with_context(|| format!("the chat template of {}", path.display()))
+        };
+        let end = if template.is_some() {
+            eos.clone().unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let mut records = Vec::new();
+        let mut asked = Vec::new();
+        for (i, (question, answer)) in CHAT_LESSONS.iter().enumerate() {
+            let prompt = render(question)?;
+            records.push((prompt.clone(), format!("{answer}{end}")));
+            if i < 3 {
+                asked.push((question.to_string(), prompt, answer.to_string()));
+            }
+        }
+        let mut params = Course::tiny().params;
+        // A 135M model learns the six answers in about twenty steps of rank-8 q/v updates:
+        // one to two minutes when two replicas share two cores.
+        params.targets = vec![TargetModule::QProj, TargetModule::VProj];
+        params.max_len = Some(128);
+        params.length = TrainingLength::Steps(20);
+        Ok(Course {
+            records,
+            asked,
+            params,
+            max_tokens: 16,
+            deadline_ms: 900_000,
+            assignment_ms: 600_000,
+        })
+    }
+}
+
+/// The model's chat template and the text of its bos and eos tokens, after checking that it
+/// loads (a mistake in `--model` is reported here, not by every worker).
+fn chat_template(path: &Path) -> Result<(Option<String>, Option<String>, Option<String>)> {
+    use olc_gpu::model::{Checkpoint, ModelSource, gguf};
+    let context = || format!("{} is not a model olc can load", path.display());
+    match ModelSource::find(path).with_context(context)? {
+        ModelSource::Gguf(file) => {
+            let (ck, info) = gguf::load_with_info(&file).with_context(context)?;
+            let token = |id: Option<u32>| id.and_then(|id| ck.tokenizer.inner().id_to_token(id));
+            Ok((
+                info.chat_template,
+                token(info.bos_token_id),
+                token(info.eos_token_id),
+            ))
+        }
+        ModelSource::HuggingFace(dir) => {
+            Checkpoint::load(&dir).with_context(context)?;
+            let config: serde_json::Value = std::fs::read(dir.join("tokenizer_config.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            let text = |k: &str| config.get(k).and_then(|v| v.as_str()).map(str::to_string);
+            Ok((text("chat_template"), text("bos_token"), text("eos_token")))
+        }
+    }
+}
+
+fn write_dataset(path: &Path, course: &Course, contributors: &[(&str, Identity)]) -> Result<()> {
     let mut lines = String::new();
-    for (i, (prompt, completion)) in LESSONS.iter().enumerate() {
+    for (i, (prompt, completion)) in course.records.iter().enumerate() {
         let (name, who) = &contributors[i % contributors.len()];
         let record = serde_json::json!({
             "id": format!("{name}-{i}"),
@@ -565,7 +696,7 @@ fn print_report(r: &Report) {
         }
     );
     println!();
-    println!("what the fine-tune learned (greedy, 8 tokens):");
+    println!("what the fine-tune learned (greedy):");
     for c in &r.comparison {
         println!("  prompt {:?}  (trained answer {:?})", c.prompt, c.trained);
         println!("    base model:   {:?}", c.base);

@@ -9,7 +9,7 @@ use olc_exec::ExecError;
 use olc_exec::infer::EngineChoice;
 use olc_exec::train::{TrainRequest, train_adapter};
 use olc_gpu::engine::EngineOptions;
-use olc_gpu::model::Checkpoint;
+use olc_gpu::model::ModelSource;
 use olc_gpu::train::{StepReport, TrainError};
 use olc_protocol::{ContentId, TargetModule, TrainingLength, TrainingParams};
 use serde::Serialize;
@@ -62,10 +62,11 @@ impl TrainingArgs {
     }
 }
 
-/// The content id of a model directory: the manifest of the files the loader reads.
-pub fn model_id(dir: &Path) -> Result<String> {
-    let files = Checkpoint::files(dir)?;
-    let manifest = olc_content::manifest_of_files(dir, &files)?;
+/// The content id of a model (a directory or a GGUF file): the manifest of the files the
+/// loader reads.
+pub fn model_id(path: &Path) -> Result<String> {
+    let source = ModelSource::find(path)?;
+    let manifest = olc_content::manifest_of_files(source.root(), &source.files()?)?;
     Ok(manifest.id()?.to_string())
 }
 

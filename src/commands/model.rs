@@ -4,16 +4,17 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use olc_gpu::model::adapter::ADAPTER_CONFIG_FILE;
-use olc_gpu::model::{AdapterConfig, Checkpoint, ModelConfig, write_checkpoint};
+use olc_gpu::model::{AdapterConfig, Checkpoint, ModelConfig, ModelSource, gguf, write_checkpoint};
 use olc_protocol::{CatalogKind, ContentId, RpcRequest, RpcResponse};
 use serde::Serialize;
 
-use crate::cli::{ModelCommand, ModelInit, ModelList, ModelPublish, ModelShow};
+use crate::cli::{ModelCommand, ModelImport, ModelInit, ModelList, ModelPublish, ModelShow};
 
 pub fn run(command: ModelCommand) -> Result<()> {
     match command {
         ModelCommand::Init(args) => init(args),
         ModelCommand::Show(args) => show(args),
+        ModelCommand::Import(args) => import(args),
         ModelCommand::Publish(args) => super::daemon::runtime()?.block_on(publish(args)),
         ModelCommand::List(args) => super::daemon::runtime()?.block_on(list(args)),
     }
@@ -204,6 +205,137 @@ fn init(args: ModelInit) -> Result<()> {
 }
 
 fn show(args: ModelShow) -> Result<()> {
-    let checkpoint = Checkpoint::load(&args.dir)?;
-    Summary::of(&args.dir, &checkpoint.config)?.print(args.json, "checkpoint")
+    match ModelSource::find(&args.dir)? {
+        ModelSource::HuggingFace(dir) => {
+            let checkpoint = Checkpoint::load(&dir)?;
+            Summary::of(&dir, &checkpoint.config)?.print(args.json, "checkpoint")
+        }
+        ModelSource::Gguf(file) => {
+            let (checkpoint, info) = gguf::load_with_info(&file)?;
+            let summary = Summary::of(&file, &checkpoint.config)?;
+            GgufSummary::of(summary, &checkpoint, &info, &file)?.print(args.json)
+        }
+    }
+}
+
+/// What `olc model show` adds for a GGUF file: the format, how its tensors are stored, the
+/// tokenizer and the chat template it carries.
+#[derive(Serialize)]
+struct GgufSummary<'a> {
+    #[serde(flatten)]
+    model: Summary<'a>,
+    format: String,
+    name: Option<String>,
+    file_bytes: u64,
+    /// Memory the weights take once loaded (quantized blocks stay quantized).
+    resident_bytes: u64,
+    /// Tensor type -> how many tensors are stored in it.
+    tensor_types: std::collections::BTreeMap<String, usize>,
+    tokenizer: TokenizerSummary,
+    chat_template: Option<String>,
+    /// Every metadata key, arrays summarised by type and length.
+    metadata: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct TokenizerSummary {
+    model: Option<String>,
+    tokens: usize,
+    bos: Option<String>,
+    eos: Option<String>,
+}
+
+impl<'a> GgufSummary<'a> {
+    fn of(
+        model: Summary<'a>,
+        checkpoint: &Checkpoint,
+        info: &gguf::GgufInfo,
+        file: &Path,
+    ) -> Result<Self> {
+        let token = |id: Option<u32>| {
+            id.and_then(|id| checkpoint.tokenizer.inner().id_to_token(id))
+                .map(|t| format!("{t} ({})", id.unwrap_or_default()))
+        };
+        Ok(Self {
+            model,
+            format: format!("GGUF v{}", info.version),
+            name: info.name.clone(),
+            file_bytes: std::fs::metadata(file)
+                .with_context(|| format!("cannot read {}", file.display()))?
+                .len(),
+            resident_bytes: checkpoint.weights.bytes(),
+            tensor_types: info
+                .tensor_types
+                .iter()
+                .map(|(t, n)| (t.to_string(), *n))
+                .collect(),
+            tokenizer: TokenizerSummary {
+                model: info.tokenizer_model.clone(),
+                tokens: checkpoint.tokenizer.vocab_size(),
+                bos: token(info.bos_token_id),
+                eos: token(info.eos_token_id),
+            },
+            chat_template: info.chat_template.clone(),
+            metadata: info.metadata.iter().cloned().collect(),
+        })
+    }
+
+    fn print(&self, json: bool) -> Result<()> {
+        if json {
+            println!("{}", serde_json::to_string_pretty(self)?);
+            return Ok(());
+        }
+        self.model.print(false, &self.format)?;
+        if let Some(name) = &self.name {
+            println!("name: {name}");
+        }
+        let types: Vec<String> = self
+            .tensor_types
+            .iter()
+            .map(|(t, n)| format!("{n} {t}"))
+            .collect();
+        println!(
+            "tensors: {} ({} MB in the file, {} MB loaded)",
+            types.join(", "),
+            self.file_bytes / 1_000_000,
+            self.resident_bytes / 1_000_000
+        );
+        let t = &self.tokenizer;
+        println!(
+            "tokenizer: {} ({} tokens), bos {}, eos {}",
+            t.model.as_deref().unwrap_or("?"),
+            t.tokens,
+            t.bos.as_deref().unwrap_or("none"),
+            t.eos.as_deref().unwrap_or("none"),
+        );
+        match &self.chat_template {
+            Some(template) => println!("chat template:\n{template}"),
+            None => println!("chat template: none"),
+        }
+        Ok(())
+    }
+}
+
+/// Writes a GGUF file's model as a Hugging Face directory, weights widened to f32.
+fn import(args: ModelImport) -> Result<()> {
+    if !args.f32 {
+        bail!(
+            "pass --f32: safetensors has no type for GGUF's quantized blocks, so the \
+             directory holds every weight widened exactly to f32 (OLC computes the same \
+             bits from it as from the GGUF file); keeping the blocks is not implemented"
+        );
+    }
+    if !gguf::is_gguf(&args.file) {
+        bail!("{} is not a GGUF file", args.file.display());
+    }
+    if args.out.join("config.json").exists() && !args.force {
+        bail!(
+            "{} already holds a checkpoint; pass --force to overwrite it",
+            args.out.display()
+        );
+    }
+    let (checkpoint, info) = gguf::load_with_info(&args.file)?;
+    olc_gpu::model::export::write_hf_f32(&args.out, &checkpoint, &info)
+        .with_context(|| format!("cannot write the checkpoint to {}", args.out.display()))?;
+    Summary::of(&args.out, &checkpoint.config)?.print(args.json, "wrote checkpoint")
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use olc_client::Submitter;
 use olc_content::keyfile;
-use olc_gpu::model::Checkpoint;
+use olc_gpu::model::ModelSource;
 use olc_net::{Client, NodeConfig};
 use olc_protocol::{ContentId, Identity, RpcRequest, RpcResponse};
 
@@ -67,11 +67,12 @@ pub async fn with_submitter<T>(
     result
 }
 
-/// Uploads a model directory: the files the engine's loader reads, and their manifest.
-pub async fn upload_model(submitter: &Submitter, dir: &Path) -> Result<ContentId> {
-    let files = Checkpoint::files(dir)?;
+/// Uploads a model (a directory or a GGUF file): the files the engine's loader reads, and
+/// their manifest.
+pub async fn upload_model(submitter: &Submitter, path: &Path) -> Result<ContentId> {
+    let source = ModelSource::find(path)?;
     submitter
-        .upload_dir(dir, &files)
+        .upload_dir(source.root(), &source.files()?)
         .await
         .context("uploading the model")
 }
