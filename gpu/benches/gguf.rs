@@ -86,9 +86,9 @@ fn engine(ck: Checkpoint, threads: usize) -> Engine {
     Engine::new(ck.config, ck.weights, options).expect("engine")
 }
 
-/// llama.cpp's (prefill, decode) tokens/s from gpu/benches/llama_cpp.py, best of its runs.
+/// llama.cpp's (prefill, decode) tokens/s from gpu/benches/llama_cpp_bench.py, best of its runs.
 fn llama_cpp(python: &str, model: &Path, threads: usize) -> Option<(f64, f64)> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/llama_cpp.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/llama_cpp_bench.py");
     let out = std::env::temp_dir().join(format!("olc-llama-cpp-{}.json", std::process::id()));
     let status = std::process::Command::new(python)
         .arg(&script)

@@ -4,7 +4,7 @@ of llama.cpp's outputs against the transformers reference (gpu/tests/fixtures/gg
 
 Usage
 -----
-    python gpu/benches/llama_cpp.py /path/to/SmolLM2-135M-Instruct.Q4_1.gguf [--threads 2] [--reps 3]
+    python gpu/benches/llama_cpp_bench.py /path/to/SmolLM2-135M-Instruct.Q4_1.gguf [--threads 2] [--reps 3]
 
 `cargo bench -p olc-gpu --bench gguf` runs it beside OLC when OLC_LLAMA_CPP_PYTHON names a
 Python that has llama-cpp-python.
