@@ -289,3 +289,60 @@ fn on_a_quantized_base_a_sequence_gives_the_same_bits_alone_and_in_a_batch_with_
         }
     }
 }
+
+/// QLoRA: a LoRA adapter trained on a frozen quantized base. The adapter's bits (its
+/// commitment) are the same for every ISA and thread count, and the same as training on
+/// the base widened to f32, since every op sees exactly the dequantized values.
+#[test]
+fn fine_tuning_on_a_quantized_base_is_deterministic_and_equals_its_f32_widening() {
+    use olc_gpu::train::{Budget, Example, Hyper, LoraSpec, Trainer, init_adapter};
+    let (config, mut weights) = model(Preset::Tiny, 13);
+    requantize(&mut weights, |_, _| QuantType::Q4_1, QuantType::Q8_0, 31);
+    let examples: Vec<Example> = (0..4)
+        .map(|s| Example {
+            record: s,
+            tokens: (0..(12 + 3 * s))
+                .map(|i| ((i * 53 + s * 11 + 2) % 320) as u32)
+                .collect(),
+            trained_from: 2,
+        })
+        .collect();
+    let spec = LoraSpec {
+        rank: 4,
+        alpha: 8.0,
+        targets: LinearModule::ALL.to_vec(),
+    };
+    let hyper = Hyper {
+        lora: spec.clone(),
+        lr: 5e-3,
+        batch: 2,
+        grad_accum: 1,
+        budget: Budget::Steps(3),
+        ..Hyper::default()
+    };
+    let train = |weights: &LlamaWeights, isa: Isa, threads: usize| {
+        let e = engine(&config, weights, isa, threads);
+        let adapter = init_adapter(&spec, e.config(), 7).unwrap();
+        let outcome = Trainer::new(&e)
+            .train(&examples, adapter, &hyper, |_| true)
+            .unwrap();
+        (outcome.commitment, outcome.losses)
+    };
+    let reference = train(&weights, Isa::Portable, 1);
+    assert!(reference.1.iter().all(|l| l.is_finite()));
+    assert_ne!(reference.1.first(), reference.1.last(), "the loss moves");
+    for isa in Isa::supported() {
+        for threads in [1, 2, 3] {
+            assert_eq!(
+                train(&weights, isa, threads),
+                reference,
+                "{isa:?}, {threads} threads"
+            );
+        }
+    }
+    assert_eq!(
+        train(&widened(&weights), Isa::detect(), 2),
+        reference,
+        "the f32 widening trains the same adapter"
+    );
+}
