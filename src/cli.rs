@@ -579,9 +579,10 @@ pub enum ModelCommand {
     /// tensor types, tokenizer and chat template (checks every tensor's name, shape, type).
     Show(ModelShow),
     /// Write a GGUF file's model as a Hugging Face directory: config.json, tokenizer.json,
-    /// tokenizer_config.json (with the chat template) and model.safetensors with every
-    /// weight widened exactly to f32 (the values OLC computes with), loadable by
-    /// `transformers` and by OLC alike.
+    /// tokenizer_config.json (with the chat template) and model.safetensors, its
+    /// quantized matrices kept as their blocks (U8 tensors that only OLC reads), or with
+    /// --f32 every weight widened exactly to f32 (the values OLC computes with), loadable
+    /// by `transformers` too. OLC computes the same bits from all three forms.
     Import(ModelImport),
     /// Upload a model (or, with --base, an adapter) and name it in the coordinator's
     /// catalog. A name is its first publisher's; only that key may move it.
@@ -643,8 +644,8 @@ pub struct ModelImport {
     /// Directory to write.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Widen every weight to f32. Required: safetensors has no type for GGUF's quantized
-    /// blocks, and OLC does not write its own variant of the format.
+    /// Widen every weight to f32, for `transformers` (safetensors has no dtype for GGUF's
+    /// blocks, so without it they are stored as bytes that only OLC reads).
     #[arg(long)]
     pub f32: bool,
     /// Overwrite a directory that already holds a checkpoint.

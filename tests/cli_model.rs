@@ -112,11 +112,12 @@ fn show_refuses_a_model_with_a_nan_weight() {
 #[path = "../gpu/tests/common/mod.rs"]
 mod real_model;
 
-/// The real GGUF model through the binary: `show` describes it, `import --f32` writes a
-/// Hugging Face directory, and inference from either gives the same commitment (the same
-/// tokens), since the directory holds exactly the values the quantized kernels compute with.
+/// The real GGUF model through the binary: `show` describes it, `import` writes a Hugging
+/// Face directory keeping the blocks and `import --f32` one widened to f32, and inference
+/// from all three gives the same commitment (the same tokens): the f32 directory holds
+/// exactly the values the quantized kernels compute with.
 #[test]
-fn a_gguf_model_shows_imports_and_infers_the_same_from_both_forms() {
+fn a_gguf_model_shows_imports_and_infers_the_same_in_every_form() {
     let Some(model) = real_model::smollm2_gguf() else {
         return;
     };
@@ -140,9 +141,24 @@ fn a_gguf_model_shows_imports_and_infers_the_same_from_both_forms() {
 
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("f32");
-    let refused = olc(&["model", "import", model, "--out", out.to_str().unwrap()]);
-    assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("--f32"));
+    let blocks = tmp.path().join("blocks");
+    json(&olc(&[
+        "model",
+        "import",
+        model,
+        "--out",
+        blocks.to_str().unwrap(),
+        "--json",
+    ]));
+    let size = |d: &Path| {
+        std::fs::metadata(d.join("model.safetensors"))
+            .unwrap()
+            .len()
+    };
+    assert!(size(&blocks) < shown["file_bytes"].as_u64().unwrap());
+    let again = olc(&["model", "import", model, "--out", blocks.to_str().unwrap()]);
+    assert!(!again.status.success(), "import overwrote a checkpoint");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
     let imported = json(&olc(&[
         "model",
         "import",
@@ -175,8 +191,11 @@ fn a_gguf_model_shows_imports_and_infers_the_same_from_both_forms() {
             "--json",
         ]))
     };
+    assert!(size(&out) > 5 * size(&blocks));
     let quantized = infer(model);
     let widened = infer(out.to_str().unwrap());
+    let kept = infer(blocks.to_str().unwrap());
+    assert_eq!(kept["commitment"], quantized["commitment"]);
     assert!(
         quantized["text"].as_str().unwrap().contains("Paris"),
         "{quantized}"

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use olc_gpu::compute::{Backend, Isa};
 use olc_gpu::engine::{Engine, EngineOptions};
+use olc_gpu::model::export::Weights;
 use olc_gpu::model::{Checkpoint, gguf};
 
 const PROMPT: usize = 128;
@@ -151,7 +152,7 @@ fn main() {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let (ck, _) = gguf::load_with_info(&path).expect("load the GGUF");
-    olc_gpu::model::export::write_hf_f32(dir.path(), &ck, &info).expect("widen to f32");
+    olc_gpu::model::export::write_hf(dir.path(), &ck, &info, Weights::F32).expect("widen to f32");
     drop(ck);
     drop(quant);
     let wide = engine(Checkpoint::load(dir.path()).expect("load f32"), threads);

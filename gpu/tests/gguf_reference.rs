@@ -3,7 +3,8 @@
 //! tests/fixtures/gguf/make_gguf_reference.py). The model is SmolLM2-135M-Instruct in Q4_1
 //! with a Q8_0 embedding table, which OLC keeps quantized: logits must match within 1e-4 of
 //! the largest logit, greedy continuations exactly, and the same model widened to f32 by
-//! `olc model import --f32`'s writer must give the same bits as the quantized one.
+//! `olc model import --f32`'s writer must give the same bits as the quantized one (and
+//! `olc model import` without it must read back as the same blocks).
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 
 mod common;
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use olc_gpu::compute::{Isa, QuantType};
 use olc_gpu::engine::{Engine, EngineOptions, generate_greedy};
+use olc_gpu::model::export::{Weights, write_hf};
 use olc_gpu::model::{Checkpoint, gguf};
 use safetensors::SafeTensors;
 
@@ -111,12 +113,22 @@ fn smollm2_q4_1_gguf_matches_transformers_and_its_f32_widening_bit_for_bit() {
 
     // The widened copy, written and read back through the Hugging Face loader.
     let dir = tempfile::tempdir().unwrap();
-    olc_gpu::model::export::write_hf_f32(dir.path(), &ck, &info).unwrap();
+    write_hf(dir.path(), &ck, &info, Weights::F32).unwrap();
     let widened = Checkpoint::load(dir.path()).unwrap();
     let mut config = widened.config.clone();
     config.torch_dtype = None; // informational: the file's storage type
     assert_eq!(config, ck.config);
     assert_eq!(widened.weights.layers[0].q_proj.storage(), QuantType::F32);
+
+    // Kept as blocks, the directory loads back as the same quantized matrices.
+    let blocks_dir = tempfile::tempdir().unwrap();
+    write_hf(blocks_dir.path(), &ck, &info, Weights::AsStored).unwrap();
+    let reloaded = Checkpoint::load(blocks_dir.path()).unwrap();
+    assert_eq!(
+        reloaded.weights, ck.weights,
+        "blocks written and read back unchanged"
+    );
+    drop(reloaded);
 
     let quant = engine(ck, Isa::detect(), 2);
     let f32_engine = engine(widened, Isa::detect(), 2);

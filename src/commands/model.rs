@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use olc_gpu::model::adapter::ADAPTER_CONFIG_FILE;
+use olc_gpu::model::export::Weights;
 use olc_gpu::model::{AdapterConfig, Checkpoint, ModelConfig, ModelSource, gguf, write_checkpoint};
 use olc_protocol::{CatalogKind, ContentId, RpcRequest, RpcResponse};
 use serde::Serialize;
@@ -316,15 +317,8 @@ impl<'a> GgufSummary<'a> {
     }
 }
 
-/// Writes a GGUF file's model as a Hugging Face directory, weights widened to f32.
+/// Writes a GGUF file's model as a Hugging Face directory.
 fn import(args: ModelImport) -> Result<()> {
-    if !args.f32 {
-        bail!(
-            "pass --f32: safetensors has no type for GGUF's quantized blocks, so the \
-             directory holds every weight widened exactly to f32 (OLC computes the same \
-             bits from it as from the GGUF file); keeping the blocks is not implemented"
-        );
-    }
     if !gguf::is_gguf(&args.file) {
         bail!("{} is not a GGUF file", args.file.display());
     }
@@ -335,7 +329,12 @@ fn import(args: ModelImport) -> Result<()> {
         );
     }
     let (checkpoint, info) = gguf::load_with_info(&args.file)?;
-    olc_gpu::model::export::write_hf_f32(&args.out, &checkpoint, &info)
+    let weights = if args.f32 {
+        Weights::F32
+    } else {
+        Weights::AsStored
+    };
+    olc_gpu::model::export::write_hf(&args.out, &checkpoint, &info, weights)
         .with_context(|| format!("cannot write the checkpoint to {}", args.out.display()))?;
     Summary::of(&args.out, &checkpoint.config)?.print(args.json, "wrote checkpoint")
 }

@@ -1,8 +1,10 @@
 //! Writing a loaded model as a Hugging Face checkpoint directory (`olc model import`): a
 //! GGUF model's configuration, tokenizer, chat template and weights in the files
-//! `transformers` reads, so one download serves both worlds. Weights are widened by rule 9,
-//! exactly the values OLC computes with, so the directory and the GGUF file give the same
-//! bits in OLC.
+//! `transformers` reads, so one download serves both worlds. Weights are either widened by
+//! rule 9, exactly the values OLC computes with, so the directory and the GGUF file give the
+//! same bits in OLC and `transformers` loads it; or kept as the file's blocks (U8 tensors
+//! named block by block in the metadata, see [`QUANT_KEY_PREFIX`]), a quarter of the size,
+//! which only OLC reads.
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -15,13 +17,27 @@ use super::gguf::GgufInfo;
 use super::names::{self, LinearModule};
 use super::st_write::{self, TensorSpec};
 use super::tokenizer::TOKENIZER_FILE;
-use super::weights::{LlamaWeights, Matrix, SINGLE_FILE};
+use super::weights::{LlamaWeights, Matrix, QUANT_KEY_PREFIX, SINGLE_FILE};
 use super::{Checkpoint, Tokenizer};
-use crate::compute::dequantize_row;
+use crate::compute::{QuantType, dequantize_row};
+
+/// How `model.safetensors` holds matrices that the model keeps as blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    /// Every weight widened to f32: a standard checkpoint.
+    F32,
+    /// F16 and BF16 as those dtypes, block types as their bytes.
+    AsStored,
+}
 
 /// Writes `checkpoint` into `dir` (created if needed) as `config.json`, `tokenizer.json`,
-/// `tokenizer_config.json`, `generation_config.json` and an f32 `model.safetensors`.
-pub fn write_hf_f32(dir: &Path, checkpoint: &Checkpoint, serving: &GgufInfo) -> Result<()> {
+/// `tokenizer_config.json`, `generation_config.json` and `model.safetensors`.
+pub fn write_hf(
+    dir: &Path,
+    checkpoint: &Checkpoint,
+    serving: &GgufInfo,
+    weights: Weights,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     let config = &checkpoint.config;
     let bos = serving.bos_token_id.or(config.bos_token_id);
@@ -47,7 +63,7 @@ pub fn write_hf_f32(dir: &Path, checkpoint: &Checkpoint, serving: &GgufInfo) -> 
         &dir.join("generation_config.json"),
         &json!({"bos_token_id": bos, "eos_token_id": eos}),
     )?;
-    write_weights(&dir.join(SINGLE_FILE), config, &checkpoint.weights)
+    write_weights(&dir.join(SINGLE_FILE), config, &checkpoint.weights, weights)
 }
 
 /// `config.json` as `transformers` writes it for these architectures.
@@ -110,38 +126,63 @@ fn tokenizer_config(
     })
 }
 
-/// Every tensor `names::expected_tensors` lists, in name order, as f32.
-fn write_weights(path: &Path, config: &ModelConfig, weights: &LlamaWeights) -> Result<()> {
+/// Every tensor `names::expected_tensors` lists, in name order.
+fn write_weights(
+    path: &Path,
+    config: &ModelConfig,
+    weights: &LlamaWeights,
+    how: Weights,
+) -> Result<()> {
     let mut tensors = names::expected_tensors(config);
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let mut sources = Vec::with_capacity(tensors.len());
-    for (name, _) in &tensors {
-        sources.push(
-            source(weights, name).ok_or_else(|| ModelError::MissingTensor {
-                path: path.to_path_buf(),
-                tensor: name.clone(),
-            })?,
-        );
-    }
-    let specs: Vec<TensorSpec> = tensors
-        .iter()
-        .map(|(name, shape)| TensorSpec {
+    let mut specs = Vec::with_capacity(tensors.len());
+    let mut quant_keys = Vec::new();
+    for (name, shape) in &tensors {
+        let src = source(weights, name).ok_or_else(|| ModelError::MissingTensor {
+            path: path.to_path_buf(),
+            tensor: name.clone(),
+        })?;
+        let stored = match (&src, how) {
+            (Source::Matrix(m), Weights::AsStored) => m.blocks.as_ref().map(|b| b.ty),
+            _ => None,
+        };
+        let (dtype, shape, byte_len) = match stored {
+            None => ("F32", shape.clone(), 4 * shape.iter().product::<usize>()),
+            Some(QuantType::F16) => ("F16", shape.clone(), 2 * shape.iter().product::<usize>()),
+            Some(QuantType::BF16) => ("BF16", shape.clone(), 2 * shape.iter().product::<usize>()),
+            Some(ty) => {
+                let (rows, cols) = (shape[0], shape[1]);
+                let row_bytes = ty.row_bytes(cols).map_err(|e| ModelError::BadTensor {
+                    path: path.to_path_buf(),
+                    tensor: name.clone(),
+                    reason: e.to_string(),
+                })?;
+                quant_keys.push((format!("{QUANT_KEY_PREFIX}{name}"), ty.name()));
+                ("U8", vec![rows, row_bytes], rows * row_bytes)
+            }
+        };
+        specs.push(TensorSpec {
             name: name.clone(),
-            dtype: "F32",
-            shape: shape.clone(),
-            byte_len: 4 * shape.iter().product::<usize>(),
-        })
-        .collect();
+            dtype,
+            shape,
+            byte_len,
+        });
+        sources.push((src, stored.is_some()));
+    }
+    let mut metadata: Vec<(&str, &str)> = vec![("format", "pt")];
+    metadata.extend(quant_keys.iter().map(|(k, v)| (k.as_str(), *v)));
     let file = std::fs::File::create(path).map_err(|e| ModelError::io(path, e))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     let io = |e| ModelError::io(path, e);
-    w.write_all(&st_write::header(&specs, &[("format", "pt")]))
+    w.write_all(&st_write::header(&specs, &metadata))
         .map_err(io)?;
     let mut row = Vec::new();
-    for ((name, _), src) in tensors.iter().zip(sources) {
+    for ((name, _), (src, as_stored)) in tensors.iter().zip(sources) {
         match src {
             Source::Vector(v) => write_values(&mut w, v).map_err(io)?,
             Source::Matrix(m) => match &m.blocks {
+                Some(b) if as_stored => w.write_all(&b.bytes).map_err(io)?,
                 None => write_values(&mut w, &m.data).map_err(io)?,
                 Some(b) => {
                     let bad = |reason: String| ModelError::BadTensor {

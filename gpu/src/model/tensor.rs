@@ -6,6 +6,8 @@ use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 
 use super::error::{ModelError, NonFiniteKind, Result};
+use super::weights::Blocks;
+use crate::compute::QuantType;
 
 /// Checks dtype and shape, then widens exactly: every F16 and BF16 value (including
 /// subnormals) is representable in f32, so no rounding happens. NaN and infinities are
@@ -46,6 +48,47 @@ pub(crate) fn widen(
         check_finite(path, name, &out)?;
     }
     Ok(out)
+}
+
+/// A matrix stored as GGUF blocks of `ty` (U8, `[rows, row bytes]`), checked against its
+/// expected `[rows, cols]` shape and for non-finite scales, kept as it is.
+pub(crate) fn blocks(
+    path: &Path,
+    name: &str,
+    view: &TensorView<'_>,
+    expected: &[usize],
+    ty: QuantType,
+) -> Result<Blocks> {
+    let bad = |reason: String| ModelError::BadTensor {
+        path: path.to_path_buf(),
+        tensor: name.to_string(),
+        reason,
+    };
+    let &[rows, cols] = expected else {
+        return Err(bad(format!(
+            "is stored as {ty} blocks, but it is not a matrix"
+        )));
+    };
+    let row_bytes = ty.row_bytes(cols).map_err(|e| bad(e.to_string()))?;
+    if view.dtype() != Dtype::U8 || view.shape() != [rows, row_bytes] {
+        return Err(bad(format!(
+            "as {ty} blocks it must be U8 of shape [{rows}, {row_bytes}], not {:?} {:?}",
+            view.dtype(),
+            view.shape()
+        )));
+    }
+    if let Some((block, v)) = ty.first_non_finite_scale(view.data()) {
+        return Err(ModelError::NonFinite {
+            path: path.to_path_buf(),
+            tensor: name.to_string(),
+            index: block * ty.block_elems(),
+            value: NonFiniteKind::of(v),
+        });
+    }
+    Ok(Blocks {
+        ty,
+        bytes: view.data().to_vec(),
+    })
 }
 
 /// Widens `bytes`, `W` bytes a value, and says whether any value is not finite. Each

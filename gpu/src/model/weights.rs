@@ -246,6 +246,8 @@ struct Collector<'c> {
     config: &'c ModelConfig,
     expected: HashMap<String, Vec<usize>>,
     found: HashMap<String, Vec<f32>>,
+    /// Matrices stored as GGUF blocks (`olc model import` without `--f32`).
+    blocks: HashMap<String, Blocks>,
     tied_head: Option<(PathBuf, Vec<f32>)>,
 }
 
@@ -255,6 +257,7 @@ impl<'c> Collector<'c> {
             config,
             expected: names::expected_tensors(config).into_iter().collect(),
             found: HashMap::new(),
+            blocks: HashMap::new(),
             tied_head: None,
         }
     }
@@ -284,6 +287,7 @@ impl<'c> Collector<'c> {
         listed: Option<&BTreeSet<&str>>,
     ) -> Result<()> {
         let file = tensor::parse(path, bytes)?;
+        let quantized = quantized_tensors(path, bytes)?;
         let mut names: Vec<String> = file.names().into_iter().map(str::to_string).collect();
         names.sort();
         let mut ignored = 0usize;
@@ -299,11 +303,16 @@ impl<'c> Collector<'c> {
             }
             let view = tensor::view(&file, path, name)?;
             if let Some(shape) = self.expected.get(name) {
-                if self.found.contains_key(name) {
+                if self.found.contains_key(name) || self.blocks.contains_key(name) {
                     return Err(ModelError::DuplicateTensor {
                         path: path.to_path_buf(),
                         tensor: name.clone(),
                     });
+                }
+                if let Some(&ty) = quantized.get(name.as_str()) {
+                    let blocks = tensor::blocks(path, name, &view, shape, ty)?;
+                    self.blocks.insert(name.clone(), blocks);
+                    continue;
                 }
                 let data = tensor::widen(path, name, &view, shape)?;
                 self.found.insert(name.clone(), data);
@@ -343,7 +352,7 @@ impl<'c> Collector<'c> {
     fn finish(mut self, path: &Path) -> Result<LlamaWeights> {
         let c = self.config;
         let mut order = names::expected_tensors(c);
-        order.retain(|(name, _)| !self.found.contains_key(name));
+        order.retain(|(name, _)| !self.found.contains_key(name) && !self.blocks.contains_key(name));
         if let Some((name, _)) = order.into_iter().next() {
             return Err(ModelError::MissingTensor {
                 path: path.to_path_buf(),
@@ -351,12 +360,14 @@ impl<'c> Collector<'c> {
             });
         }
         let embed_tokens = self.matrix(names::EMBED, c.vocab_size, c.hidden_size)?;
-        // Compared bit for bit: a copy must be exact down to the sign of zero.
+        // Compared bit for bit: a copy must be exact down to the sign of zero (and a copy
+        // of embeddings kept as blocks is not one).
         if let Some((head_path, head)) = self.tied_head.take()
-            && !head
-                .iter()
-                .zip(&embed_tokens.data)
-                .all(|(a, b)| a.to_bits() == b.to_bits())
+            && (embed_tokens.blocks.is_some()
+                || !head
+                    .iter()
+                    .zip(&embed_tokens.data)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()))
         {
             return Err(ModelError::BadTensor {
                 path: head_path,
@@ -427,8 +438,44 @@ impl<'c> Collector<'c> {
     }
 
     fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+        if let Some(b) = self.blocks.remove(name) {
+            return Ok(Matrix::quantized(rows, cols, b.ty, b.bytes));
+        }
         Ok(Matrix::f32(rows, cols, self.vector(name)?))
     }
+}
+
+/// The key of a safetensors file's `__metadata__` that names the block type of a matrix
+/// stored as GGUF blocks: `olc.quant.<tensor>` = `Q4_1`. The tensor itself is U8,
+/// `[rows, row bytes]`. safetensors has no dtype for blocks, so only OLC reads such a file.
+pub const QUANT_KEY_PREFIX: &str = "olc.quant.";
+
+/// The tensors a file's metadata says are stored as blocks, and their types.
+fn quantized_tensors(path: &Path, bytes: &[u8]) -> Result<HashMap<String, QuantType>> {
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes).map_err(|source| {
+        ModelError::SafeTensors {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    let mut out = HashMap::new();
+    for (key, value) in metadata.metadata().iter().flatten() {
+        let Some(tensor) = key.strip_prefix(QUANT_KEY_PREFIX) else {
+            continue;
+        };
+        let ty = QuantType::from_name(value)
+            .filter(|t| t.is_block_quantized())
+            .ok_or_else(|| ModelError::BadTensor {
+                path: path.to_path_buf(),
+                tensor: tensor.to_string(),
+                reason: format!(
+                    "metadata gives it block type {value:?}; OLC knows Q8_0, Q4_0, Q4_1, Q4_K \
+                     and Q6_K"
+                ),
+            })?;
+        out.insert(tensor.to_string(), ty);
+    }
+    Ok(out)
 }
 
 /// The weight files of a checkpoint directory, by name: `model.safetensors`, or the index

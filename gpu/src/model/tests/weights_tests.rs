@@ -3,7 +3,7 @@ use std::path::Path;
 use super::{dir_with, expected_f32, f32_tensor, tensor, tiny_checkpoint, write_safetensors};
 use crate::model::error::ModelError;
 use crate::model::names::expected_tensors;
-use crate::model::st_write::TensorSpec;
+use crate::model::st_write::{self, TensorSpec};
 use crate::model::weights::LlamaWeights;
 use crate::model::{Checkpoint, ModelConfig};
 
@@ -440,4 +440,64 @@ fn checkpoint_load_checks_tokenizer_fits() {
     std::fs::write(src.path().join("tokenizer.json"), json).unwrap();
     let e = Checkpoint::load(src.path()).unwrap_err();
     assert!(e.to_string().contains("do not fit"), "{e}");
+}
+
+/// A matrix kept as GGUF blocks (`olc model import` without `--f32`): U8 bytes named by an
+/// `olc.quant.` metadata key load as those blocks; a wrong shape, an unknown type, blocks for
+/// a vector and a non-finite scale are refused, naming the tensor.
+#[test]
+fn matrices_stored_as_blocks_load_as_blocks_and_bad_ones_are_refused() {
+    use crate::compute::QuantType;
+    let (src, config) = tiny_checkpoint();
+    let name = "model.layers.0.mlp.up_proj.weight"; // [128, 64]
+    let q4_1 = |rows: usize| {
+        let mut bytes = vec![0x35u8; rows * QuantType::Q4_1.row_bytes(64).unwrap()];
+        for block in bytes.chunks_exact_mut(20) {
+            block[..2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
+            block[2..4].copy_from_slice(&half::f16::from_f32(-0.05).to_le_bytes());
+        }
+        bytes
+    };
+    let with = |tensor_bytes: Vec<u8>, shape: &[usize], meta: &[(&str, &str)]| {
+        let mut t = expected_f32(&config);
+        t.retain(|(s, _)| s.name != name);
+        t.push(tensor(name, "U8", shape, tensor_bytes));
+        let dir = dir_with(src.path(), &[]);
+        std::fs::write(
+            dir.path().join("model.safetensors"),
+            st_write::to_bytes(&t, meta),
+        )
+        .unwrap();
+        dir
+    };
+    let key = format!("olc.quant.{name}");
+    let good = with(q4_1(128), &[128, 40], &[(key.as_str(), "Q4_1")]);
+    let w = load(good.path(), &config).unwrap();
+    let up = &w.layers[0].up_proj;
+    assert_eq!(up.storage(), QuantType::Q4_1);
+    assert_eq!(up.blocks.as_ref().unwrap().bytes, q4_1(128));
+
+    let d = with(q4_1(128), &[128, 20, 2], &[(key.as_str(), "Q4_1")]);
+    expect_err(d.path(), &config, &[name, "U8 of shape [128, 40]"]);
+    let d = with(q4_1(128), &[128, 40], &[(key.as_str(), "Q5_0")]);
+    expect_err(d.path(), &config, &[name, "Q5_0"]);
+    // Without the metadata key the bytes are no matrix of this model.
+    let d = with(q4_1(128), &[128, 40], &[]);
+    expect_err(d.path(), &config, &[name, "has shape [128, 40]"]);
+    let mut nan = q4_1(128);
+    nan[40 * 5 + 2..40 * 5 + 4].copy_from_slice(&half::f16::NAN.to_le_bytes());
+    let d = with(nan, &[128, 40], &[(key.as_str(), "Q4_1")]);
+    expect_err(d.path(), &config, &[name, "non-finite", "at element 320"]);
+    let norm = "model.norm.weight";
+    let mut t = expected_f32(&config);
+    t.retain(|(s, _)| s.name != norm);
+    t.push(tensor(norm, "U8", &[2, 20], vec![0; 40]));
+    let d = dir_with(src.path(), &[]);
+    let norm_key = format!("olc.quant.{norm}");
+    std::fs::write(
+        d.path().join("model.safetensors"),
+        st_write::to_bytes(&t, &[(norm_key.as_str(), "Q4_1")]),
+    )
+    .unwrap();
+    expect_err(d.path(), &config, &[norm, "not a matrix"]);
 }
