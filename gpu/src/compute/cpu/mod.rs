@@ -18,6 +18,7 @@ mod matmul;
 mod ops;
 mod pool;
 mod quant;
+mod split;
 mod weights;
 
 #[cfg(test)]

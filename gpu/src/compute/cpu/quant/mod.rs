@@ -26,17 +26,12 @@ mod tests;
 
 use std::ops::Range;
 
-use rayon::prelude::*;
-
 use super::buf::AlignedVec;
 use super::isa::Checked;
 use super::matmul_checked;
-use super::pool::pool;
+use super::split::{COL_ALIGN, Dst, split_columns};
 use crate::compute::quant::dequantize_row;
 use crate::compute::{ComputeError, QuantType, check_len, checked_mul};
-
-/// Columns given to one thread are a multiple of this (as in the f32 matmul).
-const COL_ALIGN: usize = 16;
 
 /// From this many rows on, the panel path: at 16 rows it ran at 0.8–1.0× the speed of the
 /// f32 matmul on the same shape, 4-row register tiles at 0.6–0.75× (SmolLM2 shapes, Q4_1
@@ -164,78 +159,9 @@ pub(crate) fn matmul(
         w,
         bias,
     };
-    let chunks = threads.min(cols.div_ceil(COL_ALIGN)).max(1);
-    if chunks == 1 {
-        return m.block(isa, 0..cols, Dst::new(out, cols));
-    }
-    let per = cols.div_ceil(chunks).div_ceil(COL_ALIGN) * COL_ALIGN;
-    let shared;
-    let pool = match pool_hint {
-        Some(p) => p,
-        None => {
-            shared = pool(threads)?;
-            &*shared
-        }
-    };
-    let dst = Dst::new(out, cols);
-    pool.install(|| {
-        (0..cols.div_ceil(per)).into_par_iter().try_for_each(|i| {
-            let c0 = i * per;
-            m.block(isa, c0..(c0 + per).min(cols), dst.columns(c0))
-        })
+    split_columns(threads, pool_hint, cols, out, |range, dst| {
+        m.block(isa, range, dst)
     })
-}
-
-/// Where a block's outputs go: output `(r, c)` at `ptr + r * stride + c`, inside one
-/// `&mut [f32]` of `len` elements borrowed for the whole call. Threads get disjoint column
-/// ranges of the same rows, which `&mut` slices cannot express.
-#[derive(Clone, Copy)]
-struct Dst {
-    ptr: *mut f32,
-    len: usize,
-    stride: usize,
-}
-
-// SAFETY: a `Dst` is only a window on a `&mut [f32]` borrowed for the whole call; the
-// threads that share it write disjoint elements (their own columns), and nothing reads
-// them until the call returns.
-unsafe impl Send for Dst {}
-// SAFETY: as above.
-unsafe impl Sync for Dst {}
-
-impl Dst {
-    fn new(out: &mut [f32], stride: usize) -> Self {
-        Self {
-            ptr: out.as_mut_ptr(),
-            len: out.len(),
-            stride,
-        }
-    }
-
-    /// The same rows from column `c0` on.
-    fn columns(self, c0: usize) -> Self {
-        let c0 = c0.min(self.len);
-        Self {
-            // SAFETY: c0 <= len: at most one past the end of the borrowed slice.
-            ptr: unsafe { self.ptr.add(c0) },
-            len: self.len - c0,
-            stride: self.stride,
-        }
-    }
-
-    /// Writes `vals` at row `r`, columns `c..c + vals.len()`. Panics outside the slice.
-    fn write(&self, r: usize, c: usize, vals: impl ExactSizeIterator<Item = f32>) {
-        let at = r * self.stride + c;
-        assert!(
-            at + vals.len() <= self.len,
-            "quantized matmul: output outside its slice"
-        );
-        for (u, v) in vals.enumerate() {
-            // SAFETY: at + u < len (asserted), inside the borrowed slice; only this
-            // thread writes these columns.
-            unsafe { self.ptr.add(at + u).write(v) };
-        }
-    }
 }
 
 /// Shape-checked operands.
