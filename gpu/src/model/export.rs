@@ -41,10 +41,12 @@ pub fn write_hf(
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     let config = &checkpoint.config;
     let bos = serving.bos_token_id.or(config.bos_token_id);
+    // The tokenizer's end of sequence names it in tokenizer_config.json; every id that ends
+    // a generation (an end-of-turn token besides it) goes to config.json.
     let eos = serving
         .eos_token_id
         .or_else(|| config.eos_token_ids.first().copied());
-    write_json(&dir.join("config.json"), &hf_config(config, bos, eos))?;
+    write_json(&dir.join("config.json"), &hf_config(config, bos))?;
     let tokenizer_json =
         checkpoint
             .tokenizer
@@ -61,13 +63,22 @@ pub fn write_hf(
     )?;
     write_json(
         &dir.join("generation_config.json"),
-        &json!({"bos_token_id": bos, "eos_token_id": eos}),
+        &json!({"bos_token_id": bos, "eos_token_id": eos_ids(config)}),
     )?;
     write_weights(&dir.join(SINGLE_FILE), config, &checkpoint.weights, weights)
 }
 
 /// `config.json` as `transformers` writes it for these architectures.
-fn hf_config(c: &ModelConfig, bos: Option<u32>, eos: Option<u32>) -> serde_json::Value {
+/// One id, or the list when there are several, as `transformers` writes them.
+fn eos_ids(c: &ModelConfig) -> serde_json::Value {
+    match c.eos_token_ids.as_slice() {
+        [] => serde_json::Value::Null,
+        [one] => json!(one),
+        many => json!(many),
+    }
+}
+
+fn hf_config(c: &ModelConfig, bos: Option<u32>) -> serde_json::Value {
     let model_type = match c.architecture {
         Architecture::Llama => "llama",
         Architecture::Mistral => "mistral",
@@ -86,7 +97,7 @@ fn hf_config(c: &ModelConfig, bos: Option<u32>, eos: Option<u32>) -> serde_json:
         "architectures": [c.architecture.hf_name()],
         "attention_bias": c.architecture == Architecture::Qwen2,
         "bos_token_id": bos,
-        "eos_token_id": eos,
+        "eos_token_id": eos_ids(c),
         "head_dim": c.head_dim,
         "hidden_act": "silu",
         "hidden_size": c.hidden_size,
@@ -101,6 +112,7 @@ fn hf_config(c: &ModelConfig, bos: Option<u32>, eos: Option<u32>) -> serde_json:
         "rope_scaling": rope_scaling,
         "rope_theta": c.rope_theta,
         "sliding_window": c.sliding_window,
+        "use_sliding_window": c.sliding_window.is_some(),
         "tie_word_embeddings": c.tie_word_embeddings,
         "torch_dtype": "float32",
         "use_cache": true,

@@ -1,7 +1,7 @@
 //! Where a model is on disk: a Hugging Face checkpoint directory, or one GGUF file. Every
 //! command that takes a model takes either; a job's model arrives at a worker as a
-//! directory of the content's files, so a directory holding exactly one `.gguf` file (and
-//! no `config.json`) is that GGUF model.
+//! directory of the content's files, so a directory holding exactly one GGUF file (by its
+//! magic, whatever its name) and no `config.json` is that GGUF model.
 
 use std::path::{Path, PathBuf};
 
@@ -40,10 +40,9 @@ impl ModelSource {
         for entry in entries {
             let entry = entry.map_err(|e| ModelError::io(path, e))?;
             let p = entry.path();
-            if p.extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
-                && p.is_file()
-            {
+            // By content, not by name: a model published as `model.q8` arrives under that
+            // name too.
+            if p.is_file() && super::gguf::is_gguf(&p) {
                 ggufs.push(p);
             }
         }

@@ -123,13 +123,14 @@ impl LlamaWeights {
         self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
     }
 
-    /// Bytes the weights take as stored (quantized blocks at their size, f32 at 4 per
-    /// value): what a backend holding them resident needs.
+    /// Bytes the weights take once loaded: block-quantized matrices at their size,
+    /// everything else at 4 bytes a value (F16 and BF16 matrices are widened at load).
     pub fn bytes(&self) -> u64 {
         fn matrix(m: &Matrix) -> u64 {
-            m.blocks
-                .as_ref()
-                .map_or(4 * m.data.len() as u64, |b| b.bytes.len() as u64)
+            match &m.blocks {
+                Some(b) if b.ty.is_block_quantized() => b.bytes.len() as u64,
+                _ => 4 * (m.rows as u64) * (m.cols as u64),
+            }
         }
         fn vector(v: &Option<Vec<f32>>) -> u64 {
             v.as_ref().map_or(0, |v| 4 * v.len() as u64)

@@ -111,7 +111,14 @@ pub fn model_config(
     }
     let eps_key = key("attention.layer_norm_rms_epsilon");
     let eps = file.required(&eps_key, file.f64_key(&eps_key)?)?;
-    let theta = file.f64_key(&key("rope.freq_base"))?.unwrap_or(10_000.0);
+    let theta_key = key("rope.freq_base");
+    let theta = file.f64_key(&theta_key)?.unwrap_or(10_000.0);
+    // A NaN or infinity would become JSON null below and silently take the default.
+    for (k, v) in [(&eps_key, eps), (&theta_key, theta)] {
+        if !v.is_finite() {
+            return Err(file.key_error(k, format!("is {v}, not a finite number")));
+        }
+    }
     let vocab = match int("vocab_size")? {
         Some(v) => v,
         None => vocab_fallback.ok_or_else(|| {

@@ -102,9 +102,11 @@ pub fn load_with_info(path: &Path) -> Result<(Checkpoint, GgufInfo)> {
     // Refuse an unsupported architecture before anything that depends on its keys.
     config::architecture(&file)?;
     let tied = file.tensor(names::OUTPUT).is_none();
-    let tokenizer = tokenizer::build(&file)?;
+    // The configuration's bounds (vocabulary, shapes) are checked before the tokenizer is
+    // built from the same metadata.
     let vocab_fallback = tokenizer::token_count(&file)?;
     let config = config::model_config(&file, tied, vocab_fallback)?;
+    let tokenizer = tokenizer::build(&file)?;
     if tokenizer.tokenizer.vocab_size() > config.vocab_size {
         return Err(ModelError::Tokenizer {
             path: path.to_path_buf(),

@@ -225,7 +225,8 @@ impl GgufFile {
                 tensor: info.name.clone(),
                 reason: "lies outside the file".into(),
             })?;
-        // Bounded by the file length, which the caller bounded by what the model justifies.
+        // At most the file's length (every extent was checked at open); `load` also refuses a
+        // file longer than its configuration justifies before reading any tensor.
         let len = usize::try_from(info.size).map_err(|_| ModelError::BadTensor {
             path: self.path.clone(),
             tensor: info.name.clone(),

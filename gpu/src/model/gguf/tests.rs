@@ -717,11 +717,13 @@ fn tokenizer_problems_are_refused() {
     let e = load_err(&w);
     assert!(e.to_string().contains("needs merges"), "{e}");
 
+    // The configuration, checked first, already refuses it.
     let mut w = tiny("llama");
     w.kv("tokenizer.ggml.bos_token_id", Value::U32(10_000));
     let e = load_err(&w);
     assert!(
-        matches!(&e, ModelError::GgufKey { key, .. } if key == "tokenizer.ggml.bos_token_id"),
+        e.to_string()
+            .contains("special token id 10000 is outside the vocabulary"),
         "{e}"
     );
 
@@ -1060,4 +1062,100 @@ fn a_block_whose_scale_is_not_finite_is_refused() {
         err.contains("token_embd.weight") && err.contains("non-finite value (+inf) at element 96"),
         "{err}"
     );
+}
+
+#[path = "../../../tests/common/mod.rs"]
+mod real_model;
+
+/// SmolLM2's byte-level vocabulary under the other splits `tokenizer.ggml.pre` can name
+/// (Llama 3's, Qwen 2's, Tekken's, GPT-4o's): the ids `transformers` gives for each, from
+/// metadata-only files (fixtures/gguf/make_pre_tokenizer_cases.py). The cases where a split
+/// differs from GPT-2's regex (`\r\n`, code indentation) are what this checks.
+#[test]
+fn byte_level_splits_by_pre_tokenizer_name_match_transformers() {
+    let Some(path) = real_model::smollm2_gguf() else {
+        return;
+    };
+    let real = GgufFile::open(&path).unwrap();
+    let fixture: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/gguf/pre_tokenizer_cases.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut checked = 0;
+    for (pre, cases) in fixture["pre"].as_object().unwrap() {
+        let mut w = Writer::new();
+        w.kv("general.architecture", Value::String("llama".into()));
+        for key in [
+            "tokenizer.ggml.model",
+            "tokenizer.ggml.tokens",
+            "tokenizer.ggml.token_type",
+            "tokenizer.ggml.merges",
+            "tokenizer.ggml.bos_token_id",
+            "tokenizer.ggml.eos_token_id",
+            "tokenizer.ggml.add_bos_token",
+        ] {
+            w.kv(key, real.get(key).unwrap().clone());
+        }
+        w.kv("tokenizer.ggml.pre", Value::String(pre.clone()));
+        let s = scratch();
+        let file = GgufFile::open(write(&s, &w.to_bytes())).unwrap();
+        let tok = super::tokenizer::build(&file).unwrap().tokenizer;
+        for case in cases.as_array().unwrap() {
+            let text = case["text"].as_str().unwrap();
+            let want: Vec<u32> = case["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            assert_eq!(tok.encode(text).unwrap(), want, "pre {pre}: {text:?}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 150, "{checked} cases");
+}
+
+#[test]
+fn a_non_finite_epsilon_or_rope_base_is_refused_not_defaulted() {
+    for (key, v) in [
+        ("llama.attention.layer_norm_rms_epsilon", f32::NAN),
+        ("llama.rope.freq_base", f32::INFINITY),
+    ] {
+        let mut w = tiny("llama");
+        w.kv(key, Value::F32(v));
+        let err = load_err(&w).to_string();
+        assert!(
+            err.contains(key) && err.contains("not a finite number"),
+            "{err}"
+        );
+    }
+}
+
+/// A hostile SentencePiece vocabulary without merges (deriving them looks at every split of
+/// every token) is refused before the work grows with the square of its token lengths.
+#[test]
+fn merges_are_not_derived_from_absurd_tokens() {
+    let s = |x: &str| Value::String(x.to_string());
+    let mut w = Writer::new();
+    w.kv("general.architecture", s("llama"));
+    w.kv("tokenizer.ggml.model", s("llama"));
+    let tokens: Vec<String> = (1..=300).map(|n| "a".repeat(n)).collect();
+    let n = tokens.len();
+    w.kv("tokenizer.ggml.tokens", Value::Array(Array::String(tokens)));
+    w.kv(
+        "tokenizer.ggml.scores",
+        Value::Array(Array::F32(vec![0.0; n])),
+    );
+    w.kv(
+        "tokenizer.ggml.token_type",
+        Value::Array(Array::I32(vec![1; n])),
+    );
+    let sc = scratch();
+    let file = GgufFile::open(write(&sc, &w.to_bytes())).unwrap();
+    let err = super::tokenizer::build(&file).unwrap_err().to_string();
+    assert!(err.contains("at most 128 bytes"), "{err}");
 }

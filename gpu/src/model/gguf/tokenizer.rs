@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::json;
 use tokenizers::AddedToken;
+use tokenizers::SplitDelimiterBehavior;
 use tokenizers::decoders::DecoderWrapper;
 use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::fuse::Fuse;
@@ -19,6 +20,8 @@ use tokenizers::decoders::strip::Strip;
 use tokenizers::models::bpe::{BPE, Vocab};
 use tokenizers::normalizers::{NormalizerWrapper, Prepend, Replace, Sequence as NormSequence};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::PostProcessorWrapper;
 
 use super::reader::GgufFile;
@@ -36,6 +39,30 @@ pub const KEY_SCORES: &str = "tokenizer.ggml.scores";
 pub const KEY_TYPES: &str = "tokenizer.ggml.token_type";
 pub const KEY_MERGES: &str = "tokenizer.ggml.merges";
 pub const KEY_CHAT_TEMPLATE: &str = "tokenizer.chat_template";
+/// llama.cpp's name for how text is split before byte-level BPE (`smollm`, `llama-bpe`, ...).
+pub const KEY_PRE: &str = "tokenizer.ggml.pre";
+
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN35_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const TEKKEN_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const GPT4O_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The split a byte-level vocabulary's merges were learned under, by `tokenizer.ggml.pre`,
+/// as `transformers` maps them (5.24, `integrations/gguf/gguf_tokenizer_mapping.py`,
+/// `GGUF_PRE_TOKENIZER_SPLITS`): Llama 3, Qwen 2 and 3.5, Mistral's Tekken and GPT-4o's. Any
+/// other name (`smollm`, `gpt2`, ...) keeps GPT-2's own byte-level regex, as it does there.
+fn split_regex(pre: &str) -> Option<&'static str> {
+    Some(match pre {
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
+        | "lfm2" | "jina-v5-nano" | "dbrx" | "smaug-bpe" => LLAMA3_SPLIT,
+        "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "megrez" => QWEN2_SPLIT,
+        "qwen35" => QWEN35_SPLIT,
+        "tekken" => TEKKEN_SPLIT,
+        "gpt-4o" | "llama4" | "kanana2" | "talkie" | "minimax-m2" => GPT4O_SPLIT,
+        _ => return None,
+    })
+}
 
 /// The tokenizer of a GGUF file and what a server needs with it.
 #[derive(Debug)]
@@ -114,11 +141,28 @@ pub fn build(file: &GgufFile) -> Result<GgufTokenizer> {
                 .build()
                 .map_err(|e| tokenizer_error(file, e))?;
             let mut t = tokenizers::Tokenizer::new(bpe);
-            t.with_pre_tokenizer(Some(ByteLevel::new(
-                add_space_prefix.unwrap_or(false),
-                true,
-                true,
-            )));
+            let pre = file.str_key(KEY_PRE)?;
+            match pre.and_then(split_regex) {
+                Some(regex) => {
+                    let split = Split::new(
+                        SplitPattern::Regex(regex.to_string()),
+                        SplitDelimiterBehavior::Isolated,
+                        false,
+                    )
+                    .map_err(|e| tokenizer_error(file, e))?;
+                    t.with_pre_tokenizer(Some(PreSequence::new(vec![
+                        split.into(),
+                        ByteLevel::new(false, true, false).into(),
+                    ])));
+                }
+                None => {
+                    t.with_pre_tokenizer(Some(ByteLevel::new(
+                        add_space_prefix.unwrap_or(false),
+                        true,
+                        true,
+                    )));
+                }
+            }
             t.with_decoder(Some(ByteLevel::default()));
             let processor = match (add_bos.unwrap_or(false), bos) {
                 (true, Some(b)) => template(file, text(Some(b)), Some(b), None, None, false)?,
@@ -148,7 +192,8 @@ pub fn build(file: &GgufFile) -> Result<GgufTokenizer> {
             };
             let merges = match merges {
                 Some(m) => m,
-                None => merges_from_scores(tokens, scores),
+                None => merges_from_scores(tokens, scores)
+                    .map_err(|why| file.key_error(KEY_TOKENS, why))?,
             };
             let mut builder = BPE::builder()
                 .vocab_and_merges(vocab(tokens), merges)
@@ -283,10 +328,26 @@ fn split_merges(file: &GgufFile, merges: &[String]) -> Result<Vec<(String, Strin
         .collect()
 }
 
+/// The longest token merges are derived for. Every split of a token is looked up, so the
+/// work grows with the square of its length; real SentencePiece vocabularies stay far below
+/// this (Llama 2's longest token is 16 characters).
+const MAX_DERIVED_TOKEN_BYTES: usize = 128;
+/// At most this many merges per token are derived (Llama 2's 32,000 tokens give about two
+/// each), which bounds the memory a hostile vocabulary can ask for.
+const MAX_DERIVED_MERGES_PER_TOKEN: usize = 8;
+
 /// The merges `GGUFTokenizerSkeleton` derives when a SentencePiece file has none: every split
 /// of every token into two known tokens, ranked by the whole token's score (ties broken by
 /// the parts' scores, then file order).
-fn merges_from_scores(tokens: &[String], scores: &[f32]) -> Vec<(String, String)> {
+fn merges_from_scores(tokens: &[String], scores: &[f32]) -> Result<Vec<(String, String)>, String> {
+    if let Some(t) = tokens.iter().find(|t| t.len() > MAX_DERIVED_TOKEN_BYTES) {
+        return Err(format!(
+            "without merges, tokens may be at most {MAX_DERIVED_TOKEN_BYTES} bytes, but one \
+             is {} bytes",
+            t.len()
+        ));
+    }
+    let max_merges = MAX_DERIVED_MERGES_PER_TOKEN.saturating_mul(tokens.len()) + 1024;
     // A dict keeps the first position of a repeated token and its last score.
     let mut order: Vec<&str> = Vec::new();
     let mut score: HashMap<&str, f32> = HashMap::new();
@@ -318,12 +379,18 @@ fn merges_from_scores(tokens: &[String], scores: &[f32]) -> Vec<(String, String)
             kb.0.total_cmp(&ka.0).then(kb.1.total_cmp(&ka.1))
         });
         merges.extend(local);
+        if merges.len() > max_merges {
+            return Err(format!(
+                "its tokens split into more than {max_merges} merges ({MAX_DERIVED_MERGES_PER_TOKEN} \
+                 a token), which no real vocabulary does"
+            ));
+        }
     }
     merges.sort_by(|a, b| b.2.total_cmp(&a.2));
-    merges
+    Ok(merges
         .into_iter()
         .map(|(l, r, _)| (l.to_string(), r.to_string()))
-        .collect()
+        .collect())
 }
 
 /// A `TemplateProcessing` adding BOS before and/or EOS after each sequence. Built from JSON
