@@ -1159,3 +1159,77 @@ fn merges_are_not_derived_from_absurd_tokens() {
     let err = super::tokenizer::build(&file).unwrap_err().to_string();
     assert!(err.contains("at most 128 bytes"), "{err}");
 }
+
+/// A SentencePiece-style vocabulary (`tokenizer.ggml.model = llama`: scores, byte tokens,
+/// no merges, so they are derived) gives the ids `transformers` gives for the same metadata
+/// (fixtures/gguf/make_spm_tokenizer_cases.py), special tokens and byte fallback included.
+#[test]
+fn a_sentencepiece_vocabulary_tokenizes_as_transformers_does() {
+    let fixture: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/gguf/spm_tokenizer_cases.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let strings = |k: &str| -> Vec<String> {
+        fixture[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    let numbers = |k: &str| -> Vec<f64> {
+        fixture[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    let mut w = Writer::new();
+    w.kv("general.architecture", Value::String("llama".into()));
+    w.kv("tokenizer.ggml.model", Value::String("llama".into()));
+    w.kv(
+        "tokenizer.ggml.tokens",
+        Value::Array(Array::String(strings("tokens"))),
+    );
+    w.kv(
+        "tokenizer.ggml.scores",
+        Value::Array(Array::F32(
+            numbers("scores").iter().map(|&s| s as f32).collect(),
+        )),
+    );
+    w.kv(
+        "tokenizer.ggml.token_type",
+        Value::Array(Array::I32(
+            numbers("types").iter().map(|&t| t as i32).collect(),
+        )),
+    );
+    w.kv("tokenizer.ggml.bos_token_id", Value::U32(1));
+    w.kv("tokenizer.ggml.eos_token_id", Value::U32(2));
+    w.kv("tokenizer.ggml.unknown_token_id", Value::U32(0));
+    let s = scratch();
+    let file = GgufFile::open(write(&s, &w.to_bytes())).unwrap();
+    let tok = super::tokenizer::build(&file).unwrap().tokenizer;
+    let cases = fixture["cases"].as_array().unwrap();
+    assert!(cases.len() >= 15);
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let ids = tok.encode(text).unwrap();
+        assert_eq!(ids, want, "{text:?}");
+        assert_eq!(
+            tok.decode(&ids, true).unwrap(),
+            case["decoded"].as_str().unwrap(),
+            "{text:?} decoded"
+        );
+    }
+}

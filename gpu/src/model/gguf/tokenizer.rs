@@ -18,8 +18,9 @@ use tokenizers::decoders::fuse::Fuse;
 use tokenizers::decoders::sequence::Sequence as DecoderSequence;
 use tokenizers::decoders::strip::Strip;
 use tokenizers::models::bpe::{BPE, Vocab};
-use tokenizers::normalizers::{NormalizerWrapper, Prepend, Replace, Sequence as NormSequence};
+use tokenizers::normalizers::Replace;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::PostProcessorWrapper;
@@ -195,36 +196,25 @@ pub fn build(file: &GgufFile) -> Result<GgufTokenizer> {
                 None => merges_from_scores(tokens, scores)
                     .map_err(|why| file.key_error(KEY_TOKENS, why))?,
             };
-            let mut builder = BPE::builder()
+            // As transformers 5's LlamaTokenizer builds it: no unknown token (byte fallback
+            // covers every character), a Metaspace pre-tokenizer that prepends `▁` unless the
+            // text already starts with a space, and the matching decoder.
+            let bpe = BPE::builder()
                 .vocab_and_merges(vocab(tokens), merges)
                 .fuse_unk(true)
-                .byte_fallback(true);
-            if let Some(u) = text(unk) {
-                builder = builder.unk_token(u);
-            }
-            let bpe = builder.build().map_err(|e| tokenizer_error(file, e))?;
+                .byte_fallback(true)
+                .build()
+                .map_err(|e| tokenizer_error(file, e))?;
             let mut t = tokenizers::Tokenizer::new(bpe);
-            let prefix = add_space_prefix.unwrap_or(true);
-            let mut norm: Vec<NormalizerWrapper> = Vec::new();
-            if prefix {
-                norm.push(Prepend::new("▁".into()).into());
-            }
-            norm.push(
-                Replace::new(" ", "▁")
-                    .map_err(|e| tokenizer_error(file, e))?
-                    .into(),
-            );
-            t.with_normalizer(Some(NormSequence::new(norm)));
-            let mut dec = vec![
-                DecoderWrapper::ByteFallback(ByteFallback::new()),
-                DecoderWrapper::Fuse(Fuse::new()),
+            t.with_pre_tokenizer(Some(Metaspace::new('▁', PrependScheme::First, false)));
+            let dec = vec![
                 DecoderWrapper::Replace(
                     Replace::new("▁", " ").map_err(|e| tokenizer_error(file, e))?,
                 ),
+                DecoderWrapper::ByteFallback(ByteFallback::new()),
+                DecoderWrapper::Fuse(Fuse::new()),
+                DecoderWrapper::Strip(Strip::new(' ', 1, 0)),
             ];
-            if prefix {
-                dec.push(DecoderWrapper::Strip(Strip::new(' ', 1, 0)));
-            }
             t.with_decoder(Some(DecoderSequence::new(dec)));
             // llama.cpp and LlamaTokenizerFast both add BOS unless told otherwise.
             let bos_added = add_bos.unwrap_or(true);
