@@ -22,6 +22,9 @@ pub struct CpuWeights {
     rows: usize,
     cols: usize,
     ty: QuantType,
+    /// Block-quantized only: the handle stands for the transpose of the blocks it shares
+    /// (`rows`/`cols` are the transpose's), which no copy was made for.
+    transposed: bool,
 }
 
 impl CpuWeights {
@@ -44,6 +47,7 @@ impl CpuWeights {
     pub fn resident_bytes(&self) -> usize {
         match self.ty {
             QuantType::F32 => self.rows * self.cols * 4,
+            ty if self.transposed => ty.matrix_bytes(self.cols, self.rows).unwrap_or(0),
             ty => ty.matrix_bytes(self.rows, self.cols).unwrap_or(0),
         }
     }
@@ -62,17 +66,28 @@ impl CpuWeights {
             return Ok(None);
         }
         let words = &self.store[self.range.clone()];
+        if self.transposed {
+            return QMatrix::new(self.ty, words, self.cols, self.rows)
+                .map(|q| Some(q.as_transpose()));
+        }
         QMatrix::new(self.ty, words, self.rows, self.cols).map(Some)
     }
 
-    /// `wᵀ` as f32. For a quantized matrix this is the transpose of its dequantized values:
-    /// LoRA training's input gradient is the only user, and it then holds that f32 copy
-    /// (4 bytes a weight) next to the quantized original for as long as it trains.
+    /// `wᵀ`. For a quantized matrix this shares the blocks (LoRA training's input gradient
+    /// through a frozen quantized base, `g·W`, then widens one panel of columns at a time);
+    /// for an f32 one it is an f32 copy.
     pub(super) fn transposed(&self) -> Result<CpuWeights, ComputeError> {
-        let t = match self.quantized()? {
-            Some(q) => crate::compute::transpose(&q.dequantize_all()?, self.rows, self.cols),
-            None => crate::compute::transpose(self.values(), self.rows, self.cols),
-        };
+        if self.ty != QuantType::F32 {
+            return Ok(CpuWeights {
+                store: self.store.clone(),
+                range: self.range.clone(),
+                rows: self.cols,
+                cols: self.rows,
+                ty: self.ty,
+                transposed: !self.transposed,
+            });
+        }
+        let t = crate::compute::transpose(self.values(), self.rows, self.cols);
         let store = Arc::new(AlignedVec::from_slice(&t));
         Ok(CpuWeights {
             range: 0..store.len(),
@@ -80,6 +95,7 @@ impl CpuWeights {
             rows: self.cols,
             cols: self.rows,
             ty: QuantType::F32,
+            transposed: false,
         })
     }
 }
@@ -187,6 +203,7 @@ pub(super) fn load(matrices: Vec<HostWeights>) -> Result<Vec<CpuWeights>, Comput
             rows,
             cols,
             ty,
+            transposed: false,
         })
         .collect())
 }

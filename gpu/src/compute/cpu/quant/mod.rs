@@ -20,6 +20,7 @@ mod format;
 mod kernel;
 #[cfg(target_arch = "x86_64")]
 mod kquant;
+mod transposed;
 
 #[cfg(test)]
 mod tests;
@@ -55,6 +56,9 @@ pub(crate) struct QMatrix<'a> {
     rows: usize,
     cols: usize,
     row_bytes: usize,
+    /// The matrix stands for its transpose (`CpuWeights::transposed`): a matmul with it is
+    /// `x · w` rather than `x · wᵀ`, and it has no rows to look up.
+    transposed: bool,
 }
 
 impl<'a> QMatrix<'a> {
@@ -75,7 +79,16 @@ impl<'a> QMatrix<'a> {
             rows,
             cols,
             row_bytes,
+            transposed: false,
         })
+    }
+
+    /// The same blocks standing for their transpose.
+    pub(crate) fn as_transpose(self) -> Self {
+        Self {
+            transposed: true,
+            ..self
+        }
     }
 
     /// Row `r`'s bytes into `buf` (the portable path's view of the packed words).
@@ -95,23 +108,56 @@ impl<'a> QMatrix<'a> {
         buf: &mut Vec<u8>,
         out: &mut [f32],
     ) -> Result<(), ComputeError> {
-        if r >= self.rows {
+        if r >= self.rows || self.transposed {
             return Err(ComputeError::Invalid {
                 op: "quantized row",
-                reason: "row index outside the matrix",
+                reason: "row index outside the matrix (or a transposed one, which has none)",
             });
         }
         self.row_bytes_into(r, buf);
         dequantize_row(self.ty, buf, out)
     }
 
-    /// The whole matrix as f32 (`[rows, cols]`), for the rare users that need the values
-    /// themselves (training's transposed copy).
+    /// Rule 9 for blocks `first..first + count` of row `r` into `out` (`count` blocks of
+    /// values): a row is its blocks one after another, each dequantized on its own.
+    pub(crate) fn dequantize_blocks_into(
+        &self,
+        r: usize,
+        first: usize,
+        count: usize,
+        buf: &mut Vec<u8>,
+        out: &mut [f32],
+    ) -> Result<(), ComputeError> {
+        let per_row = self.cols / self.ty.block_elems();
+        if r >= self.rows || first.saturating_add(count) > per_row {
+            return Err(ComputeError::Invalid {
+                op: "quantized row",
+                reason: "blocks outside the matrix",
+            });
+        }
+        let bb = self.ty.block_bytes();
+        let start = r * self.row_bytes + first * bb;
+        buf.clear();
+        buf.extend(
+            (start..start + count * bb).map(|j| self.words[j / 4].to_bits().to_le_bytes()[j % 4]),
+        );
+        dequantize_row(self.ty, buf, out)
+    }
+
+    /// The whole matrix as f32 (`[rows, cols]` of what it stands for, transposed or not),
+    /// for the rare users that need the values themselves (tests, conformance).
     pub(crate) fn dequantize_all(&self) -> Result<Vec<f32>, ComputeError> {
+        let stored = Self {
+            transposed: false,
+            ..*self
+        };
         let mut out = vec![0.0f32; checked_mul("dequantize", self.rows, self.cols)?];
         let mut buf = Vec::with_capacity(self.row_bytes);
         for (r, o) in out.chunks_exact_mut(self.cols.max(1)).enumerate() {
-            self.dequantize_into(r, &mut buf, o)?;
+            stored.dequantize_into(r, &mut buf, o)?;
+        }
+        if self.transposed {
+            return Ok(crate::compute::transpose(&out, self.rows, self.cols));
         }
         Ok(out)
     }
@@ -131,6 +177,15 @@ pub(crate) fn matmul(
     out: &mut [f32],
 ) -> Result<(), ComputeError> {
     const OP: &str = "quantized matmul";
+    if w.transposed {
+        if bias.is_some() {
+            return Err(ComputeError::Invalid {
+                op: OP,
+                reason: "a transposed weight takes no bias",
+            });
+        }
+        return transposed::matmul_transposed(isa, threads, pool_hint, x, rows, w, out);
+    }
     let (k, cols) = (w.cols, w.rows);
     check_len(OP, "x", checked_mul(OP, rows, k)?, x.len())?;
     check_len(OP, "out", checked_mul(OP, rows, cols)?, out.len())?;

@@ -228,15 +228,37 @@ fn embed_and_transpose_use_rule_9() {
                 b.embed(&w[0], &[7], &mut out[..cols]).is_err(),
                 "outside the table"
             );
+            // The transpose shares the blocks (no f32 copy) and computes exactly what the
+            // f32 transpose of the dequantized values computes, on every ISA and split.
             let t = b.transposed(&w[0]).expect("transposed");
-            assert_eq!(
-                (t.rows(), t.cols(), t.storage()),
-                (cols, rows, QuantType::F32)
-            );
-            assert_eq!(
-                t.values(),
-                &crate::compute::transpose(&values, rows, cols)[..]
-            );
+            assert_eq!((t.rows(), t.cols(), t.storage()), (cols, rows, ty));
+            assert_eq!(t.resident_bytes(), data.len());
+            let wide = crate::compute::transpose(&values, rows, cols);
+            assert_eq!(t.dequantized().expect("values"), wide);
+            assert!(b.embed(&t, &[0], &mut out[..rows]).is_err(), "no rows");
+            let n = 5;
+            let x: Vec<f32> = (0..n * rows)
+                .map(|i| ((i * 7919) % 23) as f32 * 0.37 - 4.0)
+                .collect();
+            let mut want = vec![0.0f32; n * cols];
+            crate::compute::matmul(Isa::Portable, 1, &x, n, rows, &wide, cols, None, &mut want)
+                .expect("f32 matmul");
+            for isa in Isa::supported() {
+                for threads in [1, 2, 3] {
+                    let bt = CpuBackend::new(isa, threads).expect("backend");
+                    let mut got = vec![0.0f32; n * cols];
+                    bt.matmul(&x, n, &t, None, &mut got)
+                        .expect("transposed matmul");
+                    assert_eq!(same_bits(&got, &want), None, "{ty} {isa:?} x{threads}");
+                    // Transposed back, it is the original matrix again.
+                    let back = bt.transposed(&t).expect("back");
+                    let y: Vec<f32> = (0..n * cols).map(|i| (i % 11) as f32 - 5.0).collect();
+                    let (mut a, mut c) = (vec![0.0f32; n * rows], vec![0.0f32; n * rows]);
+                    bt.matmul(&y, n, &back, None, &mut a).expect("back");
+                    bt.matmul(&y, n, &w[0], None, &mut c).expect("original");
+                    assert_eq!(same_bits(&a, &c), None, "{ty} transposed twice");
+                }
+            }
         }
     }
 }
