@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Instant;
 
-use olc_gpu::compute::AlignedVec;
+use olc_gpu::compute::{AlignedVec, AttentionShape, Backend, KvView, QueryRow};
 use olc_gpu::engine::{BatchItem, Engine, EngineOptions, KvCache};
 use olc_gpu::model::{
     Adapter, AdapterConfig, LinearModule, LlamaWeights, LoraWeights, Matrix, Preset,
@@ -206,6 +206,225 @@ fn decode<'a>(
     (n * DECODE_STEPS) as f64 / (clock.now() - start)
 }
 
+/// Where a batch-`n` decode step's time goes: the step's ops replayed one by one on the
+/// engine's own backend and weights, with caches of `PROMPT` positions, each op timed on
+/// its own (`OLC_BENCH_ONLY=phases`). The replay's total is set against the engine's own
+/// step time, so what the replay misses (bookkeeping between ops) shows up as the gap.
+fn phases(engine: &Engine, n: usize) {
+    let c = engine.config();
+    let b = engine.backend();
+    let (hidden, inter, vocab) = (c.hidden_size, c.intermediate_size, c.vocab_size);
+    let (q_dim, kv_dim) = (c.q_dim(), c.kv_dim());
+    let layers = c.num_hidden_layers;
+    let eps = c.rms_norm_eps as f32;
+    let cap = PROMPT + DECODE_STEPS + 1;
+    let fill = |len: usize, k: u32| -> Vec<f32> {
+        (0..len)
+            .map(|i| ((((i as u32).wrapping_mul(2_654_435_761) ^ k) % 2000) as f32 - 1000.0) * 1e-3)
+            .collect()
+    };
+    let mut kv: Vec<Vec<(Vec<f32>, Vec<f32>)>> = (0..n)
+        .map(|s| {
+            (0..layers)
+                .map(|l| {
+                    let seed = (s * 97 + l) as u32;
+                    (fill(cap * kv_dim, seed), fill(cap * kv_dim, seed ^ 0x5555))
+                })
+                .collect()
+        })
+        .collect();
+    let shape = AttentionShape {
+        heads: c.num_attention_heads,
+        kv_heads: c.num_key_value_heads,
+        head_dim: c.head_dim,
+    };
+    let names = [
+        "embed",
+        "rmsnorm x2",
+        "q matmul",
+        "rope + cache write",
+        "attention",
+        "o matmul",
+        "gate/up matmul",
+        "swiglu",
+        "down matmul",
+        "residual adds",
+        "final norm",
+        "lm head matmul",
+        "logits alloc + copy out",
+        "k matmul",
+        "v matmul",
+    ];
+    let mut t = [0.0f64; 15];
+    let steps = DECODE_STEPS;
+    let tokens: Vec<u32> = (0..n as u32).map(|s| 5 + s).collect();
+    let mut x = AlignedVec::zeros(n * hidden);
+    let mut xn = AlignedVec::zeros(n * hidden);
+    let mut q = AlignedVec::zeros(n * q_dim);
+    let mut k = AlignedVec::zeros(n * kv_dim);
+    let mut v = AlignedVec::zeros(n * kv_dim);
+    let mut attn = AlignedVec::zeros(n * q_dim);
+    let mut proj = AlignedVec::zeros(n * hidden);
+    let mut gate = AlignedVec::zeros(n * inter);
+    let mut up = AlignedVec::zeros(n * inter);
+    let mut act = AlignedVec::zeros(n * inter);
+    let w = engine.weights();
+    use olc_gpu::model::LinearModule as M;
+    let total = b
+        .run(|| {
+            let start = Instant::now();
+            for step in 0..steps {
+                let pos = PROMPT + step;
+                let mut lap = Instant::now();
+                let mut mark = |i: usize, t: &mut [f64; 15]| {
+                    let now = Instant::now();
+                    t[i] += (now - lap).as_secs_f64();
+                    lap = now;
+                };
+                b.embed(engine.embedding_table(), &tokens, &mut x)
+                    .expect("phase");
+                mark(0, &mut t);
+                for l in 0..layers {
+                    let lw = &w.layers[l];
+                    b.rmsnorm(&x, &lw.input_layernorm, eps, &mut xn)
+                        .expect("phase");
+                    mark(1, &mut t);
+                    b.matmul(
+                        &xn,
+                        n,
+                        engine.linear(l, M::QProj).expect("phase"),
+                        None,
+                        &mut q,
+                    )
+                    .expect("phase");
+                    mark(2, &mut t);
+                    b.matmul(
+                        &xn,
+                        n,
+                        engine.linear(l, M::KProj).expect("phase"),
+                        None,
+                        &mut k,
+                    )
+                    .expect("phase");
+                    mark(13, &mut t);
+                    b.matmul(
+                        &xn,
+                        n,
+                        engine.linear(l, M::VProj).expect("phase"),
+                        None,
+                        &mut v,
+                    )
+                    .expect("phase");
+                    mark(14, &mut t);
+                    for s in 0..n {
+                        b.rope(
+                            engine.rope(),
+                            pos,
+                            q_dim,
+                            &mut q[s * q_dim..(s + 1) * q_dim],
+                        )
+                        .expect("phase");
+                        b.rope(
+                            engine.rope(),
+                            pos,
+                            kv_dim,
+                            &mut k[s * kv_dim..(s + 1) * kv_dim],
+                        )
+                        .expect("phase");
+                        let (ck, cv) = &mut kv[s][l];
+                        ck[pos * kv_dim..(pos + 1) * kv_dim]
+                            .copy_from_slice(&k[s * kv_dim..(s + 1) * kv_dim]);
+                        cv[pos * kv_dim..(pos + 1) * kv_dim]
+                            .copy_from_slice(&v[s * kv_dim..(s + 1) * kv_dim]);
+                    }
+                    mark(3, &mut t);
+                    let views: Vec<KvView<'_>> = kv
+                        .iter()
+                        .map(|seq| KvView {
+                            k: &seq[l].0,
+                            v: &seq[l].1,
+                        })
+                        .collect();
+                    let rows: Vec<QueryRow> = (0..n)
+                        .map(|seq| QueryRow {
+                            seq,
+                            visible: pos + 1,
+                        })
+                        .collect();
+                    b.attention(shape, &q, &views, &rows, &mut attn, None)
+                        .expect("phase");
+                    drop(views);
+                    mark(4, &mut t);
+                    b.matmul(
+                        &attn,
+                        n,
+                        engine.linear(l, M::OProj).expect("phase"),
+                        None,
+                        &mut proj,
+                    )
+                    .expect("phase");
+                    mark(5, &mut t);
+                    x.iter_mut().zip(proj.iter()).for_each(|(a, p)| *a += *p);
+                    mark(9, &mut t);
+                    b.rmsnorm(&x, &lw.post_attention_layernorm, eps, &mut xn)
+                        .expect("phase");
+                    mark(1, &mut t);
+                    b.matmul(
+                        &xn,
+                        n,
+                        engine.linear(l, M::GateProj).expect("phase"),
+                        None,
+                        &mut gate,
+                    )
+                    .expect("phase");
+                    b.matmul(
+                        &xn,
+                        n,
+                        engine.linear(l, M::UpProj).expect("phase"),
+                        None,
+                        &mut up,
+                    )
+                    .expect("phase");
+                    mark(6, &mut t);
+                    b.swiglu(&gate, &up, &mut act).expect("phase");
+                    mark(7, &mut t);
+                    b.matmul(
+                        &act,
+                        n,
+                        engine.linear(l, M::DownProj).expect("phase"),
+                        None,
+                        &mut proj,
+                    )
+                    .expect("phase");
+                    mark(8, &mut t);
+                    x.iter_mut().zip(proj.iter()).for_each(|(a, p)| *a += *p);
+                    mark(9, &mut t);
+                }
+                let mut normed = AlignedVec::zeros(n * hidden);
+                b.rmsnorm(&x, &w.norm, eps, &mut normed).expect("phase");
+                mark(10, &mut t);
+                let mut logits = vec![0.0f32; n * vocab];
+                b.matmul(&normed, n, engine.head(), None, &mut logits)
+                    .expect("phase");
+                mark(11, &mut t);
+                let out: Vec<Vec<f32>> = (0..n)
+                    .map(|s| logits[s * vocab..(s + 1) * vocab].to_vec())
+                    .collect();
+                black_box(out);
+                mark(12, &mut t);
+            }
+            start.elapsed().as_secs_f64()
+        })
+        .expect("phase");
+    let ms = |s: f64| s * 1e3 / steps as f64;
+    println!("| phase, batch {n} decode step ({PROMPT}+ positions) | ms/step | share |");
+    println!("| --- | ---: | ---: |");
+    for (name, s) in names.iter().zip(t) {
+        println!("| {name} | {:.2} | {:.1}% |", ms(s), 100.0 * s / total);
+    }
+    println!("| replay total | {:.2} | |", ms(total));
+}
+
 fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = write_checkpoint(dir.path(), Preset::Smollm2_135m, 0).expect("checkpoint");
@@ -222,6 +441,32 @@ fn main() {
         options.threads = n;
     }
     let engine = Engine::new(config, weights, options).expect("engine");
+    // `OLC_BENCH_ONLY=phases`: the per-op breakdown of a decode step (twice, the first
+    // warming up), at batch `OLC_BENCH_PHASES_BATCH` (16), then the engine's own batch-16
+    // decode for comparison unless `OLC_BENCH_PHASES_ONLY` is set.
+    if std::env::var("OLC_BENCH_ONLY").is_ok_and(|v| v == "phases") {
+        let n = std::env::var("OLC_BENCH_PHASES_BATCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(16);
+        for _ in 0..2 {
+            phases(&engine, n);
+        }
+        if std::env::var("OLC_BENCH_PHASES_ONLY").is_ok() {
+            return;
+        }
+        let prefilled = prefill(&engine, 16, &[None]).1;
+        let mut best = 0.0f64;
+        for _ in 0..3 {
+            let mut caches = prefilled.clone();
+            best = best.max(decode(&engine, &mut caches, |_, _| None));
+        }
+        println!(
+            "engine decode, batch 16: {best:.1} tokens/s = {:.2} ms/step",
+            16e3 / best
+        );
+        return;
+    }
     // `OLC_BENCH_ONLY=decode`: only batch-1 and batch-16 decode and prefill, `ROUNDS` times
     // each, interleaved (for profiling and for before/after comparisons in one sitting).
     if std::env::var("OLC_BENCH_ONLY").is_ok_and(|v| v == "decode") {

@@ -54,6 +54,62 @@ pub(super) fn batch(
             o,
         )
     };
+    // Enough rows to keep every thread busy: one task per row, all of its heads, so that
+    // the row's keys and values are read once, whole and in address order, instead of one
+    // 256-byte strip per head (which left the hardware prefetchers little to follow and
+    // read every kv head's strip once per query head that shares it).
+    #[cfg(target_arch = "x86_64")]
+    if probs.is_none() && isa.isa() == Isa::Avx512 && rows.len() >= 2 * rayon::current_num_threads()
+    {
+        let width = heads * hd;
+        let group = heads / shape.kv_heads;
+        return out
+            .par_chunks_mut(width)
+            .zip(q.par_chunks(width))
+            .zip(rows.par_iter())
+            .enumerate()
+            .try_for_each_init(
+                || vec![0.0f32; heads * longest],
+                |scores, (r, ((o, qr), row))| {
+                    let view = kv[row.seq];
+                    let len = row.visible;
+                    let fits = len == 0
+                        || (len - 1)
+                            .checked_mul(stride)
+                            .and_then(|at| at.checked_add(stride))
+                            .is_some_and(|need| need <= view.k.len() && need <= view.v.len());
+                    if !fits {
+                        // Refused head by head, so that the error is the per-head path's.
+                        for (h, oh) in o.chunks_exact_mut(hd).enumerate() {
+                            one(r * heads + h, &mut scores[..], oh)?;
+                        }
+                        return Ok(());
+                    }
+                    let scale = (1.0 / (hd as f64).sqrt()) as f32;
+                    let scores = &mut scores[..heads * len];
+                    // SAFETY: `Checked` exists only for ISAs detected on this CPU.
+                    unsafe {
+                        x86::row_scores_avx512(qr, hd, group, view.k, view.v, stride, scale, scores)
+                    };
+                    for ((p, oh), h) in scores
+                        .chunks_exact_mut(len.max(1))
+                        .zip(o.chunks_exact_mut(hd))
+                        .zip(0..heads)
+                    {
+                        let p = &mut p[..len];
+                        softmax_checked(isa, p);
+                        weighted_sum(isa, p, &view.v[(h / group) * hd..], stride, oh);
+                    }
+                    if len == 0 {
+                        // No positions: every head's sum is the tree of sixteen +0.0 lanes.
+                        for oh in o.chunks_exact_mut(hd) {
+                            weighted_sum(isa, &[], view.v, stride, oh);
+                        }
+                    }
+                    Ok(())
+                },
+            );
+    }
     let width = match &probs {
         Some(p) if tasks > 0 => p.len() / tasks,
         _ => 0,
@@ -314,6 +370,111 @@ mod x86 {
         for (t, s) in scores[j..].iter_mut().enumerate() {
             let at = (j + t) * stride;
             *s = dot_avx512(q, &k[at..at + d]) * scale;
+        }
+    }
+
+    /// How many 16-position groups ahead [`row_scores_avx512`] prefetches: further (2 and
+    /// 4 measured) was slower on the dev VM, whose per-core fill buffers are what limits
+    /// the stream.
+    const ROW_PREFETCH_GROUPS: usize = 1;
+
+    /// [`key_scores_avx512`] for every head of one query row (`q` is `[heads, hd]`, query
+    /// head `h` reading kv head `h / group`), sixteen positions at a time with every head
+    /// inner: a group's sixteen whole rows of keys (`stride` floats each, contiguous) are
+    /// read from DRAM once and then from L1 by every head. Each score's FMAs, tree and scale
+    /// are exactly `key_scores_avx512`'s. Head `h`'s scores go to
+    /// `scores[h * len..][..len]`, `len = scores.len() / heads`.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[allow(clippy::too_many_arguments)] // as `attention`, plus the head layout
+    #[allow(clippy::needless_range_loop)] // `t` indexes the rows and their accumulators
+    pub(super) fn row_scores_avx512(
+        q: &[f32],
+        hd: usize,
+        group: usize,
+        k: &[f32],
+        v: &[f32],
+        stride: usize,
+        scale: f32,
+        scores: &mut [f32],
+    ) {
+        let heads = q.len() / hd.max(1);
+        assert!(
+            hd > 0 && group > 0 && q.len() == heads * hd && heads.div_ceil(group) * hd <= stride,
+            "attention: head layout"
+        );
+        let len = scores.len() / heads.max(1);
+        assert!(
+            rows_fit(len, stride, stride, k.len()) && rows_fit(len, stride, stride, v.len()),
+            "attention: k or v too short"
+        );
+        let (kp, vp) = (k.as_ptr(), v.as_ptr());
+        let ahead = ROW_PREFETCH_GROUPS * LANES;
+        for t in 0..ahead.min(len) {
+            prefetch_row(kp.wrapping_add(t * stride), stride);
+            prefetch_row(vp.wrapping_add(t * stride), stride);
+        }
+        // The rows `ahead` on from a group are one contiguous block; each head fetches its
+        // share.
+        let lines = (LANES * stride).div_ceil(16);
+        let per_head = lines.div_ceil(heads.max(1));
+        let mut j = 0;
+        while j + LANES <= len {
+            let next = (j + ahead) * stride;
+            let mut line = 0;
+            for h in 0..heads {
+                for _ in 0..per_head {
+                    if line < lines {
+                        let at = next.wrapping_add(16 * line);
+                        // Addresses past the cache are harmless: a prefetch never faults.
+                        _mm_prefetch::<_MM_HINT_T0>(kp.wrapping_add(at).cast::<i8>());
+                        // Values wait for the softmax: into L2, leaving L1 to the keys.
+                        _mm_prefetch::<_MM_HINT_T1>(vp.wrapping_add(at).cast::<i8>());
+                        line += 1;
+                    }
+                }
+                let qh = &q[h * hd..(h + 1) * hd];
+                let off = (h / group) * hd;
+                let mut acc = [_mm512_setzero_ps(); LANES];
+                // Row j + t of head h starts at rows[t]; it fits in k (asserted, off + hd
+                // <= stride).
+                let rows: [usize; LANES] = std::array::from_fn(|t| (j + t) * stride + off);
+                let mut i = 0;
+                while i + 16 <= hd {
+                    // SAFETY: i + 16 <= hd = qh.len().
+                    let qv = unsafe { _mm512_loadu_ps(qh.as_ptr().add(i)) };
+                    for t in 0..LANES {
+                        // SAFETY: row j + t < len fits in k (asserted) and i + 16 <= hd.
+                        let kv = unsafe { _mm512_loadu_ps(kp.add(rows[t] + i)) };
+                        acc[t] = _mm512_fmadd_ps(qv, kv, acc[t]);
+                    }
+                    i += 16;
+                }
+                if i < hd {
+                    let m = mask16(hd - i);
+                    // SAFETY: only the hd - i active lanes, all in bounds, are read.
+                    let qv = unsafe { _mm512_maskz_loadu_ps(m, qh.as_ptr().add(i)) };
+                    for t in 0..LANES {
+                        // SAFETY: as above, for row j + t.
+                        let kv = unsafe { _mm512_maskz_loadu_ps(m, kp.add(rows[t] + i)) };
+                        acc[t] = _mm512_mask3_fmadd_ps(qv, kv, acc[t], m);
+                    }
+                }
+                let mut out = [0.0f32; LANES];
+                // SAFETY: `out` has room for the 16 floats stored.
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr(), tree512_x16(acc)) };
+                for (o, s) in scores[h * len + j..][..LANES].iter_mut().enumerate() {
+                    *s = out[4 * (o % 4) + o / 4] * scale;
+                }
+            }
+            j += LANES;
+        }
+        for h in 0..heads {
+            let qh = &q[h * hd..(h + 1) * hd];
+            let off = (h / group) * hd;
+            for jj in j..len {
+                let at = jj * stride + off;
+                scores[h * len + jj] = dot_avx512(qh, &k[at..at + hd]) * scale;
+            }
         }
     }
 
