@@ -144,6 +144,56 @@ impl<'a> QMatrix<'a> {
         dequantize_row(self.ty, buf, out)
     }
 
+    /// [`QMatrix::dequantize_blocks_into`] on the ISA's row dequantizer (the prefill
+    /// panels' own, so the same values), for the transposed matmul's panels.
+    pub(crate) fn widen_blocks(
+        &self,
+        isa: Checked,
+        r: usize,
+        first: usize,
+        count: usize,
+        buf: &mut Vec<u8>,
+        out: &mut [f32],
+    ) -> Result<(), ComputeError> {
+        #[cfg(target_arch = "x86_64")]
+        if isa.isa() != super::Isa::Portable {
+            let per_row = self.cols / self.ty.block_elems();
+            let n = count * self.ty.block_elems();
+            if r >= self.rows || first.saturating_add(count) > per_row || out.len() < n {
+                return Err(ComputeError::Invalid {
+                    op: "quantized row",
+                    reason: "blocks outside the matrix",
+                });
+            }
+            let at = r * self.row_bytes + first * self.ty.block_bytes();
+            let out = &mut out[..n];
+            let avx512 = isa.isa() == super::Isa::Avx512;
+            fn row<F: format::Format>(avx512: bool, words: &[f32], at: usize, out: &mut [f32]) {
+                if avx512 {
+                    // SAFETY: `Checked` exists only for ISAs detected on this CPU.
+                    unsafe { kernel::row512::<F>(words, at, out) }
+                } else {
+                    // SAFETY: as above.
+                    unsafe { kernel::row256::<F>(words, at, out) }
+                }
+            }
+            match self.ty {
+                QuantType::Q8_0 => row::<format::Q8_0>(avx512, self.words, at, out),
+                QuantType::Q4_0 => row::<format::Q4_0>(avx512, self.words, at, out),
+                QuantType::Q4_1 => row::<format::Q4_1>(avx512, self.words, at, out),
+                QuantType::Q4_K => row::<kquant::Q4K>(avx512, self.words, at, out),
+                QuantType::Q6_K => row::<kquant::Q6K>(avx512, self.words, at, out),
+                QuantType::F32 | QuantType::F16 | QuantType::BF16 => {
+                    return self.dequantize_blocks_into(r, first, count, buf, out);
+                }
+            }
+            return Ok(());
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = isa;
+        self.dequantize_blocks_into(r, first, count, buf, out)
+    }
+
     /// The whole matrix as f32 (`[rows, cols]` of what it stands for, transposed or not),
     /// for the rare users that need the values themselves (tests, conformance).
     pub(crate) fn dequantize_all(&self) -> Result<Vec<f32>, ComputeError> {

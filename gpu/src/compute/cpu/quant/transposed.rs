@@ -50,7 +50,7 @@ pub(crate) fn matmul_transposed(
         let mut row = vec![0.0f32; width];
         let mut buf = Vec::new();
         for o in 0..k {
-            w.dequantize_blocks_into(o, i0 / block, width / block, &mut buf, &mut row)?;
+            w.widen_blocks(isa, o, i0 / block, width / block, &mut buf, &mut row)?;
             for (j, v) in row.iter().enumerate() {
                 wt[j * k + o] = *v;
             }
