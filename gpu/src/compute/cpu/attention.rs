@@ -303,8 +303,6 @@ mod x86 {
     /// `dot_avx512`'s (one zmm accumulator, the same FMAs in the same order, the same
     /// masked tail), and the sixteen halving trees run together as in the matmul tiles.
     #[target_feature(enable = "avx512f,avx2,fma")]
-    // `t` indexes the rows and their accumulators together.
-    #[allow(clippy::needless_range_loop)]
     pub(super) fn key_scores_avx512(
         q: &[f32],
         k: &[f32],
@@ -331,45 +329,74 @@ mod x86 {
         }
         let ahead = LANES.wrapping_mul(stride);
         while j + LANES <= len {
-            let mut acc = [_mm512_setzero_ps(); LANES];
             // Row j + t starts at rows[t]; every one fits in k and v (asserted).
             let rows: [usize; LANES] = std::array::from_fn(|t| (j + t) * stride);
-            let mut i = 0;
-            while i + 16 <= d {
-                // SAFETY: i + 16 <= d = q.len().
-                let qv = unsafe { _mm512_loadu_ps(q.as_ptr().add(i)) };
-                for t in 0..LANES {
-                    let next = rows[t].wrapping_add(ahead).wrapping_add(i);
-                    _mm_prefetch::<_MM_HINT_T0>(kp.wrapping_add(next).cast::<i8>());
-                    // Values wait for the softmax: into L2, leaving L1 to the keys.
-                    _mm_prefetch::<_MM_HINT_T1>(vp.wrapping_add(next).cast::<i8>());
-                    // SAFETY: row j + t < len fits in k (asserted) and i + 16 <= d.
-                    let kv = unsafe { _mm512_loadu_ps(kp.add(rows[t] + i)) };
-                    acc[t] = _mm512_fmadd_ps(qv, kv, acc[t]);
-                }
-                i += 16;
-            }
-            if i < d {
-                let m = mask16(d - i);
-                // SAFETY: only the d - i active lanes, all in bounds, are read.
-                let qv = unsafe { _mm512_maskz_loadu_ps(m, q.as_ptr().add(i)) };
-                for t in 0..LANES {
-                    // SAFETY: as above, for row j + t.
-                    let kv = unsafe { _mm512_maskz_loadu_ps(m, kp.add(rows[t] + i)) };
-                    acc[t] = _mm512_mask3_fmadd_ps(qv, kv, acc[t], m);
-                }
-            }
-            let mut lanes = [0.0f32; LANES];
-            // SAFETY: `lanes` has room for the 16 floats stored.
-            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), tree512_x16(acc)) };
-            for (o, s) in scores[j..j + LANES].iter_mut().enumerate() {
-                *s = lanes[4 * (o % 4) + o / 4] * scale;
-            }
+            // SAFETY: every row fits in k (asserted), d = q.len(), 16 scores at j < len.
+            unsafe {
+                group_scores::<true>(q, kp, vp, &rows, ahead, scale, &mut scores[j..j + LANES])
+            };
             j += LANES;
         }
         for (t, s) in scores[j..].iter_mut().enumerate() {
             let at = (j + t) * stride;
             *s = dot_avx512(q, &k[at..at + d]) * scale;
+        }
+    }
+
+    /// The scores of one query against sixteen key rows (`rows[t]` is where row `t` starts
+    /// in `kp`), by `dot_avx512`'s FMAs, masked tail and halving tree, each times `scale`:
+    /// the one copy of that arithmetic both score kernels use. With `PREFETCH`, each FMA
+    /// also asks for the line `ahead` floats on of its key and value rows.
+    ///
+    /// # Safety
+    /// Every `rows[t] + q.len()` floats from `kp` lie inside one slice; `out` holds 16.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[inline]
+    #[allow(clippy::needless_range_loop)] // `t` indexes the rows and their accumulators
+    #[allow(clippy::too_many_arguments)] // the pointers, the group and its prefetch
+    unsafe fn group_scores<const PREFETCH: bool>(
+        q: &[f32],
+        kp: *const f32,
+        vp: *const f32,
+        rows: &[usize; LANES],
+        ahead: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        let d = q.len();
+        let mut acc = [_mm512_setzero_ps(); LANES];
+        let mut i = 0;
+        while i + 16 <= d {
+            // SAFETY: i + 16 <= d = q.len().
+            let qv = unsafe { _mm512_loadu_ps(q.as_ptr().add(i)) };
+            for t in 0..LANES {
+                if PREFETCH {
+                    let next = rows[t].wrapping_add(ahead).wrapping_add(i);
+                    _mm_prefetch::<_MM_HINT_T0>(kp.wrapping_add(next).cast::<i8>());
+                    // Values wait for the softmax: into L2, leaving L1 to the keys.
+                    _mm_prefetch::<_MM_HINT_T1>(vp.wrapping_add(next).cast::<i8>());
+                }
+                // SAFETY: row t's d floats are in bounds (the caller's promise), i + 16 <= d.
+                let kv = unsafe { _mm512_loadu_ps(kp.add(rows[t] + i)) };
+                acc[t] = _mm512_fmadd_ps(qv, kv, acc[t]);
+            }
+            i += 16;
+        }
+        if i < d {
+            let m = mask16(d - i);
+            // SAFETY: only the d - i active lanes, all in bounds, are read.
+            let qv = unsafe { _mm512_maskz_loadu_ps(m, q.as_ptr().add(i)) };
+            for t in 0..LANES {
+                // SAFETY: as above, for row t.
+                let kv = unsafe { _mm512_maskz_loadu_ps(m, kp.add(rows[t] + i)) };
+                acc[t] = _mm512_mask3_fmadd_ps(qv, kv, acc[t], m);
+            }
+        }
+        let mut lanes = [0.0f32; LANES];
+        // SAFETY: `lanes` has room for the 16 floats stored.
+        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), tree512_x16(acc)) };
+        for (o, s) in out[..LANES].iter_mut().enumerate() {
+            *s = lanes[4 * (o % 4) + o / 4] * scale;
         }
     }
 
@@ -386,7 +413,6 @@ mod x86 {
     /// `scores[h * len..][..len]`, `len = scores.len() / heads`.
     #[target_feature(enable = "avx512f,avx2,fma")]
     #[allow(clippy::too_many_arguments)] // as `attention`, plus the head layout
-    #[allow(clippy::needless_range_loop)] // `t` indexes the rows and their accumulators
     pub(super) fn row_scores_avx512(
         q: &[f32],
         hd: usize,
@@ -434,37 +460,21 @@ mod x86 {
                 }
                 let qh = &q[h * hd..(h + 1) * hd];
                 let off = (h / group) * hd;
-                let mut acc = [_mm512_setzero_ps(); LANES];
                 // Row j + t of head h starts at rows[t]; it fits in k (asserted, off + hd
                 // <= stride).
                 let rows: [usize; LANES] = std::array::from_fn(|t| (j + t) * stride + off);
-                let mut i = 0;
-                while i + 16 <= hd {
-                    // SAFETY: i + 16 <= hd = qh.len().
-                    let qv = unsafe { _mm512_loadu_ps(qh.as_ptr().add(i)) };
-                    for t in 0..LANES {
-                        // SAFETY: row j + t < len fits in k (asserted) and i + 16 <= hd.
-                        let kv = unsafe { _mm512_loadu_ps(kp.add(rows[t] + i)) };
-                        acc[t] = _mm512_fmadd_ps(qv, kv, acc[t]);
-                    }
-                    i += 16;
-                }
-                if i < hd {
-                    let m = mask16(hd - i);
-                    // SAFETY: only the hd - i active lanes, all in bounds, are read.
-                    let qv = unsafe { _mm512_maskz_loadu_ps(m, qh.as_ptr().add(i)) };
-                    for t in 0..LANES {
-                        // SAFETY: as above, for row j + t.
-                        let kv = unsafe { _mm512_maskz_loadu_ps(m, kp.add(rows[t] + i)) };
-                        acc[t] = _mm512_mask3_fmadd_ps(qv, kv, acc[t], m);
-                    }
-                }
-                let mut out = [0.0f32; LANES];
-                // SAFETY: `out` has room for the 16 floats stored.
-                unsafe { _mm512_storeu_ps(out.as_mut_ptr(), tree512_x16(acc)) };
-                for (o, s) in scores[h * len + j..][..LANES].iter_mut().enumerate() {
-                    *s = out[4 * (o % 4) + o / 4] * scale;
-                }
+                // SAFETY: as just said; 16 scores of head h at j < len.
+                unsafe {
+                    group_scores::<false>(
+                        qh,
+                        kp,
+                        vp,
+                        &rows,
+                        0,
+                        scale,
+                        &mut scores[h * len + j..][..LANES],
+                    )
+                };
             }
             j += LANES;
         }
