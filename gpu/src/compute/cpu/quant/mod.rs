@@ -91,16 +91,6 @@ impl<'a> QMatrix<'a> {
         }
     }
 
-    /// Row `r`'s bytes into `buf` (the portable path's view of the packed words).
-    fn row_bytes_into(&self, r: usize, buf: &mut Vec<u8>) {
-        buf.clear();
-        let start = r * self.row_bytes;
-        buf.extend(
-            (start..start + self.row_bytes)
-                .map(|j| self.words[j / 4].to_bits().to_le_bytes()[j % 4]),
-        );
-    }
-
     /// Rule 9 for row `r` into `out` (`cols` values), by the portable spec.
     pub(crate) fn dequantize_into(
         &self,
@@ -108,18 +98,20 @@ impl<'a> QMatrix<'a> {
         buf: &mut Vec<u8>,
         out: &mut [f32],
     ) -> Result<(), ComputeError> {
-        if r >= self.rows || self.transposed {
+        if self.transposed {
             return Err(ComputeError::Invalid {
                 op: "quantized row",
-                reason: "row index outside the matrix (or a transposed one, which has none)",
+                reason: "a transposed matrix has no rows to look up",
             });
         }
-        self.row_bytes_into(r, buf);
-        dequantize_row(self.ty, buf, out)
+        let blocks = self.cols / self.ty.block_elems();
+        self.dequantize_blocks_into(r, 0, blocks, buf, out)
     }
 
-    /// Rule 9 for blocks `first..first + count` of row `r` into `out` (`count` blocks of
-    /// values): a row is its blocks one after another, each dequantized on its own.
+    /// Rule 9 for blocks `first..first + count` of stored row `r` into `out` (`count`
+    /// blocks of values), by the portable spec: a row is its blocks one after another, each
+    /// dequantized on its own. `buf` receives the bytes (the portable view of the packed
+    /// words).
     pub(crate) fn dequantize_blocks_into(
         &self,
         r: usize,
