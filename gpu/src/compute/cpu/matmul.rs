@@ -46,6 +46,33 @@ pub fn matmul(
     )
 }
 
+/// Rule 2's checks on everything but the weights (whose storage varies): `x` is
+/// `[rows, k]`, `out` `[rows, cols]`, `bias` `cols` long, and there is a thread to run on.
+#[allow(clippy::too_many_arguments)] // the operands of rule 2, as `matmul`
+pub(super) fn check_operands(
+    op: &'static str,
+    x: &[f32],
+    rows: usize,
+    k: usize,
+    out: &[f32],
+    cols: usize,
+    bias: Option<&[f32]>,
+    threads: usize,
+) -> Result<(), ComputeError> {
+    check_len(op, "x", checked_mul(op, rows, k)?, x.len())?;
+    check_len(op, "out", checked_mul(op, rows, cols)?, out.len())?;
+    if let Some(b) = bias {
+        check_len(op, "bias", cols, b.len())?;
+    }
+    if threads == 0 {
+        return Err(ComputeError::Invalid {
+            op,
+            reason: "threads must be at least 1",
+        });
+    }
+    Ok(())
+}
+
 /// [`matmul`] for callers that hold a checked ISA and, if `threads > 1`, usually the
 /// pool already (the CPU backend): `None` fetches the shared pool only if it is needed.
 #[allow(clippy::too_many_arguments)] // as `matmul`, plus the pool
@@ -62,18 +89,8 @@ pub(crate) fn matmul_checked(
     out: &mut [f32],
 ) -> Result<(), ComputeError> {
     const OP: &str = "matmul";
-    check_len(OP, "x", checked_mul(OP, rows, k)?, x.len())?;
     check_len(OP, "w", checked_mul(OP, cols, k)?, w.len())?;
-    check_len(OP, "out", checked_mul(OP, rows, cols)?, out.len())?;
-    if let Some(b) = bias {
-        check_len(OP, "bias", cols, b.len())?;
-    }
-    if threads == 0 {
-        return Err(ComputeError::Invalid {
-            op: OP,
-            reason: "threads must be at least 1",
-        });
-    }
+    check_operands(OP, x, rows, k, out, cols, bias, threads)?;
     let m = Operands {
         x,
         rows,

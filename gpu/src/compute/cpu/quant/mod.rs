@@ -29,6 +29,7 @@ use std::ops::Range;
 
 use super::buf::AlignedVec;
 use super::isa::Checked;
+use super::matmul::check_operands;
 use super::matmul_checked;
 use super::split::{COL_ALIGN, Dst, split_columns};
 use crate::compute::quant::dequantize_row;
@@ -229,17 +230,7 @@ pub(crate) fn matmul(
         return transposed::matmul_transposed(isa, threads, pool_hint, x, rows, w, out);
     }
     let (k, cols) = (w.cols, w.rows);
-    check_len(OP, "x", checked_mul(OP, rows, k)?, x.len())?;
-    check_len(OP, "out", checked_mul(OP, rows, cols)?, out.len())?;
-    if let Some(b) = bias {
-        check_len(OP, "bias", cols, b.len())?;
-    }
-    if threads == 0 {
-        return Err(ComputeError::Invalid {
-            op: OP,
-            reason: "threads must be at least 1",
-        });
-    }
+    check_operands(OP, x, rows, k, out, cols, bias, threads)?;
     if k == 0 {
         // A dot over nothing is the tree of sixteen +0.0 lanes.
         for row in out.chunks_exact_mut(cols.max(1)) {

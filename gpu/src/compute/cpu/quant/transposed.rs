@@ -9,11 +9,12 @@
 use rayon::prelude::*;
 
 use super::QMatrix;
+use crate::compute::ComputeError;
 use crate::compute::cpu::isa::Checked;
+use crate::compute::cpu::matmul::check_operands;
 use crate::compute::cpu::matmul_checked;
 use crate::compute::cpu::pool::pool;
 use crate::compute::cpu::split::Dst;
-use crate::compute::{ComputeError, check_len, checked_mul};
 
 /// A panel's f32 transpose is kept near this size (it is read once per row of `x`).
 const PANEL_BYTES: usize = 1 << 20;
@@ -30,14 +31,7 @@ pub(crate) fn matmul_transposed(
 ) -> Result<(), ComputeError> {
     const OP: &str = "transposed quantized matmul";
     let (k, n) = (w.rows, w.cols);
-    check_len(OP, "x", checked_mul(OP, rows, k)?, x.len())?;
-    check_len(OP, "out", checked_mul(OP, rows, n)?, out.len())?;
-    if threads == 0 {
-        return Err(ComputeError::Invalid {
-            op: OP,
-            reason: "threads must be at least 1",
-        });
-    }
+    check_operands(OP, x, rows, k, out, n, None, threads)?;
     let block = w.ty.block_elems();
     let blocks_per_panel = (PANEL_BYTES / 4 / k.max(1) / block).max(1);
     let panel = blocks_per_panel * block;
